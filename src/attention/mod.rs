@@ -1,0 +1,228 @@
+//! Per-cluster attention (design §1 step 5, §4): gather a cluster's rows into aligned tiles,
+//! S = scale·Q·Kᵀ, online softmax across key tiles, O = P·V, per-row log-sum-exp.
+//! The same driver computes dense attention (one cluster holding every key), so SMYRF with
+//! one cluster and dense attention run the same arithmetic.
+//!
+//! Tile layout, shared by every tier's kernels:
+//! - Q: `m × d`, row-major, rows of the cluster's queries;
+//! - Kᵀ: `d × ldk`, the cluster's keys transposed, `ldk` = key count rounded up to 16, zero
+//!   padded, so the Q·Kᵀ micro-kernel runs along keys in whole vectors;
+//! - V: `n × ldv`, `ldv` = dv rounded up to 16, zero padded;
+//! - S/P: `m × ldk`; acc: `m × ldv`.
+
+pub(crate) mod exp;
+pub(crate) mod portable;
+
+use crate::buffer::{round_up, AlignedBuf};
+use crate::isa::Isa;
+use std::cell::RefCell;
+
+pub use exp::exp_nonpositive;
+
+/// Queries per tile: the Q tile and its S rows stay in L1/L2 while keys stream past.
+pub(crate) const Q_TILE: usize = 64;
+/// Keys per tile: larger clusters are processed in key tiles with an online softmax.
+pub(crate) const K_TILE: usize = 256;
+/// Padding granule of tile rows: one AVX-512 register of f32.
+pub(crate) const LANES: usize = 16;
+
+/// `s[i·ldk + j] = scale · Σ_t q[i·d + t] · kt[t·ldk + j]` for i < m, j < ldk.
+pub(crate) type QkFn =
+    fn(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]);
+/// Online-softmax step on rows of `s` (m × ldk, padding already −∞): new row max, P = exp(S −
+/// max) in place, `corr[i]` = exp(old max − new max), `row_sum` rescaled and increased.
+pub(crate) type SoftmaxFn = fn(
+    s: &mut [f32],
+    m: usize,
+    ldk: usize,
+    row_max: &mut [f32],
+    row_sum: &mut [f32],
+    corr: &mut [f32],
+);
+/// `acc[i·ldv + c] = acc[i·ldv + c]·corr[i] + Σ_{j<n} p[i·ldk + j] · v[j·ldv + c]`.
+pub(crate) type PvFn = fn(
+    p: &[f32],
+    v: &[f32],
+    m: usize,
+    n: usize,
+    ldk: usize,
+    ldv: usize,
+    corr: &[f32],
+    acc: &mut [f32],
+);
+/// In-place exp of values ≤ 0.
+pub(crate) type ExpFn = fn(values: &mut [f32]);
+
+/// One tier's attention kernels.
+#[derive(Clone, Copy)]
+pub(crate) struct AttentionKernels {
+    pub(crate) qk: QkFn,
+    pub(crate) softmax: SoftmaxFn,
+    pub(crate) pv: PvFn,
+    pub(crate) exp: ExpFn,
+}
+
+const PORTABLE: AttentionKernels = AttentionKernels {
+    qk: portable::qk,
+    softmax: portable::softmax,
+    pv: portable::pv,
+    exp: portable::exp_in_place,
+};
+
+/// The kernels of a tier the CPU supports (checked by the caller).
+pub(crate) fn kernels(isa: Isa) -> &'static AttentionKernels {
+    match isa {
+        Isa::Portable | Isa::Avx2 | Isa::Avx512 | Isa::Neon => &PORTABLE,
+    }
+}
+
+/// Rows of one (batch, head) of a tensor view: row i starts at `base + i·stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) base: usize,
+    pub(crate) stride: usize,
+    pub(crate) dim: usize,
+}
+
+impl<'a> Rows<'a> {
+    #[inline(always)]
+    pub(crate) fn row(&self, i: usize) -> &'a [f32] {
+        let start = self.base + i * self.stride;
+        &self.data[start..start + self.dim]
+    }
+}
+
+/// Per-thread tile buffers, reused across clusters and calls.
+#[derive(Default)]
+struct TileScratch {
+    q: AlignedBuf,
+    kt: AlignedBuf,
+    v: AlignedBuf,
+    s: AlignedBuf,
+    acc: AlignedBuf,
+    row_max: Vec<f32>,
+    row_sum: Vec<f32>,
+    corr: Vec<f32>,
+}
+
+thread_local! {
+    // Held only inside `attend`, which calls no code that could re-enter it on this thread.
+    static TILES: RefCell<TileScratch> = RefCell::new(TileScratch::default());
+}
+
+/// Bytes of tile scratch one thread uses for head dims d, dv.
+pub(crate) fn tile_scratch_bytes(d: usize, dv: usize) -> usize {
+    let ldv = round_up(dv, LANES);
+    4 * (Q_TILE * d + d * K_TILE + K_TILE * ldv + Q_TILE * K_TILE + Q_TILE * ldv + 3 * Q_TILE)
+}
+
+/// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
+/// sets). For every query, in order, calls `sink(position in q_idx, output row, lse)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    kern: &AttentionKernels,
+    q: Rows<'_>,
+    q_idx: &[u32],
+    k: Rows<'_>,
+    v: Rows<'_>,
+    k_idx: &[u32],
+    scale: f32,
+    mut sink: impl FnMut(usize, &[f32], f32),
+) {
+    let d = q.dim;
+    let dv = v.dim;
+    let ldv = round_up(dv, LANES);
+    let n_total = k_idx.len();
+    let one_key_tile = n_total <= K_TILE;
+    TILES.with(|tiles| {
+        let mut tiles = tiles.borrow_mut();
+        let t = &mut *tiles;
+        t.row_max.resize(Q_TILE, 0.0);
+        t.row_sum.resize(Q_TILE, 0.0);
+        t.corr.resize(Q_TILE, 0.0);
+        if one_key_tile {
+            gather_keys(k, v, k_idx, &mut t.kt, &mut t.v, ldv);
+        }
+        for q0 in (0..q_idx.len()).step_by(Q_TILE) {
+            let q_rows = &q_idx[q0..(q0 + Q_TILE).min(q_idx.len())];
+            let m = q_rows.len();
+            let q_tile = t.q.get(m * d);
+            for (i, &qi) in q_rows.iter().enumerate() {
+                q_tile[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
+            }
+            let acc = t.acc.get(m * ldv);
+            acc.fill(0.0);
+            t.row_max[..m].fill(f32::NEG_INFINITY);
+            t.row_sum[..m].fill(0.0);
+            for k0 in (0..n_total).step_by(K_TILE) {
+                let k_rows = &k_idx[k0..(k0 + K_TILE).min(n_total)];
+                let n = k_rows.len();
+                let ldk = round_up(n, LANES);
+                if !one_key_tile {
+                    gather_keys(k, v, k_rows, &mut t.kt, &mut t.v, ldv);
+                }
+                let s = t.s.get(m * ldk);
+                (kern.qk)(t.q.get(m * d), t.kt.get(d * ldk), m, d, ldk, scale, s);
+                if n < ldk {
+                    for row in s.chunks_exact_mut(ldk) {
+                        row[n..].fill(f32::NEG_INFINITY);
+                    }
+                }
+                (kern.softmax)(s, m, ldk, &mut t.row_max, &mut t.row_sum, &mut t.corr);
+                (kern.pv)(
+                    t.s.get(m * ldk),
+                    t.v.get(n * ldv),
+                    m,
+                    n,
+                    ldk,
+                    ldv,
+                    &t.corr,
+                    t.acc.get(m * ldv),
+                );
+            }
+            let acc = t.acc.get(m * ldv);
+            for i in 0..m {
+                let inv = 1.0 / t.row_sum[i];
+                let out = &mut acc[i * ldv..i * ldv + dv];
+                for x in out.iter_mut() {
+                    *x *= inv;
+                }
+                let lse = t.row_max[i] + t.row_sum[i].ln();
+                sink(q0 + i, out, lse);
+            }
+        }
+    });
+}
+
+/// Gathers keys transposed (d × ldk) and values (n × ldv), zero padded.
+fn gather_keys(
+    k: Rows<'_>,
+    v: Rows<'_>,
+    k_idx: &[u32],
+    kt: &mut AlignedBuf,
+    vt: &mut AlignedBuf,
+    ldv: usize,
+) {
+    let d = k.dim;
+    let dv = v.dim;
+    let n = k_idx.len();
+    let ldk = round_up(n, LANES);
+    let kt = kt.get(d * ldk);
+    for (j, &kj) in k_idx.iter().enumerate() {
+        for (t, &x) in k.row(kj as usize).iter().enumerate() {
+            kt[t * ldk + j] = x;
+        }
+    }
+    if n < ldk {
+        for row in kt.chunks_exact_mut(ldk) {
+            row[n..].fill(0.0);
+        }
+    }
+    let vt = vt.get(n * ldv);
+    for (j, &kj) in k_idx.iter().enumerate() {
+        let row = &mut vt[j * ldv..(j + 1) * ldv];
+        row[..dv].copy_from_slice(v.row(kj as usize));
+        row[dv..].fill(0.0);
+    }
+}

@@ -1,0 +1,119 @@
+//! The user-facing configuration (design §1 parameters, §3 public surface) and its validation.
+
+use crate::error::{Error, Result};
+use crate::isa::Isa;
+
+/// Largest number of hash rounds a plan accepts; far beyond any useful setting, it keeps
+/// allocations sized by `n_hashes` bounded.
+pub const MAX_HASHES: usize = 1024;
+/// Largest head dimension a plan accepts.
+pub const MAX_HEAD_DIM: usize = 1 << 16;
+/// Largest owned thread pool a plan builds.
+pub const MAX_THREADS: usize = 1024;
+
+/// How SMYRF attention is computed. `Config::default()` gives the paper's usual setting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Hash rounds R ≥ 1 (default 2). Each round clusters queries and keys independently; the
+    /// rounds are merged by log-sum-exp (design §1 step 6).
+    pub n_hashes: usize,
+    /// Queries per cluster, cq ≥ 1 (default 64).
+    pub q_cluster_size: usize,
+    /// Keys per cluster, ck ≥ 1; `None` means `max(1, round(cq · Nk / Nq))` (design §1 step 4).
+    pub k_cluster_size: Option<usize>,
+    /// Logit scale, finite and ≥ 0; `None` means `1 / sqrt(head_dim)`.
+    pub scale: Option<f32>,
+    /// Seed of the Gaussian projection matrix (Xoshiro256++).
+    pub seed: u64,
+    /// 0: rayon's global pool; 1: run on the caller's thread; n > 1: a pool of n threads
+    /// owned by the plan.
+    pub num_threads: usize,
+    /// Kernel tier; `None` (auto) takes `SMYRF_ISA` from the environment when set, else the
+    /// best tier the CPU supports.
+    pub isa: Option<Isa>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            n_hashes: 2,
+            q_cluster_size: 64,
+            k_cluster_size: None,
+            scale: None,
+            seed: 0,
+            num_threads: 0,
+            isa: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field; the same checks run when a plan is built.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_hashes == 0 {
+            return Err(Error::InvalidConfig {
+                field: "n_hashes",
+                reason: "must be at least 1",
+            });
+        }
+        if self.n_hashes > MAX_HASHES {
+            return Err(Error::InvalidConfig {
+                field: "n_hashes",
+                reason: "must be at most 1024",
+            });
+        }
+        if self.q_cluster_size == 0 {
+            return Err(Error::InvalidConfig {
+                field: "q_cluster_size",
+                reason: "must be at least 1",
+            });
+        }
+        if self.k_cluster_size == Some(0) {
+            return Err(Error::InvalidConfig {
+                field: "k_cluster_size",
+                reason: "must be at least 1 (use None for the default)",
+            });
+        }
+        validate_scale(self.scale)?;
+        if self.num_threads > MAX_THREADS {
+            return Err(Error::InvalidConfig {
+                field: "num_threads",
+                reason: "must be at most 1024",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A scale must be finite and non-negative (design §2).
+pub(crate) fn validate_scale(scale: Option<f32>) -> Result<()> {
+    match scale {
+        Some(s) if !s.is_finite() => Err(Error::InvalidConfig {
+            field: "scale",
+            reason: "must be finite",
+        }),
+        Some(s) if s < 0.0 => Err(Error::InvalidConfig {
+            field: "scale",
+            reason: "must not be negative",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The scale a call uses: the given one, or 1/sqrt(d).
+pub(crate) fn effective_scale(scale: Option<f32>, head_dim: usize) -> f32 {
+    scale.unwrap_or_else(|| (1.0 / (head_dim as f64).sqrt()) as f32)
+}
+
+/// Keys per cluster ck (design §1 step 4).
+pub(crate) fn key_cluster_size(config: &Config, nq: usize, nk: usize) -> usize {
+    config.k_cluster_size.unwrap_or_else(|| {
+        let ck = (config.q_cluster_size as f64 * nk as f64 / nq as f64).round();
+        (ck as usize).max(1)
+    })
+}
+
+/// Cluster count C = min(ceil(n' / ck), n', Nq), at least 1 (design §1 step 4).
+pub(crate) fn cluster_count(ck: usize, n_valid: usize, nq: usize) -> usize {
+    n_valid.div_ceil(ck).min(n_valid).min(nq).max(1)
+}

@@ -1,0 +1,67 @@
+//! Exact dense attention (design §1, last paragraph): the test reference, the benchmark
+//! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
+//! no Nq × Nk buffer ever exists.
+
+use crate::attention::{self, Q_TILE};
+use crate::call::{check_call, valid_keys, SharedSlice};
+use crate::config::{effective_scale, validate_scale};
+use crate::error::Result;
+use crate::isa::resolve_isa;
+use crate::plan::head_rows;
+use crate::view::{TensorView, TensorViewMut};
+use rayon::prelude::*;
+
+/// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
+/// output as [`crate::Plan::attention`]. `scale` `None` means 1/sqrt(d). Runs on rayon's
+/// global pool with the tier `SMYRF_ISA` names, or the best one detected.
+pub fn dense_attention(
+    q: &TensorView<'_>,
+    k: &TensorView<'_>,
+    v: &TensorView<'_>,
+    key_mask: Option<&[u8]>,
+    scale: Option<f32>,
+    out: &mut TensorViewMut<'_>,
+    lse: Option<&mut [f32]>,
+) -> Result<()> {
+    validate_scale(scale)?;
+    let shape = check_call(q, k, v, key_mask, out, lse.as_deref())?;
+    let kern = attention::kernels(resolve_isa(None)?);
+    let scale = effective_scale(scale, shape.d);
+    let valid = valid_keys(&shape, key_mask);
+    let query_ids: Vec<u32> = (0..shape.nq as u32).collect();
+    let blocks = shape.nq.div_ceil(Q_TILE);
+    let writer = out.rows_writer();
+    let lse = lse.map(SharedSlice::new);
+    (0..shape.batch * shape.q_heads * blocks)
+        .into_par_iter()
+        .for_each(|task| {
+            let (bh, block) = (task / blocks, task % blocks);
+            let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
+            let hk = h / shape.group();
+            let q0 = block * Q_TILE;
+            let members = &query_ids[q0..(q0 + Q_TILE).min(shape.nq)];
+            let lse_base = bh * shape.nq + q0;
+            let keys = &valid[b];
+            if keys.is_empty() {
+                for (i, &qi) in members.iter().enumerate() {
+                    // SAFETY: this task alone owns these rows and lse entries.
+                    unsafe { writer.row(b, h, qi as usize) }.fill(0.0);
+                    if let Some(lse) = &lse {
+                        // SAFETY: as above.
+                        unsafe { lse.set(lse_base + i, f32::NEG_INFINITY) };
+                    }
+                }
+                return;
+            }
+            let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
+            attention::attend(kern, qr, members, kr, vr, keys, scale, |i, o, row_lse| {
+                // SAFETY: this task alone owns the rows and lse entries of its query block.
+                unsafe { writer.row(b, h, members[i] as usize) }.copy_from_slice(o);
+                if let Some(lse) = &lse {
+                    // SAFETY: as above.
+                    unsafe { lse.set(lse_base + i, row_lse) };
+                }
+            });
+        });
+    Ok(())
+}

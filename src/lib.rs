@@ -1,0 +1,46 @@
+//! # smyrf
+//!
+//! Hand-vectorised CPU kernels for SMYRF attention (Daras et al., "SMYRF: Efficient Attention
+//! using Asymmetric Clustering", NeurIPS 2020, <https://arxiv.org/abs/2010.05315>): queries
+//! and keys are lifted with the asymmetric XBOX+ transform, hashed onto random Gaussian
+//! directions, sorted into balanced clusters, and attention runs exactly inside each cluster;
+//! hash rounds merge by log-sum-exp. Cost O(N log N + N·c) instead of O(N²), no retraining.
+//!
+//! ```
+//! use smyrf::{Config, Plan, TensorView, TensorViewMut};
+//! let (b, h, n, d) = (1, 2, 256, 32);
+//! let q: Vec<f32> = (0..b * h * n * d).map(|i| ((i * 7919) % 101) as f32 / 101.0 - 0.5).collect();
+//! let (k, v) = (q.clone(), q.clone());
+//! let mut out = vec![0.0; b * h * n * d];
+//! let plan = Plan::new(Config { n_hashes: 2, q_cluster_size: 32, ..Config::default() }, d)?;
+//! let (q, k, v) = (TensorView::bhnd(&q, b, h, n, d)?, TensorView::bhnd(&k, b, h, n, d)?, TensorView::bhnd(&v, b, h, n, d)?);
+//! plan.attention(&q, &k, &v, None, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?, None)?;
+//! # Ok::<(), smyrf::Error>(())
+//! ```
+//!
+//! The contract is `design.md` §1: shapes Q `[B, Hq, Nq, d]`, K `[B, Hkv, Nk, d]`,
+//! V `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, any strides with a contiguous last axis,
+//! grouped-query heads, an optional key padding mask `[B, Nk]`.
+
+mod alsh;
+mod attention;
+mod buffer;
+mod call;
+pub mod config;
+mod dense;
+pub mod error;
+pub mod isa;
+mod parallel;
+mod plan;
+pub mod sort;
+#[doc(hidden)]
+pub mod testing;
+mod view;
+
+pub use attention::exp_nonpositive;
+pub use config::Config;
+pub use dense::dense_attention;
+pub use error::{Error, Result};
+pub use isa::{detected_isa, Isa};
+pub use plan::{gaussian_projections, Plan};
+pub use view::{Shape, TensorView, TensorViewMut};

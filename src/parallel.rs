@@ -1,0 +1,51 @@
+//! Thread policy (config `num_threads`): the caller's thread, rayon's global pool, or a pool
+//! owned by the plan. Work is split into independent tasks whose results do not depend on
+//! which thread runs them, so outputs are bitwise identical for every thread count.
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Where a plan runs its work.
+pub(crate) enum Threads {
+    /// Everything on the calling thread (`num_threads = 1`).
+    Caller,
+    /// Rayon's global pool (`num_threads = 0`).
+    Global,
+    /// A pool owned by the plan (`num_threads = n > 1`).
+    Pool(rayon::ThreadPool),
+}
+
+impl Threads {
+    pub(crate) fn new(num_threads: usize) -> Result<Threads> {
+        match num_threads {
+            0 => Ok(Threads::Global),
+            1 => Ok(Threads::Caller),
+            n => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("smyrf-{i}"))
+                .build()
+                .map(Threads::Pool)
+                .map_err(|_| Error::OutOfMemory {
+                    what: "thread pool",
+                }),
+        }
+    }
+
+    /// Runs `job` with a flag telling it whether to split work across threads.
+    pub(crate) fn run<R: Send>(&self, job: impl FnOnce(bool) -> R + Send) -> R {
+        match self {
+            Threads::Caller => job(false),
+            Threads::Global => job(true),
+            Threads::Pool(pool) => pool.install(|| job(true)),
+        }
+    }
+}
+
+/// Calls `task(i)` for every i in `0..count`, in parallel when `parallel` is set.
+pub(crate) fn for_each_index(parallel: bool, count: usize, task: impl Fn(usize) + Sync + Send) {
+    if parallel && count > 1 {
+        (0..count).into_par_iter().for_each(task);
+    } else {
+        (0..count).for_each(task);
+    }
+}

@@ -1,0 +1,388 @@
+//! The SMYRF pipeline (design §1): a plan holds the configuration, the projection matrix, the
+//! chosen kernels and the threads; each call runs norms → hashes → sort → clusters →
+//! attention → round combine for every (batch, query head).
+
+use crate::alsh::{self, AlshKernels};
+use crate::attention::{self, AttentionKernels, Rows};
+use crate::call::{check_call, valid_keys, CallShape, SharedSlice};
+use crate::config::{self, Config, MAX_HEAD_DIM};
+use crate::error::{Error, Result};
+use crate::isa::{resolve_isa, Isa};
+use crate::parallel::{for_each_index, Threads};
+use crate::sort::{self, SortScratch};
+use crate::view::{RowWriter, TensorView, TensorViewMut};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::sync::Mutex;
+
+/// A SMYRF attention plan: built once, then called any number of times, from any number of
+/// threads at once.
+pub struct Plan {
+    config: Config,
+    head_dim: usize,
+    /// `(d + 2) × R`, row-major: `projections[t · R + r] = A[t, r]`.
+    projections: Vec<f32>,
+    /// `R × (d + 2)`: round r's column of A, contiguous for the projection kernels.
+    projections_t: Vec<f32>,
+    isa: Isa,
+    alsh: &'static AlshKernels,
+    attention: &'static AttentionKernels,
+    threads: Threads,
+    scratch: Mutex<Vec<HeadScratch>>,
+}
+
+/// Buffers of one (batch, head) task, kept by the plan and reused across calls.
+#[derive(Default)]
+struct HeadScratch {
+    q_norms: Vec<f32>,
+    k_norms: Vec<f32>,
+    hashes: Vec<f32>,
+    perm: Vec<u32>,
+    segments: Vec<usize>,
+    key_order: Vec<u32>,
+    lse: Vec<f32>,
+    sort: SortScratch,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("config", &self.config)
+            .field("head_dim", &self.head_dim)
+            .field("isa", &self.isa)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Draws the `(d + 2) × R` projection matrix from `seed` (design §1 step 3), row-major.
+pub fn gaussian_projections(seed: u64, head_dim: usize, n_hashes: usize) -> Vec<f32> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..(head_dim + 2) * n_hashes)
+        .map(|_| {
+            let x: f64 = StandardNormal.sample(&mut rng);
+            x as f32
+        })
+        .collect()
+}
+
+impl Plan {
+    /// Builds a plan for head dim `head_dim`, drawing the projection matrix from `config.seed`.
+    pub fn new(config: Config, head_dim: usize) -> Result<Plan> {
+        check_plan_args(&config, head_dim)?;
+        let projections = gaussian_projections(config.seed, head_dim, config.n_hashes);
+        Plan::build(config, head_dim, projections)
+    }
+
+    /// Builds a plan from a caller-supplied projection matrix, `(head_dim + 2) × n_hashes`
+    /// row-major (`projections[t · n_hashes + r] = A[t, r]`).
+    pub fn with_projections(config: Config, head_dim: usize, projections: &[f32]) -> Result<Plan> {
+        check_plan_args(&config, head_dim)?;
+        let expected = (head_dim + 2) * config.n_hashes;
+        if projections.len() != expected {
+            return Err(Error::ProjectionLength {
+                expected,
+                found: projections.len(),
+            });
+        }
+        Plan::build(config, head_dim, projections.to_vec())
+    }
+
+    fn build(config: Config, head_dim: usize, projections: Vec<f32>) -> Result<Plan> {
+        let isa = resolve_isa(config.isa)?;
+        let rounds = config.n_hashes;
+        let width = head_dim + 2;
+        let mut projections_t = vec![0.0; projections.len()];
+        for t in 0..width {
+            for r in 0..rounds {
+                projections_t[r * width + t] = projections[t * rounds + r];
+            }
+        }
+        Ok(Plan {
+            threads: Threads::new(config.num_threads)?,
+            config,
+            head_dim,
+            projections,
+            projections_t,
+            isa,
+            alsh: alsh::kernels(isa),
+            attention: attention::kernels(isa),
+            scratch: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The configuration the plan was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The head dim d of queries and keys.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// The projection matrix A, `(d + 2) × R` row-major.
+    pub fn projections(&self) -> &[f32] {
+        &self.projections
+    }
+
+    /// The kernel tier the plan runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The logit scale the plan applies.
+    pub fn scale(&self) -> f32 {
+        config::effective_scale(self.config.scale, self.head_dim)
+    }
+
+    /// Upper bound, in bytes, of the scratch one call with these lengths allocates (reused
+    /// by later calls): per concurrent (batch, head) task O(R·(Nq + Nk)), plus one set of
+    /// attention tiles per thread. Never proportional to Nq·Nk.
+    pub fn scratch_bytes(&self, nq: usize, nk: usize, dv: usize) -> usize {
+        let rounds = self.config.n_hashes;
+        let per_head = 4 * (nq + nk) // norms
+            + 4 * rounds * (nq + nk) // hashes
+            + 4 * rounds * (nq + nk) // permutations
+            + 4 * nk + 4 * nq // key order, lse
+            + 8 * 2 * rounds * (nq + nk) // sort ping-pong buffers
+            + 8 * 2 * rounds; // segment lengths
+        let threads = match self.threads {
+            Threads::Caller => 1,
+            Threads::Global => rayon::current_num_threads(),
+            Threads::Pool(ref pool) => pool.current_num_threads(),
+        };
+        threads * (per_head + attention::tile_scratch_bytes(self.head_dim, dv))
+    }
+
+    /// SMYRF attention: writes `out` (`[B, Hq, Nq, dv]`) and, when given, the per-query
+    /// log-sum-exp `lse` (`[B][Hq][Nq]`, −∞ for a batch element without valid keys).
+    /// `key_mask` is `[B][Nk]` bytes, nonzero = the key takes part. On error nothing is
+    /// written.
+    pub fn attention(
+        &self,
+        q: &TensorView<'_>,
+        k: &TensorView<'_>,
+        v: &TensorView<'_>,
+        key_mask: Option<&[u8]>,
+        out: &mut TensorViewMut<'_>,
+        lse: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let shape = check_call(q, k, v, key_mask, out, lse.as_deref())?;
+        if shape.d != self.head_dim {
+            return Err(Error::HeadDimMismatch {
+                plan: self.head_dim,
+                found: shape.d,
+            });
+        }
+        let valid = valid_keys(&shape, key_mask);
+        let writer = out.rows_writer();
+        let lse = lse.map(SharedSlice::new);
+        let call = Call {
+            shape,
+            q,
+            k,
+            v,
+            valid: &valid,
+            out: &writer,
+            lse: lse.as_ref(),
+        };
+        self.threads.run(|parallel| {
+            for_each_index(parallel, shape.batch * shape.q_heads, |task| {
+                let (b, h) = (task / shape.q_heads, task % shape.q_heads);
+                let mut scratch = self.take_scratch();
+                self.head(&call, b, h, parallel, &mut scratch);
+                self.return_scratch(scratch);
+            })
+        });
+        Ok(())
+    }
+
+    fn take_scratch(&self) -> HeadScratch {
+        let mut pool = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pool.pop().unwrap_or_default()
+    }
+
+    fn return_scratch(&self, scratch: HeadScratch) {
+        let mut pool = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pool.push(scratch);
+    }
+
+    /// Design §1 for one (batch element b, query head h).
+    fn head(&self, call: &Call<'_>, b: usize, h: usize, parallel: bool, s: &mut HeadScratch) {
+        let shape = call.shape;
+        let (nq, d) = (shape.nq, shape.d);
+        let hk = h / shape.group();
+        let q = head_rows(call.q, b, h);
+        let k = head_rows(call.k, b, hk);
+        let v = head_rows(call.v, b, hk);
+        let valid = &call.valid[b][..];
+        let nv = valid.len();
+        let lse_offset = (b * shape.q_heads + h) * nq;
+        if nv == 0 {
+            // Design §2: a batch element without valid keys gets zeros, not an error.
+            for i in 0..nq {
+                // SAFETY: this task alone owns the rows of (b, h).
+                unsafe { call.out.row(b, h, i) }.fill(0.0);
+            }
+            if let Some(lse) = call.lse {
+                // SAFETY: this task alone owns the lse entries of (b, h).
+                unsafe { lse.range(lse_offset, nq) }.fill(f32::NEG_INFINITY);
+            }
+            return;
+        }
+
+        // Steps 1–3: norms, M over valid keys, hashes with the lift folded in.
+        let rounds = self.config.n_hashes;
+        s.q_norms.resize(nq, 0.0);
+        s.k_norms.resize(nv, 0.0);
+        (self.alsh.sq_norms)(q, None, &mut s.q_norms);
+        (self.alsh.sq_norms)(k, Some(valid), &mut s.k_norms);
+        let max_of = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m = max_of(&s.q_norms) + max_of(&s.k_norms);
+        s.hashes.resize(rounds * (nq + nv), 0.0);
+        let (q_hashes, k_hashes) = s.hashes.split_at_mut(rounds * nq);
+        let lift_q = alsh::lift_column(alsh::Side::Query, d);
+        let lift_k = alsh::lift_column(alsh::Side::Key, d);
+        (self.alsh.project)(
+            q,
+            None,
+            &s.q_norms,
+            m,
+            &self.projections_t,
+            lift_q,
+            q_hashes,
+        );
+        (self.alsh.project)(
+            k,
+            Some(valid),
+            &s.k_norms,
+            m,
+            &self.projections_t,
+            lift_k,
+            k_hashes,
+        );
+
+        // Step 4: every round of both sides sorted in one batched call.
+        s.segments.clear();
+        s.segments.extend(std::iter::repeat_n(nq, rounds));
+        s.segments.extend(std::iter::repeat_n(nv, rounds));
+        s.perm.resize(s.hashes.len(), 0);
+        sort::argsort_many(self.isa, &s.hashes, &s.segments, &mut s.perm, &mut s.sort);
+        let ck = config::key_cluster_size(&self.config, nq, shape.nk);
+        let clusters = config::cluster_count(ck, nv, nq);
+
+        // Steps 5–6: attention inside each cluster, combined into the output round by round.
+        let scale = self.scale();
+        s.lse.resize(nq, 0.0);
+        s.key_order.resize(nv, 0);
+        let running_lse = SharedSlice::new(&mut s.lse);
+        for r in 0..rounds {
+            let q_perm = &s.perm[r * nq..(r + 1) * nq];
+            let k_perm = &s.perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
+            for (slot, &rank) in s.key_order.iter_mut().zip(k_perm) {
+                *slot = valid[rank as usize];
+            }
+            let key_order = &s.key_order[..];
+            let running_lse = &running_lse;
+            for_each_index(parallel, clusters, |c| {
+                let (q0, q1) = cut(c, nq, clusters);
+                let (k0, k1) = cut(c, nv, clusters);
+                let members = &q_perm[q0..q1];
+                let keys = &key_order[k0..k1];
+                attention::attend(
+                    self.attention,
+                    q,
+                    members,
+                    k,
+                    v,
+                    keys,
+                    scale,
+                    |i, o, lse| {
+                        let qi = members[i] as usize;
+                        // SAFETY: within a round every query is in exactly one cluster, so no
+                        // other thread touches row qi of (b, h) or its running lse.
+                        let (row, acc) =
+                            unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
+                        combine_round(r == 0, row, &mut acc[0], o, lse);
+                    },
+                );
+            });
+        }
+        if let Some(lse) = call.lse {
+            // SAFETY: this task alone owns the lse entries of (b, h).
+            unsafe { lse.range(lse_offset, nq) }.copy_from_slice(&s.lse);
+        }
+    }
+}
+
+/// Everything one call's tasks share.
+struct Call<'a> {
+    shape: CallShape,
+    q: &'a TensorView<'a>,
+    k: &'a TensorView<'a>,
+    v: &'a TensorView<'a>,
+    valid: &'a [Vec<u32>],
+    out: &'a RowWriter<'a>,
+    lse: Option<&'a SharedSlice<'a>>,
+}
+
+fn check_plan_args(config: &Config, head_dim: usize) -> Result<()> {
+    config.validate()?;
+    if head_dim == 0 {
+        return Err(Error::ZeroSize { what: "head_dim" });
+    }
+    if head_dim > MAX_HEAD_DIM {
+        return Err(Error::InvalidConfig {
+            field: "head_dim",
+            reason: "must be at most 65536",
+        });
+    }
+    Ok(())
+}
+
+/// Rows of head h of batch element b.
+pub(crate) fn head_rows<'a>(view: &TensorView<'a>, b: usize, h: usize) -> Rows<'a> {
+    let shape = view.shape();
+    Rows {
+        data: view.data(),
+        base: shape.row_offset(b, h, 0),
+        stride: shape.seq_stride,
+        dim: shape.dim,
+    }
+}
+
+/// Balanced cut points: part c of `len` items split into `parts` (design §1 step 4).
+#[inline(always)]
+pub(crate) fn cut(c: usize, len: usize, parts: usize) -> (usize, usize) {
+    let at = |i: usize| ((i as u64 * len as u64) / parts as u64) as usize;
+    (at(c), at(c + 1))
+}
+
+/// Merges one round's output into the running result (design §1 step 6), online:
+/// L' = log(e^L + e^lse), out = out·e^(L − L') + o·e^(lse − L').
+#[inline(always)]
+fn combine_round(first: bool, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+    if first {
+        row.copy_from_slice(o);
+        *running = lse;
+        return;
+    }
+    let top = running.max(lse);
+    if top == f32::NEG_INFINITY || top.is_nan() {
+        return;
+    }
+    let (w_old, w_new) = ((*running - top).exp(), (lse - top).exp());
+    let total = w_old + w_new;
+    let (w_old, w_new) = (w_old / total, w_new / total);
+    for (x, &y) in row.iter_mut().zip(o) {
+        *x = x.mul_add(w_old, y * w_new);
+    }
+    *running = top + total.ln();
+}
