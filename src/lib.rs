@@ -29,12 +29,14 @@ mod call;
 pub mod config;
 mod dense;
 pub mod error;
+pub mod ffi;
 pub mod isa;
 mod parallel;
 mod plan;
 pub mod sort;
 #[doc(hidden)]
 pub mod testing;
+mod simd;
 mod view;
 
 pub use attention::exp_nonpositive;

@@ -133,9 +133,17 @@ fn config_of(case: &Case, threads: usize) -> Config {
     }
 }
 
-/// Runs the library and the oracle on a case and returns the relative errors of out and lse.
+/// Runs the library with every tier this CPU has and the oracle on a case; out and lse must
+/// match to 1e-5.
 fn check_case(case: &Case) {
-    let plan = Plan::new(config_of(case, 0), case.d).unwrap();
+    for isa in smyrf::testing::supported_tiers() {
+        check_case_on(case, isa);
+    }
+}
+
+fn check_case_on(case: &Case, isa: smyrf::Isa) {
+    let plan = Plan::new(Config { isa: Some(isa), ..config_of(case, 0) }, case.d).unwrap();
+    assert_eq!(plan.isa(), isa);
     let projections = plan.projections().to_vec();
     let mut data = None;
     for seed in 0..40 {
@@ -199,10 +207,10 @@ fn check_case(case: &Case) {
         }
     }
     let err = rel_err(&got, &want);
-    assert!(err <= 1e-5, "output relative error {err:e}");
+    assert!(err <= 1e-5, "{isa}: output relative error {err:e}");
     if !want_lse.is_empty() {
         let lse_err = rel_err(&got_lse, &want_lse);
-        assert!(lse_err <= 1e-5, "lse relative error {lse_err:e}");
+        assert!(lse_err <= 1e-5, "{isa}: lse relative error {lse_err:e}");
     }
 }
 

@@ -2,6 +2,13 @@
 //! XBOX+ lift folded in — the lifted rows `[q, 0, sqrt(M − ‖q‖²)]` and `[k, sqrt(M − ‖k‖²), 0]`
 //! are never materialised; the lift contributes one extra term per hash.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod generic;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub(crate) mod portable;
 
 use crate::attention::Rows;
@@ -43,10 +50,29 @@ const PORTABLE: AlshKernels = AlshKernels {
     project: portable::project,
 };
 
-/// The kernels of a tier the CPU supports (checked by the caller).
+#[cfg(target_arch = "x86_64")]
+const AVX2: AlshKernels =
+    AlshKernels { sq_norms: avx2::sq_norms_avx2, project: avx2::project_avx2_r4 };
+#[cfg(target_arch = "x86_64")]
+const AVX512: AlshKernels =
+    AlshKernels { sq_norms: avx512::sq_norms_avx512, project: avx512::project_avx512_r4 };
+#[cfg(target_arch = "aarch64")]
+const NEON: AlshKernels = AlshKernels { sq_norms: neon::sq_norms_neon, project: neon::project_neon_r4 };
+
+/// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
+/// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)
 pub(crate) fn kernels(isa: Isa) -> &'static AlshKernels {
+    if !isa.is_supported() {
+        return &PORTABLE;
+    }
     match isa {
-        Isa::Portable | Isa::Avx2 | Isa::Avx512 | Isa::Neon => &PORTABLE,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &AVX2,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &AVX512,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &NEON,
+        _ => &PORTABLE,
     }
 }
 

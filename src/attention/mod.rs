@@ -10,7 +10,14 @@
 //! - V: `n × ldv`, `ldv` = dv rounded up to 16, zero padded;
 //! - S/P: `m × ldk`; acc: `m × ldv`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub(crate) mod exp;
+mod generic;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub(crate) mod portable;
 
 use crate::buffer::{round_up, AlignedBuf};
@@ -69,10 +76,44 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     exp: portable::exp_in_place,
 };
 
-/// The kernels of a tier the CPU supports (checked by the caller).
+#[cfg(target_arch = "x86_64")]
+const AVX2: AttentionKernels = AttentionKernels {
+    qk: avx2::qk_avx2_6x16,
+    softmax: avx2::softmax,
+    pv: avx2::pv_avx2_6x16,
+    exp: avx2::exp_in_place,
+};
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: AttentionKernels = AttentionKernels {
+    qk: avx512::qk_avx512_8x32,
+    softmax: avx512::softmax,
+    pv: avx512::pv_avx512_8x32,
+    exp: avx512::exp_in_place,
+};
+
+#[cfg(target_arch = "aarch64")]
+const NEON: AttentionKernels = AttentionKernels {
+    qk: neon::qk_neon_8x8,
+    softmax: neon::softmax,
+    pv: neon::pv_neon_8x8,
+    exp: neon::exp_in_place,
+};
+
+/// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
+/// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)
 pub(crate) fn kernels(isa: Isa) -> &'static AttentionKernels {
+    if !isa.is_supported() {
+        return &PORTABLE;
+    }
     match isa {
-        Isa::Portable | Isa::Avx2 | Isa::Avx512 | Isa::Neon => &PORTABLE,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &AVX2,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &AVX512,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &NEON,
+        _ => &PORTABLE,
     }
 }
 

@@ -1,0 +1,316 @@
+//! The attention kernels written once over [`SimdF32`]; `avx2.rs`, `avx512.rs` and `neon.rs`
+//! instantiate them with their tile shapes. Contracts are those of [`super::AttentionKernels`].
+
+use super::exp::{EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
+use crate::simd::SimdF32;
+
+/// Vector exp for x ≤ 0: the steps of [`super::exp::exp_nonpositive`].
+#[inline(always)]
+pub(crate) unsafe fn exp_v<S: SimdF32>(x: S::V) -> S::V {
+    // SAFETY: only vector arithmetic of the caller's tier.
+    unsafe {
+        let n = S::round(S::mul(x, S::splat(LOG2E)));
+        let r = S::fnma(n, S::splat(LN2_HI), x);
+        let r = S::fnma(n, S::splat(LN2_LO), r);
+        let z = S::mul(r, r);
+        let mut p = S::fma(S::splat(P0), r, S::splat(P1));
+        p = S::fma(p, r, S::splat(P2));
+        p = S::fma(p, r, S::splat(P3));
+        p = S::fma(p, r, S::splat(P4));
+        p = S::fma(p, r, S::splat(P5));
+        let y = S::add(S::fma(p, z, r), S::splat(1.0));
+        // Clamped so NaN and −∞ lanes (replaced below) cannot make odd exponents; the
+        // subnormal range is reached through two normal scalings.
+        let n = S::min(S::max(n, S::splat(-150.0)), S::splat(0.0));
+        let half = S::floor(S::mul(n, S::splat(0.5)));
+        let y = S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(n, half)));
+        S::keep_nan(x, S::zero_below(x, EXP_UNDERFLOW, y))
+    }
+}
+
+/// In-place exp of values ≤ 0; the tail shorter than a vector uses the scalar steps.
+#[inline(always)]
+pub(crate) unsafe fn exp_in_place<S: SimdF32>(values: &mut [f32]) {
+    let whole = values.len() / S::LANES * S::LANES;
+    let p = values.as_mut_ptr();
+    for at in (0..whole).step_by(S::LANES) {
+        // SAFETY: at + LANES ≤ whole ≤ len.
+        unsafe { S::store(p.add(at), exp_v::<S>(S::load(p.add(at)))) };
+    }
+    for x in &mut values[whole..] {
+        *x = super::exp::exp_nonpositive(*x);
+    }
+}
+
+/// What a GEMM tile does with its product.
+#[derive(Clone, Copy)]
+pub(crate) enum Epilogue {
+    /// c = scale · (a·b)
+    Scale(f32),
+    /// c = c · corr[row] + a·b (the pointer covers every row of the call)
+    Rescale(*const f32),
+}
+
+/// c (m × ncols, row stride ldc) from a (m × kdim, stride lda) times b (kdim × ncols, stride
+/// ldb), register-blocked in MR rows × NV vectors; ncols is a multiple of `S::LANES`. Edge
+/// rows use one-row tiles and edge columns one-vector tiles, so nothing past the given
+/// extents is read or written.
+///
+/// # Safety
+/// Pointers valid for the extents named; the tier's instructions are available.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    kdim: usize,
+    ncols: usize,
+    epilogue: Epilogue,
+) {
+    debug_assert!(ncols % S::LANES == 0);
+    let block = NV * S::LANES;
+    let mut j = 0;
+    // SAFETY (all tile calls): rows i..i+R ≤ m and columns j..j+W ≤ ncols by the loop bounds.
+    unsafe {
+        while j + block <= ncols {
+            let mut i = 0;
+            while i + MR <= m {
+                tile::<S, MR, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += MR;
+            }
+            while i < m {
+                tile::<S, 1, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += 1;
+            }
+            j += block;
+        }
+        while j < ncols {
+            let mut i = 0;
+            while i + MR <= m {
+                tile::<S, MR, 1>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += MR;
+            }
+            while i < m {
+                tile::<S, 1, 1>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += 1;
+            }
+            j += S::LANES;
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<S: SimdF32, const R: usize, const W: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    i0: usize,
+    j0: usize,
+    kdim: usize,
+    epilogue: Epilogue,
+) {
+    // SAFETY: the caller keeps rows i0..i0+R and columns j0..j0+W·LANES inside a, b, c.
+    unsafe {
+        let mut acc = [[S::splat(0.0); W]; R];
+        if let Epilogue::Rescale(corr) = epilogue {
+            for (r, row) in acc.iter_mut().enumerate() {
+                let f = S::splat(*corr.add(i0 + r));
+                for (w, x) in row.iter_mut().enumerate() {
+                    *x = S::mul(S::load(c.add((i0 + r) * ldc + j0 + w * S::LANES)), f);
+                }
+            }
+        }
+        for t in 0..kdim {
+            let brow = b.add(t * ldb + j0);
+            let mut bv = [S::splat(0.0); W];
+            for (w, x) in bv.iter_mut().enumerate() {
+                *x = S::load(brow.add(w * S::LANES));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = S::splat(*a.add((i0 + r) * lda + t));
+                for (w, x) in row.iter_mut().enumerate() {
+                    *x = S::fma(av, bv[w], *x);
+                }
+            }
+        }
+        let scale = match epilogue {
+            Epilogue::Scale(s) => Some(S::splat(s)),
+            Epilogue::Rescale(_) => None,
+        };
+        for (r, row) in acc.iter().enumerate() {
+            for (w, &x) in row.iter().enumerate() {
+                let x = scale.map_or(x, |s| S::mul(x, s));
+                S::store(c.add((i0 + r) * ldc + j0 + w * S::LANES), x);
+            }
+        }
+    }
+}
+
+/// S = scale · Q·Kᵀ with the given tile shape.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
+    q: &[f32],
+    kt: &[f32],
+    m: usize,
+    d: usize,
+    ldk: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    assert!(q.len() >= m * d && kt.len() >= d * ldk && s.len() >= m * ldk && ldk % 16 == 0);
+    // SAFETY: extents asserted above; the tier is the caller's.
+    unsafe {
+        gemm::<S, MR, NV>(
+            q.as_ptr(),
+            d,
+            kt.as_ptr(),
+            ldk,
+            s.as_mut_ptr(),
+            ldk,
+            m,
+            d,
+            ldk,
+            Epilogue::Scale(scale),
+        )
+    }
+}
+
+/// acc = acc·corr + P·V with the given tile shape.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
+    p: &[f32],
+    v: &[f32],
+    m: usize,
+    n: usize,
+    ldk: usize,
+    ldv: usize,
+    corr: &[f32],
+    acc: &mut [f32],
+) {
+    assert!(
+        n <= ldk && p.len() >= m * ldk && v.len() >= n * ldv && acc.len() >= m * ldv,
+        "pv extents"
+    );
+    assert!(corr.len() >= m && ldv % 16 == 0, "pv extents");
+    // SAFETY: extents asserted above; the tier is the caller's.
+    unsafe {
+        gemm::<S, MR, NV>(
+            p.as_ptr(),
+            ldk,
+            v.as_ptr(),
+            ldv,
+            acc.as_mut_ptr(),
+            ldv,
+            m,
+            n,
+            ldv,
+            Epilogue::Rescale(corr.as_ptr()),
+        )
+    }
+}
+
+/// Online-softmax step over padded rows.
+#[inline(always)]
+pub(crate) unsafe fn softmax<S: SimdF32>(
+    s: &mut [f32],
+    m: usize,
+    ldk: usize,
+    row_max: &mut [f32],
+    row_sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    assert!(s.len() >= m * ldk && ldk % S::LANES == 0 && row_max.len() >= m);
+    assert!(row_sum.len() >= m && corr.len() >= m);
+    for i in 0..m {
+        let row = s[i * ldk..(i + 1) * ldk].as_mut_ptr();
+        // SAFETY: every access is inside this row (ldk is a multiple of LANES).
+        unsafe {
+            let mut vmax = S::splat(f32::NEG_INFINITY);
+            for at in (0..ldk).step_by(S::LANES) {
+                vmax = S::max(vmax, S::load(row.add(at)));
+            }
+            let new_max = row_max[i].max(S::reduce_max(vmax));
+            let shift = if new_max == f32::NEG_INFINITY { 0.0 } else { new_max };
+            let vshift = S::splat(shift);
+            let mut vsum = S::splat(0.0);
+            for at in (0..ldk).step_by(S::LANES) {
+                let p = exp_v::<S>(S::sub(S::load(row.add(at)), vshift));
+                vsum = S::add(vsum, p);
+                S::store(row.add(at), p);
+            }
+            corr[i] = super::exp::exp_nonpositive(row_max[i] - shift);
+            row_sum[i] = row_sum[i] * corr[i] + S::reduce_add(vsum);
+            row_max[i] = new_max;
+        }
+    }
+}
+
+/// Declares a tier's attention kernels: `#[target_feature]` shims around the generic bodies,
+/// and safe wrappers for the kernel table.
+macro_rules! attention_tier {
+    ($simd:ty, $features:literal, $mr:literal, $nv:literal, $qk:ident, $pv:ident) => {
+        use super::generic;
+        use $simd as S;
+
+        #[target_feature(enable = $features)]
+        unsafe fn qk_impl(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
+            // SAFETY: the generic body checks extents; the features are enabled here.
+            unsafe { generic::qk::<S, $mr, $nv>(q, kt, m, d, ldk, scale, s) }
+        }
+
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn pv_impl(p: &[f32], v: &[f32], m: usize, n: usize, ldk: usize, ldv: usize, corr: &[f32], acc: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { generic::pv::<S, $mr, $nv>(p, v, m, n, ldk, ldv, corr, acc) }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn softmax_impl(s: &mut [f32], m: usize, ldk: usize, row_max: &mut [f32], row_sum: &mut [f32], corr: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { generic::softmax::<S>(s, m, ldk, row_max, row_sum, corr) }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn exp_impl(values: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { generic::exp_in_place::<S>(values) }
+        }
+
+        /// Q·Kᵀ micro-kernel; the name carries the register tile (rows × columns).
+        pub(crate) fn $qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
+            // SAFETY: this table entry is only reachable for a tier the CPU supports
+            // (`Isa::is_supported`, checked when the plan or call resolves its tier).
+            unsafe { qk_impl(q, kt, m, d, ldk, scale, s) }
+        }
+
+        /// P·V micro-kernel; the name carries the register tile (rows × columns).
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $pv(p: &[f32], v: &[f32], m: usize, n: usize, ldk: usize, ldv: usize, corr: &[f32], acc: &mut [f32]) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { pv_impl(p, v, m, n, ldk, ldv, corr, acc) }
+        }
+
+        pub(crate) fn softmax(s: &mut [f32], m: usize, ldk: usize, row_max: &mut [f32], row_sum: &mut [f32], corr: &mut [f32]) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { softmax_impl(s, m, ldk, row_max, row_sum, corr) }
+        }
+
+        pub(crate) fn exp_in_place(values: &mut [f32]) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { exp_impl(values) }
+        }
+    };
+}
+pub(crate) use attention_tier;

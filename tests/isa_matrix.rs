@@ -1,0 +1,213 @@
+//! Every kernel of every tier this CPU has, against the portable tier and against f64
+//! (design §6), on awkward sizes, unaligned slices and strided rows.
+
+mod common;
+use common::Rng;
+use smyrf::testing::{self, supported_tiers};
+use smyrf::{Config, Isa, Plan};
+
+const DIMS: [usize; 16] = [1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 256];
+const CLUSTERS: [usize; 10] = [1, 2, 5, 31, 32, 33, 64, 100, 128, 257];
+
+fn round16(n: usize) -> usize {
+    n.div_ceil(16) * 16
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    let diff = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|&y| (y as f64).abs()).fold(0.0, f64::max).max(1e-30);
+    diff / scale
+}
+
+/// A buffer of `len` values starting one float past an aligned boundary.
+fn unaligned(rng: &mut Rng, len: usize) -> Vec<f32> {
+    rng.vec(len + 1)
+}
+
+#[test]
+fn the_forced_tier_is_the_one_running() {
+    if let Ok(name) = std::env::var("SMYRF_ISA") {
+        let isa = Isa::from_name(&name).expect("SMYRF_ISA names a tier");
+        assert!(isa.is_supported(), "SMYRF_ISA={name} but the CPU lacks it");
+        let plan = Plan::new(Config::default(), 16).unwrap();
+        assert_eq!(plan.isa(), isa, "SMYRF_ISA={name} was not honoured");
+    }
+    // The best tier is found on the architectures we build for.
+    let best = smyrf::detected_isa();
+    assert!(best.is_supported());
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, Isa::Neon);
+    #[cfg(target_arch = "x86_64")]
+    assert!(best != Isa::Neon);
+}
+
+#[test]
+fn qk_every_tier_matches_portable_and_f64() {
+    let mut rng = Rng(11);
+    for &d in &DIMS {
+        for &m in &CLUSTERS {
+            let n = if m > 100 { m / 2 + 1 } else { m };
+            let ldk = round16(n);
+            let q_buf = unaligned(&mut rng, m * d);
+            let mut kt_buf = unaligned(&mut rng, d * ldk);
+            let q = &q_buf[1..];
+            for t in 0..d {
+                kt_buf[1 + t * ldk + n..1 + (t + 1) * ldk].fill(0.0);
+            }
+            let kt = &kt_buf[1..];
+            let scale = 0.37;
+            let mut want = vec![0.0f32; m * ldk];
+            for i in 0..m {
+                for j in 0..ldk {
+                    let dot: f64 = (0..d).map(|t| q[i * d + t] as f64 * kt[t * ldk + j] as f64).sum();
+                    want[i * ldk + j] = (dot * scale as f64) as f32;
+                }
+            }
+            for isa in supported_tiers() {
+                let mut s = vec![f32::NAN; m * ldk + 1];
+                testing::qk(isa, q, kt, m, d, ldk, scale, &mut s[1..]).unwrap();
+                let err = max_rel(&s[1..], &want);
+                assert!(err < 1e-5, "qk {isa} d={d} m={m}: {err:e}");
+                assert!(s[0].is_nan(), "qk {isa} wrote before its output");
+            }
+        }
+    }
+}
+
+#[test]
+fn pv_and_softmax_every_tier_match_portable() {
+    let mut rng = Rng(12);
+    for &dv in &DIMS {
+        for &n in &CLUSTERS {
+            let m = 1 + (n * 7 + dv) % 13;
+            let ldk = round16(n);
+            let ldv = round16(dv);
+            let mut s0 = rng.vec(m * ldk);
+            for i in 0..m {
+                s0[i * ldk + n..(i + 1) * ldk].fill(f32::NEG_INFINITY);
+                for x in &mut s0[i * ldk..i * ldk + n] {
+                    *x *= 20.0;
+                }
+            }
+            let v_buf = unaligned(&mut rng, n * ldv);
+            let v = &v_buf[1..];
+            let acc0 = rng.vec(m * ldv);
+            let max0: Vec<f32> = (0..m).map(|i| if i % 2 == 0 { f32::NEG_INFINITY } else { 3.0 }).collect();
+            let sum0: Vec<f32> = (0..m).map(|i| if i % 2 == 0 { 0.0 } else { 2.5 }).collect();
+            let run = |isa: Isa| {
+                let (mut s, mut mx, mut sm, mut corr) = (s0.clone(), max0.clone(), sum0.clone(), vec![0.0; m]);
+                testing::softmax(isa, &mut s, m, ldk, &mut mx, &mut sm, &mut corr).unwrap();
+                let mut acc = acc0.clone();
+                testing::pv(isa, &s, v, m, n, ldk, ldv, &corr, &mut acc).unwrap();
+                (s, mx, sm, corr, acc)
+            };
+            let base = run(Isa::Portable);
+            // The portable softmax against f64.
+            for i in 0..m {
+                let new_max = (0..n).map(|j| s0[i * ldk + j]).fold(max0[i], f32::max) as f64;
+                let sum: f64 = (0..n).map(|j| (s0[i * ldk + j] as f64 - new_max).exp()).sum::<f64>()
+                    + sum0[i] as f64 * (max0[i] as f64 - new_max).exp();
+                assert!(((base.2[i] as f64 - sum) / sum).abs() < 1e-5, "softmax sum row {i}");
+                assert!(base.0[i * ldk + n..(i + 1) * ldk].iter().all(|&p| p == 0.0), "padding must be 0");
+            }
+            for isa in supported_tiers() {
+                let got = run(isa);
+                assert!(max_rel(&got.0, &base.0) < 1e-5, "softmax P {isa} n={n}");
+                assert_eq!(got.1, base.1, "row max {isa}");
+                assert!(max_rel(&got.2, &base.2) < 1e-5, "row sum {isa}");
+                assert!(max_rel(&got.3, &base.3) < 1e-5, "corr {isa}");
+                assert!(max_rel(&got.4, &base.4) < 1e-5, "pv {isa} dv={dv} n={n}: {:e}", max_rel(&got.4, &base.4));
+            }
+        }
+    }
+}
+
+#[test]
+fn projection_every_tier_matches_portable_with_strides_and_indices() {
+    let mut rng = Rng(13);
+    for &d in &DIMS {
+        for rounds in [1, 3, 4, 8] {
+            let n = 37;
+            let stride = d + 5;
+            let data_buf = unaligned(&mut rng, n * stride);
+            let data = &data_buf[1..];
+            let idx: Vec<u32> = (0..n as u32).rev().step_by(2).collect();
+            let a_t = rng.vec(rounds * (d + 2));
+            for use_idx in [false, true] {
+                let count = if use_idx { idx.len() } else { n };
+                let idx_opt = use_idx.then_some(&idx[..]);
+                let mut base_norms = vec![0.0; count];
+                testing::sq_norms(Isa::Portable, data, stride, d, idx_opt, &mut base_norms).unwrap();
+                for (i, &norm) in base_norms.iter().enumerate() {
+                    let row = if use_idx { idx[i] as usize } else { i };
+                    let want: f64 = data[row * stride..row * stride + d].iter().map(|&x| (x as f64).powi(2)).sum();
+                    assert!((norm as f64 - want).abs() <= 1e-5 * want.max(1.0));
+                }
+                let m = 2.0 * base_norms.iter().copied().fold(0.0, f32::max);
+                let mut base = vec![0.0; rounds * count];
+                testing::project(Isa::Portable, data, stride, d, idx_opt, &base_norms, m, &a_t, d + 1, &mut base).unwrap();
+                for isa in supported_tiers() {
+                    let mut norms = vec![0.0; count];
+                    testing::sq_norms(isa, data, stride, d, idx_opt, &mut norms).unwrap();
+                    assert!(max_rel(&norms, &base_norms) < 1e-5, "norms {isa} d={d}");
+                    let mut hashes = vec![0.0; rounds * count];
+                    testing::project(isa, data, stride, d, idx_opt, &norms, m, &a_t, d, &mut hashes).unwrap();
+                    let mut base_k = vec![0.0; rounds * count];
+                    testing::project(Isa::Portable, data, stride, d, idx_opt, &base_norms, m, &a_t, d, &mut base_k).unwrap();
+                    assert!(max_rel(&hashes, &base_k) < 1e-5, "project {isa} d={d} R={rounds}");
+                }
+                assert!(base.iter().all(|h| h.is_finite()));
+            }
+        }
+    }
+}
+
+fn ulp_distance(a: f32, b: f32) -> u64 {
+    let key = |x: f32| {
+        let bits = x.to_bits() as i64;
+        if bits < 0 { i64::MIN - bits } else { bits }
+    };
+    (key(a) - key(b)).unsigned_abs()
+}
+
+#[test]
+fn exp_within_documented_bound_every_tier() {
+    // Dense sweep of [−104, 0] plus the edges.
+    let count = 1 << 20;
+    let mut xs: Vec<f32> = (0..=count).map(|i| -104.0 * i as f32 / count as f32).collect();
+    xs.extend([0.0, -0.0, f32::NEG_INFINITY, -103.9, -103.3, -87.3, -87.4, -1e-30, -f32::MIN_POSITIVE, -200.0, f32::MIN]);
+    for isa in supported_tiers() {
+        let mut ys = xs.clone();
+        // Odd lengths exercise the scalar tail.
+        let (head, tail) = ys.split_at_mut(xs.len() - 3);
+        testing::exp_in_place(isa, head).unwrap();
+        testing::exp_in_place(isa, tail).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).exp();
+            if want < f32::MIN_POSITIVE as f64 {
+                // Subnormal range: within one subnormal step, and exactly 0 below 2^-150.
+                assert!((y as f64 - want).abs() <= 1.5 * 2f64.powi(-149), "{isa} exp({x}) = {y}, want {want}");
+                if want < 2f64.powi(-150) * 0.99 {
+                    assert_eq!(y, 0.0, "{isa} exp({x}) must underflow to 0");
+                }
+            } else {
+                let ulps = ulp_distance(y, want as f32);
+                assert!(ulps <= 4, "{isa} exp({x}) = {y}, want {want}: {ulps} ulp");
+            }
+        }
+        let mut special = [f32::NAN, f32::NEG_INFINITY, 0.0, -0.0, -1.0, -2.0, -3.0, -4.0];
+        testing::exp_in_place(isa, &mut special).unwrap();
+        assert!(special[0].is_nan(), "{isa}: NaN must stay NaN");
+        assert_eq!(special[1], 0.0, "{isa}: exp(-inf) = 0");
+        assert_eq!(special[2], 1.0);
+        assert_eq!(special[3], 1.0);
+    }
+}
+
+#[test]
+fn tiers_are_refused_when_missing() {
+    for isa in Isa::ALL {
+        let mut v = [0.0f32; 4];
+        assert_eq!(testing::exp_in_place(isa, &mut v).is_ok(), isa.is_supported());
+    }
+}
