@@ -242,32 +242,18 @@ impl Plan {
         let rounds = self.config.n_hashes;
         s.q_norms.resize(nq, 0.0);
         s.k_norms.resize(nv, 0.0);
-        (self.alsh.sq_norms)(q, None, &mut s.q_norms);
-        (self.alsh.sq_norms)(k, Some(valid), &mut s.k_norms);
-        let max_of = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m = max_of(&s.q_norms) + max_of(&s.k_norms);
         s.hashes.resize(rounds * (nq + nv), 0.0);
         let (q_hashes, k_hashes) = s.hashes.split_at_mut(rounds * nq);
+        let a_t = &self.projections_t[..];
+        (self.alsh.project)(q, None, a_t, &mut s.q_norms, q_hashes);
+        (self.alsh.project)(k, Some(valid), a_t, &mut s.k_norms, k_hashes);
+        let max_of = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m = max_of(&s.q_norms) + max_of(&s.k_norms);
+        let width = d + 2;
         let lift_q = alsh::lift_column(alsh::Side::Query, d);
         let lift_k = alsh::lift_column(alsh::Side::Key, d);
-        (self.alsh.project)(
-            q,
-            None,
-            &s.q_norms,
-            m,
-            &self.projections_t,
-            lift_q,
-            q_hashes,
-        );
-        (self.alsh.project)(
-            k,
-            Some(valid),
-            &s.k_norms,
-            m,
-            &self.projections_t,
-            lift_k,
-            k_hashes,
-        );
+        alsh::apply_lift(q_hashes, &s.q_norms, m, a_t, width, lift_q);
+        alsh::apply_lift(k_hashes, &s.k_norms, m, a_t, width, lift_k);
 
         // Step 4: every round of both sides sorted in one batched call.
         s.segments.clear();
@@ -382,7 +368,7 @@ fn combine_round(first: bool, row: &mut [f32], running: &mut f32, o: &[f32], lse
     let total = w_old + w_new;
     let (w_old, w_new) = (w_old / total, w_new / total);
     for (x, &y) in row.iter_mut().zip(o) {
-        *x = x.mul_add(w_old, y * w_new);
+        *x = *x * w_old + y * w_new;
     }
     *running = top + total.ln();
 }

@@ -60,14 +60,9 @@ pub fn pv(
     Ok(())
 }
 
-/// Squared norms of `out.len()` rows (row i at `i · stride`, or at `idx[i] · stride`).
-pub fn sq_norms(isa: Isa, data: &[f32], stride: usize, dim: usize, idx: Option<&[u32]>, out: &mut [f32]) -> Result<()> {
-    let rows = Rows { data, base: 0, stride, dim };
-    (alsh::kernels(supported(isa)?).sq_norms)(rows, idx, out);
-    Ok(())
-}
-
-/// Hashes of `norms.len()` rows for every round (`a_t` is R × (dim + 2)), round-major.
+/// Norms and hashes of `norms.len()` rows (row i at `i · stride`, or at `idx[i] · stride`)
+/// for every round (`a_t` is R × (dim + 2)), round-major, lift included: the kernel's raw
+/// hashes followed by the lift step, as the pipeline runs them.
 #[allow(clippy::too_many_arguments)]
 pub fn project(
     isa: Isa,
@@ -75,14 +70,15 @@ pub fn project(
     stride: usize,
     dim: usize,
     idx: Option<&[u32]>,
-    norms: &[f32],
     m: f32,
     a_t: &[f32],
     lift: usize,
+    norms: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
     let rows = Rows { data, base: 0, stride, dim };
-    (alsh::kernels(supported(isa)?).project)(rows, idx, norms, m, a_t, lift, out);
+    (alsh::kernels(supported(isa)?).project)(rows, idx, a_t, norms, out);
+    alsh::apply_lift(out, norms, m, a_t, dim + 2, lift);
     Ok(())
 }
 

@@ -136,25 +136,34 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
             for use_idx in [false, true] {
                 let count = if use_idx { idx.len() } else { n };
                 let idx_opt = use_idx.then_some(&idx[..]);
-                let mut base_norms = vec![0.0; count];
-                testing::sq_norms(Isa::Portable, data, stride, d, idx_opt, &mut base_norms).unwrap();
+                let m = 40.0;
+                let run = |isa: Isa, lift: usize| {
+                    let mut norms = vec![0.0; count];
+                    let mut hashes = vec![0.0; rounds * count];
+                    testing::project(isa, data, stride, d, idx_opt, m, &a_t, lift, &mut norms, &mut hashes).unwrap();
+                    (norms, hashes)
+                };
+                let (base_norms, base) = run(Isa::Portable, d + 1);
+                // The portable tier against f64.
                 for (i, &norm) in base_norms.iter().enumerate() {
                     let row = if use_idx { idx[i] as usize } else { i };
-                    let want: f64 = data[row * stride..row * stride + d].iter().map(|&x| (x as f64).powi(2)).sum();
+                    let x = &data[row * stride..row * stride + d];
+                    let want: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
                     assert!((norm as f64 - want).abs() <= 1e-5 * want.max(1.0));
+                    for r in 0..rounds {
+                        let a = &a_t[r * (d + 2)..(r + 1) * (d + 2)];
+                        let h: f64 = x.iter().zip(a).map(|(&v, &w)| v as f64 * w as f64).sum::<f64>()
+                            + a[d + 1] as f64 * (m as f64 - norm as f64).max(0.0).sqrt();
+                        assert!((base[r * count + i] as f64 - h).abs() <= 1e-5 * h.abs().max(1.0), "hash vs f64");
+                    }
                 }
-                let m = 2.0 * base_norms.iter().copied().fold(0.0, f32::max);
-                let mut base = vec![0.0; rounds * count];
-                testing::project(Isa::Portable, data, stride, d, idx_opt, &base_norms, m, &a_t, d + 1, &mut base).unwrap();
                 for isa in supported_tiers() {
-                    let mut norms = vec![0.0; count];
-                    testing::sq_norms(isa, data, stride, d, idx_opt, &mut norms).unwrap();
-                    assert!(max_rel(&norms, &base_norms) < 1e-5, "norms {isa} d={d}");
-                    let mut hashes = vec![0.0; rounds * count];
-                    testing::project(isa, data, stride, d, idx_opt, &norms, m, &a_t, d, &mut hashes).unwrap();
-                    let mut base_k = vec![0.0; rounds * count];
-                    testing::project(Isa::Portable, data, stride, d, idx_opt, &base_norms, m, &a_t, d, &mut base_k).unwrap();
-                    assert!(max_rel(&hashes, &base_k) < 1e-5, "project {isa} d={d} R={rounds}");
+                    for lift in [d, d + 1] {
+                        let (norms, hashes) = run(isa, lift);
+                        let (want_norms, want) = run(Isa::Portable, lift);
+                        assert!(max_rel(&norms, &want_norms) < 1e-5, "norms {isa} d={d}");
+                        assert!(max_rel(&hashes, &want) < 1e-5, "project {isa} d={d} R={rounds}");
+                    }
                 }
                 assert!(base.iter().all(|h| h.is_finite()));
             }

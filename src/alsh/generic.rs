@@ -12,130 +12,116 @@ fn row_index(idx: Option<&[u32]>, i: usize) -> usize {
     idx.map_or(i, |idx| idx[i] as usize)
 }
 
-/// Σ a[t]·b[t] with two vector accumulators and a scalar tail.
-#[inline(always)]
-unsafe fn dot<S: SimdF32>(a: &[f32], b: &[f32]) -> f32 {
-    let d = a.len().min(b.len());
-    let whole = d / S::LANES * S::LANES;
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    // SAFETY: every load covers [at, at + LANES) ⊂ [0, whole) ⊂ both slices.
-    let mut sum = unsafe {
-        let mut acc = S::splat(0.0);
-        for at in (0..whole).step_by(S::LANES) {
-            acc = S::fma(S::load(pa.add(at)), S::load(pb.add(at)), acc);
-        }
-        S::reduce_add(acc)
-    };
-    for t in whole..d {
-        sum = a[t].mul_add(b[t], sum);
-    }
-    sum
-}
-
-#[inline(always)]
-pub(crate) unsafe fn sq_norms<S: SimdF32>(rows: Rows<'_>, idx: Option<&[u32]>, out: &mut [f32]) {
-    for (i, slot) in out.iter_mut().enumerate() {
-        let row = rows.row(row_index(idx, i));
-        // SAFETY: the caller's tier.
-        *slot = unsafe { dot::<S>(row, row) };
-    }
-}
-
+/// One pass over each row: its squared norm and its R raw dot products with the projection
+/// (the lift term is added afterwards by [`super::apply_lift`], once M is known).
 #[inline(always)]
 pub(crate) unsafe fn project<S: SimdF32>(
     rows: Rows<'_>,
     idx: Option<&[u32]>,
-    norms: &[f32],
-    m: f32,
     a_t: &[f32],
-    lift: usize,
+    norms: &mut [f32],
     out: &mut [f32],
 ) {
-    let d = rows.dim;
-    let width = d + 2;
+    let width = rows.dim + 2;
     let n = norms.len();
     let rounds = a_t.len() / width;
-    assert!(out.len() >= rounds * n && lift < width, "project extents");
-    let whole = d / S::LANES * S::LANES;
-    for (i, &norm) in norms.iter().enumerate() {
+    assert!(out.len() >= rounds * n && a_t.len() == rounds * width, "project extents");
+    for i in 0..n {
         let row = rows.row(row_index(idx, i));
-        let lifted = (m - norm).max(0.0).sqrt();
-        let x = row.as_ptr();
         let mut r0 = 0;
-        while r0 < rounds {
-            let block = (rounds - r0).min(ROUND_BLOCK);
-            let mut sums = [0.0f32; ROUND_BLOCK];
-            // SAFETY: loads cover [at, at + LANES) ⊂ [0, d) of the row and of each round's
-            // d + 2 projection values.
-            unsafe {
-                let mut acc = [S::splat(0.0); ROUND_BLOCK];
-                for at in (0..whole).step_by(S::LANES) {
-                    let xv = S::load(x.add(at));
-                    for (r, slot) in acc.iter_mut().enumerate().take(block) {
-                        let a = a_t.as_ptr().add((r0 + r) * width + at);
-                        *slot = S::fma(xv, S::load(a), *slot);
-                    }
+        // SAFETY (all blocks): rounds r0..r0+B < rounds, so every projection row read lies in
+        // a_t; the row has d values; the caller's tier.
+        unsafe {
+            norms[i] = rounds_block::<S, 0>(row, a_t, width, 0, &mut [], true);
+            while r0 + ROUND_BLOCK <= rounds {
+                let mut sums = [0.0; ROUND_BLOCK];
+                rounds_block::<S, ROUND_BLOCK>(row, a_t, width, r0, &mut sums, false);
+                for (r, h) in sums.into_iter().enumerate() {
+                    out[(r0 + r) * n + i] = h;
                 }
-                for (sum, &v) in sums.iter_mut().zip(&acc).take(block) {
-                    *sum = S::reduce_add(v);
-                }
+                r0 += ROUND_BLOCK;
             }
-            for (r, sum) in sums.iter().enumerate().take(block) {
-                let a = &a_t[(r0 + r) * width..(r0 + r + 1) * width];
-                let mut h = *sum;
-                for t in whole..d {
-                    h = row[t].mul_add(a[t], h);
-                }
-                out[(r0 + r) * n + i] = a[lift].mul_add(lifted, h);
+            while r0 < rounds {
+                let mut sums = [0.0; 1];
+                rounds_block::<S, 1>(row, a_t, width, r0, &mut sums, false);
+                out[r0 * n + i] = sums[0];
+                r0 += 1;
             }
-            r0 += block;
         }
+    }
+}
+
+/// B dot products of `row` with rounds r0..r0+B of `a_t` (B constant, so the accumulators
+/// live in registers); with `norm` set, returns the squared norm of `row` instead.
+#[inline(always)]
+unsafe fn rounds_block<S: SimdF32, const B: usize>(
+    row: &[f32],
+    a_t: &[f32],
+    width: usize,
+    r0: usize,
+    sums: &mut [f32],
+    norm: bool,
+) -> f32 {
+    let d = row.len();
+    let whole = d / S::LANES * S::LANES;
+    let x = row.as_ptr();
+    // SAFETY: loads cover [at, at + LANES) ⊂ [0, d), inside the row and each round's values.
+    unsafe {
+        if norm {
+            let (mut s0, mut s1) = (S::splat(0.0), S::splat(0.0));
+            let mut at = 0;
+            while at + 2 * S::LANES <= whole {
+                let (x0, x1) = (S::load(x.add(at)), S::load(x.add(at + S::LANES)));
+                s0 = S::fma(x0, x0, s0);
+                s1 = S::fma(x1, x1, s1);
+                at += 2 * S::LANES;
+            }
+            if at < whole {
+                let x0 = S::load(x.add(at));
+                s0 = S::fma(x0, x0, s0);
+            }
+            let mut total = S::reduce_add(S::add(s0, s1));
+            for &xt in &row[whole..] {
+                total = xt.mul_add(xt, total);
+            }
+            return total;
+        }
+        let a = a_t.as_ptr().add(r0 * width);
+        let mut acc = [S::splat(0.0); B];
+        for at in (0..whole).step_by(S::LANES) {
+            let xv = S::load(x.add(at));
+            for (r, slot) in acc.iter_mut().enumerate() {
+                *slot = S::fma(xv, S::load(a.add(r * width + at)), *slot);
+            }
+        }
+        for (r, slot) in acc.iter().enumerate() {
+            let mut h = S::reduce_add(*slot);
+            for t in whole..d {
+                h = row[t].mul_add(*a.add(r * width + t), h);
+            }
+            sums[r] = h;
+        }
+        0.0
     }
 }
 
 /// Declares a tier's projection kernels: `#[target_feature]` shims and safe table entries.
 macro_rules! alsh_tier {
-    ($simd:ty, $features:literal, $norms:ident, $project:ident) => {
+    ($simd:ty, $features:literal, $project:ident) => {
         use super::generic;
         use crate::attention::Rows;
         use $simd as S;
 
         #[target_feature(enable = $features)]
-        unsafe fn norms_impl(rows: Rows<'_>, idx: Option<&[u32]>, out: &mut [f32]) {
-            // SAFETY: the features are enabled here; slices are bounds-checked.
-            unsafe { generic::sq_norms::<S>(rows, idx, out) }
+        unsafe fn project_impl(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
+            // SAFETY: the features are enabled here; the generic body checks extents.
+            unsafe { generic::project::<S>(rows, idx, a_t, norms, out) }
         }
 
-        #[target_feature(enable = $features)]
-        unsafe fn project_impl(
-            rows: Rows<'_>,
-            idx: Option<&[u32]>,
-            norms: &[f32],
-            m: f32,
-            a_t: &[f32],
-            lift: usize,
-            out: &mut [f32],
-        ) {
-            // SAFETY: as above.
-            unsafe { generic::project::<S>(rows, idx, norms, m, a_t, lift, out) }
-        }
-
-        pub(crate) fn $norms(rows: Rows<'_>, idx: Option<&[u32]>, out: &mut [f32]) {
+        /// Norms and raw hashes in one pass; the name carries the rounds per pass.
+        pub(crate) fn $project(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
             // SAFETY: this table entry is only reachable for a tier the CPU supports.
-            unsafe { norms_impl(rows, idx, out) }
-        }
-
-        pub(crate) fn $project(
-            rows: Rows<'_>,
-            idx: Option<&[u32]>,
-            norms: &[f32],
-            m: f32,
-            a_t: &[f32],
-            lift: usize,
-            out: &mut [f32],
-        ) {
-            // SAFETY: as above.
-            unsafe { project_impl(rows, idx, norms, m, a_t, lift, out) }
+            unsafe { project_impl(rows, idx, a_t, norms, out) }
         }
     };
 }

@@ -23,41 +23,40 @@ pub(crate) enum Side {
     Key,
 }
 
-/// Squared norms of the rows `idx` (or of rows 0..out.len() when `idx` is `None`).
-pub(crate) type SqNormsFn = fn(rows: Rows<'_>, idx: Option<&[u32]>, out: &mut [f32]);
+/// One pass over n rows (`idx` selects them, or rows 0..n): `norms[i] = ‖x_i‖²` and the raw
+/// hashes `out[r·n + i] = Σ_t a_t[r][t]·x_i[t]`, with `a_t` the projection transposed,
+/// `R × (d + 2)`. The lift term is added by [`apply_lift`] once M is known, so the rows are
+/// read once.
+pub(crate) type ProjectFn =
+    fn(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]);
 
-/// Hashes of n rows for every round: `out[r·n + i] = Σ_t a_t[r][t]·x_i[t] + a_t[r][lift]·
-/// sqrt(max(M − norms[i], 0))`, with `a_t` the projection transposed, `R × (d + 2)`.
-pub(crate) type ProjectFn = fn(
-    rows: Rows<'_>,
-    idx: Option<&[u32]>,
-    norms: &[f32],
-    m: f32,
-    a_t: &[f32],
-    lift: usize,
-    out: &mut [f32],
-);
+/// Adds the XBOX+ lift term to raw hashes: `out[r·n + i] += a_t[r][lift]·sqrt(max(M − norms[i], 0))`.
+pub(crate) fn apply_lift(out: &mut [f32], norms: &[f32], m: f32, a_t: &[f32], width: usize, lift: usize) {
+    let n = norms.len();
+    for (r, hashes) in out.chunks_exact_mut(n.max(1)).enumerate().take(a_t.len() / width) {
+        let a = a_t[r * width + lift];
+        for (h, &norm) in hashes.iter_mut().zip(norms) {
+            *h += a * (m - norm).max(0.0).sqrt();
+        }
+    }
+}
 
 /// One tier's projection kernels.
 #[derive(Clone, Copy)]
 pub(crate) struct AlshKernels {
-    pub(crate) sq_norms: SqNormsFn,
     pub(crate) project: ProjectFn,
 }
 
-const PORTABLE: AlshKernels = AlshKernels {
-    sq_norms: portable::sq_norms,
-    project: portable::project,
-};
+const PORTABLE: AlshKernels = AlshKernels { project: portable::project };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: AlshKernels =
-    AlshKernels { sq_norms: avx2::sq_norms_avx2, project: avx2::project_avx2_r4 };
+    AlshKernels { project: avx2::project_avx2_r4 };
 #[cfg(target_arch = "x86_64")]
 const AVX512: AlshKernels =
-    AlshKernels { sq_norms: avx512::sq_norms_avx512, project: avx512::project_avx512_r4 };
+    AlshKernels { project: avx512::project_avx512_r4 };
 #[cfg(target_arch = "aarch64")]
-const NEON: AlshKernels = AlshKernels { sq_norms: neon::sq_norms_neon, project: neon::project_neon_r4 };
+const NEON: AlshKernels = AlshKernels { project: neon::project_neon_r4 };
 
 /// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
 /// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)

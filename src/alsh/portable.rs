@@ -14,7 +14,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let mut sum = acc.reduce_add();
     for (x, y) in a[whole..].iter().zip(&b[whole..]) {
-        sum = x.mul_add(*y, sum);
+        sum += x * y;
     }
     sum
 }
@@ -24,31 +24,16 @@ fn row_index(idx: Option<&[u32]>, i: usize) -> usize {
     idx.map_or(i, |idx| idx[i] as usize)
 }
 
-pub(crate) fn sq_norms(rows: Rows<'_>, idx: Option<&[u32]>, out: &mut [f32]) {
-    for (i, slot) in out.iter_mut().enumerate() {
-        let row = rows.row(row_index(idx, i));
-        *slot = dot(row, row);
-    }
-}
-
-pub(crate) fn project(
-    rows: Rows<'_>,
-    idx: Option<&[u32]>,
-    norms: &[f32],
-    m: f32,
-    a_t: &[f32],
-    lift: usize,
-    out: &mut [f32],
-) {
+/// Norms and raw hashes in one pass over each row.
+pub(crate) fn project(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
     let d = rows.dim;
     let n = norms.len();
     let rounds = a_t.len() / (d + 2);
-    for (i, &norm) in norms.iter().enumerate() {
+    for (i, norm) in norms.iter_mut().enumerate() {
         let row = rows.row(row_index(idx, i));
-        let lifted = (m - norm).max(0.0).sqrt();
+        *norm = dot(row, row);
         for r in 0..rounds {
-            let a = &a_t[r * (d + 2)..(r + 1) * (d + 2)];
-            out[r * n + i] = a[lift].mul_add(lifted, dot(row, &a[..d]));
+            out[r * n + i] = dot(row, &a_t[r * (d + 2)..r * (d + 2) + d]);
         }
     }
 }
