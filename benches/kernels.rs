@@ -50,14 +50,37 @@ struct Projection {
 
 impl Projection {
     fn new(n: usize, d: usize, rounds: usize) -> Projection {
-        let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
-        let a_t: Vec<f32> = (0..rounds * (d + 2)).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
-        Projection { data, a_t, norms: vec![0.0; n], out: vec![0.0; rounds * n], n, d, rounds }
+        let data: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
+            .collect();
+        let a_t: Vec<f32> = (0..rounds * (d + 2))
+            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
+            .collect();
+        Projection {
+            data,
+            a_t,
+            norms: vec![0.0; n],
+            out: vec![0.0; rounds * n],
+            n,
+            d,
+            rounds,
+        }
     }
     /// Norms and hashes with the lift: 2·d flops per norm, 2·(d + 1) per hash.
     fn run(&mut self, isa: Isa) {
-        testing::project(isa, &self.data, self.d, self.d, None, 100.0, &self.a_t, self.d + 1, &mut self.norms, &mut self.out)
-            .unwrap();
+        testing::project(
+            isa,
+            &self.data,
+            self.d,
+            self.d,
+            None,
+            100.0,
+            &self.a_t,
+            self.d + 1,
+            &mut self.norms,
+            &mut self.out,
+        )
+        .unwrap();
     }
     fn flops(&self) -> f64 {
         (self.n * (2 * self.d + self.rounds * 2 * (self.d + 1))) as f64
@@ -81,7 +104,9 @@ impl Cluster {
     fn new(c: usize, d: usize, dv: usize) -> Cluster {
         let ldk = c.div_ceil(16) * 16;
         let gen = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len).map(|i| (((i + seed) * 7919) % 1009) as f32 / 1009.0 - 0.5).collect()
+            (0..len)
+                .map(|i| (((i + seed) * 7919) % 1009) as f32 / 1009.0 - 0.5)
+                .collect()
         };
         Cluster {
             q: gen(c * d, 1),
@@ -107,7 +132,18 @@ impl Cluster {
             sum.fill(0.0);
             testing::softmax(isa, &mut self.s, m, ldk, mx, sum, corr).unwrap();
             self.acc.fill(0.0);
-            testing::pv(isa, &self.s, &self.v, m, self.c, ldk, self.dv, corr, &mut self.acc).unwrap();
+            testing::pv(
+                isa,
+                &self.s,
+                &self.v,
+                m,
+                self.c,
+                ldk,
+                self.dv,
+                corr,
+                &mut self.acc,
+            )
+            .unwrap();
         }
     }
     fn flops(&self) -> f64 {
@@ -134,14 +170,19 @@ fn criterion_benches(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("exp/{isa}"));
         let mut values: Vec<f32> = (0..65536).map(|i| -(i as f32) / 1000.0).collect();
         group.throughput(Throughput::Elements(values.len() as u64));
-        group.bench_function("n65536", |b| b.iter(|| testing::exp_in_place(isa, black_box(&mut values)).unwrap()));
+        group.bench_function("n65536", |b| {
+            b.iter(|| testing::exp_in_place(isa, black_box(&mut values)).unwrap())
+        });
         group.finish();
     }
 }
 
 /// The table of GFLOP/s and fraction of peak, printed after the criterion runs.
 fn summary() {
-    println!("\nsingle-thread kernel summary ({} )", std::env::consts::ARCH);
+    println!(
+        "\nsingle-thread kernel summary ({} )",
+        std::env::consts::ARCH
+    );
     println!("| tier | peak GFLOP/s | kernel | shape | GFLOP/s | % of peak |");
     println!("|---|---|---|---|---|---|");
     for isa in supported_tiers() {
@@ -150,17 +191,26 @@ fn summary() {
             let mut p = Projection::new(16384, 64, rounds);
             let t = time_best(0.3, || p.run(isa));
             let g = p.flops() / t / 1e9;
-            println!("| {isa} | {peak:.1} | projection | N=16384 d=64 R={rounds} | {g:.1} | {:.0}% |", 100.0 * g / peak);
+            println!(
+                "| {isa} | {peak:.1} | projection | N=16384 d=64 R={rounds} | {g:.1} | {:.0}% |",
+                100.0 * g / peak
+            );
         }
         for size in [32, 64, 128, 256] {
             let mut cl = Cluster::new(size, 64, 64);
             let t = time_best(0.3, || cl.run(isa));
             let g = cl.flops() / t / 1e9;
-            println!("| {isa} | {peak:.1} | cluster attention | c={size} d=dv=64 | {g:.1} | {:.0}% |", 100.0 * g / peak);
+            println!(
+                "| {isa} | {peak:.1} | cluster attention | c={size} d=dv=64 | {g:.1} | {:.0}% |",
+                100.0 * g / peak
+            );
         }
         let mut values: Vec<f32> = (0..65536).map(|i| -(i as f32) / 1000.0).collect();
         let t = time_best(0.3, || testing::exp_in_place(isa, &mut values).unwrap());
-        println!("| {isa} | {peak:.1} | exp | 65536 values | {:.2} Gexp/s | - |", values.len() as f64 / t / 1e9);
+        println!(
+            "| {isa} | {peak:.1} | exp | 65536 values | {:.2} Gexp/s | - |",
+            values.len() as f64 / t / 1e9
+        );
     }
 }
 

@@ -33,10 +33,10 @@ pub mod ffi;
 pub mod isa;
 mod parallel;
 mod plan;
+mod simd;
 pub mod sort;
 #[doc(hidden)]
 pub mod testing;
-mod simd;
 mod view;
 
 pub use attention::exp_nonpositive;

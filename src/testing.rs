@@ -24,7 +24,16 @@ pub fn exp_in_place(isa: Isa, values: &mut [f32]) -> Result<()> {
 
 /// `s = scale · q·kt` (q: m × d, kt: d × ldk, ldk a multiple of 16).
 #[allow(clippy::too_many_arguments)]
-pub fn qk(isa: Isa, q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) -> Result<()> {
+pub fn qk(
+    isa: Isa,
+    q: &[f32],
+    kt: &[f32],
+    m: usize,
+    d: usize,
+    ldk: usize,
+    scale: f32,
+    s: &mut [f32],
+) -> Result<()> {
     (attention::kernels(supported(isa)?).qk)(q, kt, m, d, ldk, scale, s);
     Ok(())
 }
@@ -76,7 +85,12 @@ pub fn project(
     norms: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
-    let rows = Rows { data, base: 0, stride, dim };
+    let rows = Rows {
+        data,
+        base: 0,
+        stride,
+        dim,
+    };
     (alsh::kernels(supported(isa)?).project)(rows, idx, a_t, norms, out);
     alsh::apply_lift(out, norms, m, a_t, dim + 2, lift);
     Ok(())
@@ -84,7 +98,10 @@ pub fn project(
 
 /// Every tier this CPU supports, portable first.
 pub fn supported_tiers() -> Vec<Isa> {
-    Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_supported())
+        .collect()
 }
 
 /// Runs the tier's FMA peak loop; returns (flops performed, a result to keep alive).

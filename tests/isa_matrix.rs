@@ -6,7 +6,9 @@ use common::Rng;
 use smyrf::testing::{self, supported_tiers};
 use smyrf::{Config, Isa, Plan};
 
-const DIMS: [usize; 16] = [1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 256];
+const DIMS: [usize; 16] = [
+    1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 256,
+];
 const CLUSTERS: [usize; 10] = [1, 2, 5, 31, 32, 33, 64, 100, 128, 257];
 
 fn round16(n: usize) -> usize {
@@ -14,8 +16,16 @@ fn round16(n: usize) -> usize {
 }
 
 fn max_rel(a: &[f32], b: &[f32]) -> f64 {
-    let diff = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max);
-    let scale = b.iter().map(|&y| (y as f64).abs()).fold(0.0, f64::max).max(1e-30);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max);
+    let scale = b
+        .iter()
+        .map(|&y| (y as f64).abs())
+        .fold(0.0, f64::max)
+        .max(1e-30);
     diff / scale
 }
 
@@ -59,7 +69,9 @@ fn qk_every_tier_matches_portable_and_f64() {
             let mut want = vec![0.0f32; m * ldk];
             for i in 0..m {
                 for j in 0..ldk {
-                    let dot: f64 = (0..d).map(|t| q[i * d + t] as f64 * kt[t * ldk + j] as f64).sum();
+                    let dot: f64 = (0..d)
+                        .map(|t| q[i * d + t] as f64 * kt[t * ldk + j] as f64)
+                        .sum();
                     want[i * ldk + j] = (dot * scale as f64) as f32;
                 }
             }
@@ -92,10 +104,13 @@ fn pv_and_softmax_every_tier_match_portable() {
             let v_buf = unaligned(&mut rng, n * ldv);
             let v = &v_buf[1..];
             let acc0 = rng.vec(m * ldv);
-            let max0: Vec<f32> = (0..m).map(|i| if i % 2 == 0 { f32::NEG_INFINITY } else { 3.0 }).collect();
+            let max0: Vec<f32> = (0..m)
+                .map(|i| if i % 2 == 0 { f32::NEG_INFINITY } else { 3.0 })
+                .collect();
             let sum0: Vec<f32> = (0..m).map(|i| if i % 2 == 0 { 0.0 } else { 2.5 }).collect();
             let run = |isa: Isa| {
-                let (mut s, mut mx, mut sm, mut corr) = (s0.clone(), max0.clone(), sum0.clone(), vec![0.0; m]);
+                let (mut s, mut mx, mut sm, mut corr) =
+                    (s0.clone(), max0.clone(), sum0.clone(), vec![0.0; m]);
                 testing::softmax(isa, &mut s, m, ldk, &mut mx, &mut sm, &mut corr).unwrap();
                 let mut acc = acc0.clone();
                 testing::pv(isa, &s, v, m, n, ldk, ldv, &corr, &mut acc).unwrap();
@@ -105,10 +120,18 @@ fn pv_and_softmax_every_tier_match_portable() {
             // The portable softmax against f64.
             for i in 0..m {
                 let new_max = (0..n).map(|j| s0[i * ldk + j]).fold(max0[i], f32::max) as f64;
-                let sum: f64 = (0..n).map(|j| (s0[i * ldk + j] as f64 - new_max).exp()).sum::<f64>()
+                let sum: f64 = (0..n)
+                    .map(|j| (s0[i * ldk + j] as f64 - new_max).exp())
+                    .sum::<f64>()
                     + sum0[i] as f64 * (max0[i] as f64 - new_max).exp();
-                assert!(((base.2[i] as f64 - sum) / sum).abs() < 1e-5, "softmax sum row {i}");
-                assert!(base.0[i * ldk + n..(i + 1) * ldk].iter().all(|&p| p == 0.0), "padding must be 0");
+                assert!(
+                    ((base.2[i] as f64 - sum) / sum).abs() < 1e-5,
+                    "softmax sum row {i}"
+                );
+                assert!(
+                    base.0[i * ldk + n..(i + 1) * ldk].iter().all(|&p| p == 0.0),
+                    "padding must be 0"
+                );
             }
             for isa in supported_tiers() {
                 let got = run(isa);
@@ -116,7 +139,11 @@ fn pv_and_softmax_every_tier_match_portable() {
                 assert_eq!(got.1, base.1, "row max {isa}");
                 assert!(max_rel(&got.2, &base.2) < 1e-5, "row sum {isa}");
                 assert!(max_rel(&got.3, &base.3) < 1e-5, "corr {isa}");
-                assert!(max_rel(&got.4, &base.4) < 1e-5, "pv {isa} dv={dv} n={n}: {:e}", max_rel(&got.4, &base.4));
+                assert!(
+                    max_rel(&got.4, &base.4) < 1e-5,
+                    "pv {isa} dv={dv} n={n}: {:e}",
+                    max_rel(&got.4, &base.4)
+                );
             }
         }
     }
@@ -140,7 +167,19 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
                 let run = |isa: Isa, lift: usize| {
                     let mut norms = vec![0.0; count];
                     let mut hashes = vec![0.0; rounds * count];
-                    testing::project(isa, data, stride, d, idx_opt, m, &a_t, lift, &mut norms, &mut hashes).unwrap();
+                    testing::project(
+                        isa,
+                        data,
+                        stride,
+                        d,
+                        idx_opt,
+                        m,
+                        &a_t,
+                        lift,
+                        &mut norms,
+                        &mut hashes,
+                    )
+                    .unwrap();
                     (norms, hashes)
                 };
                 let (base_norms, base) = run(Isa::Portable, d + 1);
@@ -152,9 +191,16 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
                     assert!((norm as f64 - want).abs() <= 1e-5 * want.max(1.0));
                     for r in 0..rounds {
                         let a = &a_t[r * (d + 2)..(r + 1) * (d + 2)];
-                        let h: f64 = x.iter().zip(a).map(|(&v, &w)| v as f64 * w as f64).sum::<f64>()
+                        let h: f64 = x
+                            .iter()
+                            .zip(a)
+                            .map(|(&v, &w)| v as f64 * w as f64)
+                            .sum::<f64>()
                             + a[d + 1] as f64 * (m as f64 - norm as f64).max(0.0).sqrt();
-                        assert!((base[r * count + i] as f64 - h).abs() <= 1e-5 * h.abs().max(1.0), "hash vs f64");
+                        assert!(
+                            (base[r * count + i] as f64 - h).abs() <= 1e-5 * h.abs().max(1.0),
+                            "hash vs f64"
+                        );
                     }
                 }
                 for isa in supported_tiers() {
@@ -162,7 +208,10 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
                         let (norms, hashes) = run(isa, lift);
                         let (want_norms, want) = run(Isa::Portable, lift);
                         assert!(max_rel(&norms, &want_norms) < 1e-5, "norms {isa} d={d}");
-                        assert!(max_rel(&hashes, &want) < 1e-5, "project {isa} d={d} R={rounds}");
+                        assert!(
+                            max_rel(&hashes, &want) < 1e-5,
+                            "project {isa} d={d} R={rounds}"
+                        );
                     }
                 }
                 assert!(base.iter().all(|h| h.is_finite()));
@@ -174,7 +223,11 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
 fn ulp_distance(a: f32, b: f32) -> u64 {
     let key = |x: f32| {
         let bits = x.to_bits() as i64;
-        if bits < 0 { i64::MIN - bits } else { bits }
+        if bits < 0 {
+            i64::MIN - bits
+        } else {
+            bits
+        }
     };
     (key(a) - key(b)).unsigned_abs()
 }
@@ -183,8 +236,22 @@ fn ulp_distance(a: f32, b: f32) -> u64 {
 fn exp_within_documented_bound_every_tier() {
     // Dense sweep of [−104, 0] plus the edges.
     let count = 1 << 20;
-    let mut xs: Vec<f32> = (0..=count).map(|i| -104.0 * i as f32 / count as f32).collect();
-    xs.extend([0.0, -0.0, f32::NEG_INFINITY, -103.9, -103.3, -87.3, -87.4, -1e-30, -f32::MIN_POSITIVE, -200.0, f32::MIN]);
+    let mut xs: Vec<f32> = (0..=count)
+        .map(|i| -104.0 * i as f32 / count as f32)
+        .collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        f32::NEG_INFINITY,
+        -103.9,
+        -103.3,
+        -87.3,
+        -87.4,
+        -1e-30,
+        -f32::MIN_POSITIVE,
+        -200.0,
+        f32::MIN,
+    ]);
     for isa in supported_tiers() {
         let mut ys = xs.clone();
         // Odd lengths exercise the scalar tail.
@@ -195,7 +262,10 @@ fn exp_within_documented_bound_every_tier() {
             let want = (x as f64).exp();
             if want < f32::MIN_POSITIVE as f64 {
                 // Subnormal range: within one subnormal step, and exactly 0 below 2^-150.
-                assert!((y as f64 - want).abs() <= 1.5 * 2f64.powi(-149), "{isa} exp({x}) = {y}, want {want}");
+                assert!(
+                    (y as f64 - want).abs() <= 1.5 * 2f64.powi(-149),
+                    "{isa} exp({x}) = {y}, want {want}"
+                );
                 if want < 2f64.powi(-150) * 0.99 {
                     assert_eq!(y, 0.0, "{isa} exp({x}) must underflow to 0");
                 }
@@ -204,7 +274,16 @@ fn exp_within_documented_bound_every_tier() {
                 assert!(ulps <= 4, "{isa} exp({x}) = {y}, want {want}: {ulps} ulp");
             }
         }
-        let mut special = [f32::NAN, f32::NEG_INFINITY, 0.0, -0.0, -1.0, -2.0, -3.0, -4.0];
+        let mut special = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -1.0,
+            -2.0,
+            -3.0,
+            -4.0,
+        ];
         testing::exp_in_place(isa, &mut special).unwrap();
         assert!(special[0].is_nan(), "{isa}: NaN must stay NaN");
         assert_eq!(special[1], 0.0, "{isa}: exp(-inf) = 0");
@@ -217,6 +296,9 @@ fn exp_within_documented_bound_every_tier() {
 fn tiers_are_refused_when_missing() {
     for isa in Isa::ALL {
         let mut v = [0.0f32; 4];
-        assert_eq!(testing::exp_in_place(isa, &mut v).is_ok(), isa.is_supported());
+        assert_eq!(
+            testing::exp_in_place(isa, &mut v).is_ok(),
+            isa.is_supported()
+        );
     }
 }

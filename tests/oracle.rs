@@ -142,7 +142,14 @@ fn check_case(case: &Case) {
 }
 
 fn check_case_on(case: &Case, isa: smyrf::Isa) {
-    let plan = Plan::new(Config { isa: Some(isa), ..config_of(case, 0) }, case.d).unwrap();
+    let plan = Plan::new(
+        Config {
+            isa: Some(isa),
+            ..config_of(case, 0)
+        },
+        case.d,
+    )
+    .unwrap();
     assert_eq!(plan.isa(), isa);
     let projections = plan.projections().to_vec();
     let mut data = None;

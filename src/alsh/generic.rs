@@ -25,7 +25,10 @@ pub(crate) unsafe fn project<S: SimdF32>(
     let width = rows.dim + 2;
     let n = norms.len();
     let rounds = a_t.len() / width;
-    assert!(out.len() >= rounds * n && a_t.len() == rounds * width, "project extents");
+    assert!(
+        out.len() >= rounds * n && a_t.len() == rounds * width,
+        "project extents"
+    );
     for i in 0..n {
         let row = rows.row(row_index(idx, i));
         let mut r0 = 0;
@@ -96,8 +99,8 @@ unsafe fn rounds_block<S: SimdF32, const B: usize>(
         }
         for (r, slot) in acc.iter().enumerate() {
             let mut h = S::reduce_add(*slot);
-            for t in whole..d {
-                h = row[t].mul_add(*a.add(r * width + t), h);
+            for (t, &xt) in row.iter().enumerate().skip(whole) {
+                h = xt.mul_add(*a.add(r * width + t), h);
             }
             sums[r] = h;
         }
@@ -113,13 +116,25 @@ macro_rules! alsh_tier {
         use $simd as S;
 
         #[target_feature(enable = $features)]
-        unsafe fn project_impl(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
+        unsafe fn project_impl(
+            rows: Rows<'_>,
+            idx: Option<&[u32]>,
+            a_t: &[f32],
+            norms: &mut [f32],
+            out: &mut [f32],
+        ) {
             // SAFETY: the features are enabled here; the generic body checks extents.
             unsafe { generic::project::<S>(rows, idx, a_t, norms, out) }
         }
 
         /// Norms and raw hashes in one pass; the name carries the rounds per pass.
-        pub(crate) fn $project(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
+        pub(crate) fn $project(
+            rows: Rows<'_>,
+            idx: Option<&[u32]>,
+            a_t: &[f32],
+            norms: &mut [f32],
+            out: &mut [f32],
+        ) {
             // SAFETY: this table entry is only reachable for a tier the CPU supports.
             unsafe { project_impl(rows, idx, a_t, norms, out) }
         }

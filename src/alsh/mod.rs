@@ -31,9 +31,20 @@ pub(crate) type ProjectFn =
     fn(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]);
 
 /// Adds the XBOX+ lift term to raw hashes: `out[r·n + i] += a_t[r][lift]·sqrt(max(M − norms[i], 0))`.
-pub(crate) fn apply_lift(out: &mut [f32], norms: &[f32], m: f32, a_t: &[f32], width: usize, lift: usize) {
+pub(crate) fn apply_lift(
+    out: &mut [f32],
+    norms: &[f32],
+    m: f32,
+    a_t: &[f32],
+    width: usize,
+    lift: usize,
+) {
     let n = norms.len();
-    for (r, hashes) in out.chunks_exact_mut(n.max(1)).enumerate().take(a_t.len() / width) {
+    for (r, hashes) in out
+        .chunks_exact_mut(n.max(1))
+        .enumerate()
+        .take(a_t.len() / width)
+    {
         let a = a_t[r * width + lift];
         for (h, &norm) in hashes.iter_mut().zip(norms) {
             *h += a * (m - norm).max(0.0).sqrt();
@@ -47,16 +58,22 @@ pub(crate) struct AlshKernels {
     pub(crate) project: ProjectFn,
 }
 
-const PORTABLE: AlshKernels = AlshKernels { project: portable::project };
+const PORTABLE: AlshKernels = AlshKernels {
+    project: portable::project,
+};
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: AlshKernels =
-    AlshKernels { project: avx2::project_avx2_r4 };
+const AVX2: AlshKernels = AlshKernels {
+    project: avx2::project_avx2_r4,
+};
 #[cfg(target_arch = "x86_64")]
-const AVX512: AlshKernels =
-    AlshKernels { project: avx512::project_avx512_r4 };
+const AVX512: AlshKernels = AlshKernels {
+    project: avx512::project_avx512_r4,
+};
 #[cfg(target_arch = "aarch64")]
-const NEON: AlshKernels = AlshKernels { project: neon::project_neon_r4 };
+const NEON: AlshKernels = AlshKernels {
+    project: neon::project_neon_r4,
+};
 
 /// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
 /// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)

@@ -25,7 +25,13 @@ fn row_index(idx: Option<&[u32]>, i: usize) -> usize {
 }
 
 /// Norms and raw hashes in one pass over each row.
-pub(crate) fn project(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]) {
+pub(crate) fn project(
+    rows: Rows<'_>,
+    idx: Option<&[u32]>,
+    a_t: &[f32],
+    norms: &mut [f32],
+    out: &mut [f32],
+) {
     let d = rows.dim;
     let n = norms.len();
     let rounds = a_t.len() / (d + 2);

@@ -1,2 +1,9 @@
 //! AVX2 + FMA attention kernels: 6 × 16 register tile (12 accumulators of 16 ymm).
-super::generic::attention_tier!(crate::simd::Avx2, "avx2,fma", 6, 2, qk_avx2_6x16, pv_avx2_6x16);
+super::generic::attention_tier!(
+    crate::simd::Avx2,
+    "avx2,fma",
+    6,
+    2,
+    qk_avx2_6x16,
+    pv_avx2_6x16
+);

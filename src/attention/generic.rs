@@ -72,7 +72,7 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
     ncols: usize,
     epilogue: Epilogue,
 ) {
-    debug_assert!(ncols % S::LANES == 0);
+    debug_assert!(ncols.is_multiple_of(S::LANES));
     let block = NV * S::LANES;
     let mut j = 0;
     // SAFETY (all tile calls): rows i..i+R ≤ m and columns j..j+W ≤ ncols by the loop bounds.
@@ -167,7 +167,9 @@ pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
     scale: f32,
     s: &mut [f32],
 ) {
-    assert!(q.len() >= m * d && kt.len() >= d * ldk && s.len() >= m * ldk && ldk % 16 == 0);
+    assert!(
+        q.len() >= m * d && kt.len() >= d * ldk && s.len() >= m * ldk && ldk.is_multiple_of(16)
+    );
     // SAFETY: extents asserted above; the tier is the caller's.
     unsafe {
         gemm::<S, MR, NV>(
@@ -202,7 +204,7 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
         n <= ldk && p.len() >= m * ldk && v.len() >= n * ldv && acc.len() >= m * ldv,
         "pv extents"
     );
-    assert!(corr.len() >= m && ldv % 16 == 0, "pv extents");
+    assert!(corr.len() >= m && ldv.is_multiple_of(16), "pv extents");
     // SAFETY: extents asserted above; the tier is the caller's.
     unsafe {
         gemm::<S, MR, NV>(
@@ -230,7 +232,7 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
     row_sum: &mut [f32],
     corr: &mut [f32],
 ) {
-    assert!(s.len() >= m * ldk && ldk % S::LANES == 0 && row_max.len() >= m);
+    assert!(s.len() >= m * ldk && ldk.is_multiple_of(S::LANES) && row_max.len() >= m);
     assert!(row_sum.len() >= m && corr.len() >= m);
     for i in 0..m {
         let row = s[i * ldk..(i + 1) * ldk].as_mut_ptr();
@@ -241,7 +243,11 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
                 vmax = S::max(vmax, S::load(row.add(at)));
             }
             let new_max = row_max[i].max(S::reduce_max(vmax));
-            let shift = if new_max == f32::NEG_INFINITY { 0.0 } else { new_max };
+            let shift = if new_max == f32::NEG_INFINITY {
+                0.0
+            } else {
+                new_max
+            };
             let vshift = S::splat(shift);
             let mut vsum = S::splat(0.0);
             for at in (0..ldk).step_by(S::LANES) {
@@ -264,20 +270,44 @@ macro_rules! attention_tier {
         use $simd as S;
 
         #[target_feature(enable = $features)]
-        unsafe fn qk_impl(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
+        unsafe fn qk_impl(
+            q: &[f32],
+            kt: &[f32],
+            m: usize,
+            d: usize,
+            ldk: usize,
+            scale: f32,
+            s: &mut [f32],
+        ) {
             // SAFETY: the generic body checks extents; the features are enabled here.
             unsafe { generic::qk::<S, $mr, $nv>(q, kt, m, d, ldk, scale, s) }
         }
 
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn pv_impl(p: &[f32], v: &[f32], m: usize, n: usize, ldk: usize, ldv: usize, corr: &[f32], acc: &mut [f32]) {
+        unsafe fn pv_impl(
+            p: &[f32],
+            v: &[f32],
+            m: usize,
+            n: usize,
+            ldk: usize,
+            ldv: usize,
+            corr: &[f32],
+            acc: &mut [f32],
+        ) {
             // SAFETY: as above.
             unsafe { generic::pv::<S, $mr, $nv>(p, v, m, n, ldk, ldv, corr, acc) }
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn softmax_impl(s: &mut [f32], m: usize, ldk: usize, row_max: &mut [f32], row_sum: &mut [f32], corr: &mut [f32]) {
+        unsafe fn softmax_impl(
+            s: &mut [f32],
+            m: usize,
+            ldk: usize,
+            row_max: &mut [f32],
+            row_sum: &mut [f32],
+            corr: &mut [f32],
+        ) {
             // SAFETY: as above.
             unsafe { generic::softmax::<S>(s, m, ldk, row_max, row_sum, corr) }
         }
@@ -289,7 +319,15 @@ macro_rules! attention_tier {
         }
 
         /// Q·Kᵀ micro-kernel; the name carries the register tile (rows × columns).
-        pub(crate) fn $qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
+        pub(crate) fn $qk(
+            q: &[f32],
+            kt: &[f32],
+            m: usize,
+            d: usize,
+            ldk: usize,
+            scale: f32,
+            s: &mut [f32],
+        ) {
             // SAFETY: this table entry is only reachable for a tier the CPU supports
             // (`Isa::is_supported`, checked when the plan or call resolves its tier).
             unsafe { qk_impl(q, kt, m, d, ldk, scale, s) }
@@ -297,12 +335,28 @@ macro_rules! attention_tier {
 
         /// P·V micro-kernel; the name carries the register tile (rows × columns).
         #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $pv(p: &[f32], v: &[f32], m: usize, n: usize, ldk: usize, ldv: usize, corr: &[f32], acc: &mut [f32]) {
+        pub(crate) fn $pv(
+            p: &[f32],
+            v: &[f32],
+            m: usize,
+            n: usize,
+            ldk: usize,
+            ldv: usize,
+            corr: &[f32],
+            acc: &mut [f32],
+        ) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { pv_impl(p, v, m, n, ldk, ldv, corr, acc) }
         }
 
-        pub(crate) fn softmax(s: &mut [f32], m: usize, ldk: usize, row_max: &mut [f32], row_sum: &mut [f32], corr: &mut [f32]) {
+        pub(crate) fn softmax(
+            s: &mut [f32],
+            m: usize,
+            ldk: usize,
+            row_max: &mut [f32],
+            row_sum: &mut [f32],
+            corr: &mut [f32],
+        ) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { softmax_impl(s, m, ldk, row_max, row_sum, corr) }
         }
