@@ -2,7 +2,7 @@
 //! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
 //! no Nq × Nk buffer ever exists.
 
-use crate::attention::{self, Q_TILE};
+use crate::attention;
 use crate::call::{check_call, valid_keys, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::error::Result;
@@ -10,6 +10,10 @@ use crate::isa::resolve_isa;
 use crate::plan::head_rows;
 use crate::view::{TensorView, TensorViewMut};
 use rayon::prelude::*;
+
+/// Queries per dense task: each gathered key tile is reused by this many queries, and
+/// B·H·Nq/256 tasks still keep every core busy.
+pub(crate) const DENSE_Q_BLOCK: usize = 256;
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
 /// output as [`crate::Plan::attention`]. `scale` `None` means 1/sqrt(d). Runs on rayon's
@@ -29,7 +33,7 @@ pub fn dense_attention(
     let scale = effective_scale(scale, shape.d);
     let valid = valid_keys(&shape, key_mask);
     let query_ids: Vec<u32> = (0..shape.nq as u32).collect();
-    let blocks = shape.nq.div_ceil(Q_TILE);
+    let blocks = shape.nq.div_ceil(DENSE_Q_BLOCK);
     let writer = out.rows_writer();
     let lse = lse.map(SharedSlice::new);
     (0..shape.batch * shape.q_heads * blocks)
@@ -38,8 +42,8 @@ pub fn dense_attention(
             let (bh, block) = (task / blocks, task % blocks);
             let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
             let hk = h / shape.group();
-            let q0 = block * Q_TILE;
-            let members = &query_ids[q0..(q0 + Q_TILE).min(shape.nq)];
+            let q0 = block * DENSE_Q_BLOCK;
+            let members = &query_ids[q0..(q0 + DENSE_Q_BLOCK).min(shape.nq)];
             let lse_base = bh * shape.nq + q0;
             let keys = &valid[b];
             if keys.is_empty() {
@@ -54,14 +58,24 @@ pub fn dense_attention(
                 return;
             }
             let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
-            attention::attend(kern, qr, members, kr, vr, keys, scale, |i, o, row_lse| {
-                // SAFETY: this task alone owns the rows and lse entries of its query block.
-                unsafe { writer.row(b, h, members[i] as usize) }.copy_from_slice(o);
-                if let Some(lse) = &lse {
-                    // SAFETY: as above.
-                    unsafe { lse.set(lse_base + i, row_lse) };
-                }
-            });
+            attention::attend(
+                kern,
+                qr,
+                members,
+                kr,
+                vr,
+                keys,
+                scale,
+                None,
+                |i, o, row_lse| {
+                    // SAFETY: this task alone owns the rows and lse entries of its query block.
+                    unsafe { writer.row(b, h, members[i] as usize) }.copy_from_slice(o);
+                    if let Some(lse) = &lse {
+                        // SAFETY: as above.
+                        unsafe { lse.set(lse_base + i, row_lse) };
+                    }
+                },
+            );
         });
     Ok(())
 }

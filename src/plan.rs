@@ -152,7 +152,9 @@ impl Plan {
             Threads::Global => rayon::current_num_threads(),
             Threads::Pool(ref pool) => pool.current_num_threads(),
         };
-        threads * (per_head + attention::tile_scratch_bytes(self.head_dim, dv))
+        let ck = config::key_cluster_size(&self.config, nq.max(1), nk);
+        let largest_cluster = nq.div_ceil(config::cluster_count(ck, nk.max(1), nq.max(1)));
+        threads * (per_head + attention::tile_scratch_bytes(largest_cluster, self.head_dim, dv))
     }
 
     /// SMYRF attention: writes `out` (`[B, Hq, Nq, dv]`) and, when given, the per-query
@@ -290,6 +292,7 @@ impl Plan {
                     v,
                     keys,
                     scale,
+                    None,
                     |i, o, lse| {
                         let qi = members[i] as usize;
                         // SAFETY: within a round every query is in exactly one cluster, so no

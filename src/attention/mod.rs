@@ -134,7 +134,8 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Per-thread tile buffers, reused across clusters and calls.
+/// Per-thread tile buffers, reused across clusters and calls: they only grow, so a thread
+/// allocates nothing once it has seen its largest cluster.
 #[derive(Default)]
 struct TileScratch {
     q: AlignedBuf,
@@ -152,14 +153,24 @@ thread_local! {
     static TILES: RefCell<TileScratch> = RefCell::new(TileScratch::default());
 }
 
-/// Bytes of tile scratch one thread uses for head dims d, dv.
-pub(crate) fn tile_scratch_bytes(d: usize, dv: usize) -> usize {
+/// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
+pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
     let ldv = round_up(dv, LANES);
-    4 * (Q_TILE * d + d * K_TILE + K_TILE * ldv + Q_TILE * K_TILE + Q_TILE * ldv + 3 * Q_TILE)
+    4 * (m * d + d * K_TILE + K_TILE * ldv + Q_TILE * K_TILE + m * ldv + 3 * m)
 }
+
+/// A hook that edits a scaled logit tile before its softmax: called with the query ids of
+/// the tile's rows, the key ids of its columns, the tile (`rows × ldk`) and `ldk`. Used to
+/// add per-key log-weights and to exclude keys (−∞) without branches in the kernels.
+pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], &[u32], &mut [f32], usize) + Sync);
 
 /// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
 /// sets). For every query, in order, calls `sink(position in q_idx, output row, lse)`.
+///
+/// Blocking: the queries are gathered once; keys stream in tiles of `K_TILE` (each gathered
+/// once, transposed) and every 64-query sub-tile is updated with an online softmax, so a
+/// cluster of any size runs in bounded tiles and dense attention gathers each key tile once
+/// per query block rather than once per 64 queries.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     kern: &AttentionKernels,
@@ -169,48 +180,52 @@ pub(crate) fn attend(
     v: Rows<'_>,
     k_idx: &[u32],
     scale: f32,
+    adjust: Option<TileAdjust<'_>>,
     mut sink: impl FnMut(usize, &[f32], f32),
 ) {
     let d = q.dim;
     let dv = v.dim;
     let ldv = round_up(dv, LANES);
+    let m_total = q_idx.len();
     let n_total = k_idx.len();
-    let one_key_tile = n_total <= K_TILE;
     TILES.with(|tiles| {
         let mut tiles = tiles.borrow_mut();
         let t = &mut *tiles;
-        t.row_max.resize(Q_TILE, 0.0);
-        t.row_sum.resize(Q_TILE, 0.0);
-        t.corr.resize(Q_TILE, 0.0);
-        if one_key_tile {
-            gather_keys(k, v, k_idx, &mut t.kt, &mut t.v, ldv);
+        t.row_max.clear();
+        t.row_max.resize(m_total, f32::NEG_INFINITY);
+        t.row_sum.clear();
+        t.row_sum.resize(m_total, 0.0);
+        t.corr.resize(m_total, 0.0);
+        let q_all = t.q.get(m_total * d);
+        for (i, &qi) in q_idx.iter().enumerate() {
+            q_all[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
         }
-        for q0 in (0..q_idx.len()).step_by(Q_TILE) {
-            let q_rows = &q_idx[q0..(q0 + Q_TILE).min(q_idx.len())];
-            let m = q_rows.len();
-            let q_tile = t.q.get(m * d);
-            for (i, &qi) in q_rows.iter().enumerate() {
-                q_tile[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
-            }
-            let acc = t.acc.get(m * ldv);
-            acc.fill(0.0);
-            t.row_max[..m].fill(f32::NEG_INFINITY);
-            t.row_sum[..m].fill(0.0);
-            for k0 in (0..n_total).step_by(K_TILE) {
-                let k_rows = &k_idx[k0..(k0 + K_TILE).min(n_total)];
-                let n = k_rows.len();
-                let ldk = round_up(n, LANES);
-                if !one_key_tile {
-                    gather_keys(k, v, k_rows, &mut t.kt, &mut t.v, ldv);
-                }
+        t.acc.get(m_total * ldv).fill(0.0);
+        for k0 in (0..n_total).step_by(K_TILE) {
+            let k_rows = &k_idx[k0..(k0 + K_TILE).min(n_total)];
+            let n = k_rows.len();
+            let ldk = round_up(n, LANES);
+            gather_keys(k, v, k_rows, &mut t.kt, &mut t.v, ldv);
+            for q0 in (0..m_total).step_by(Q_TILE) {
+                let m = Q_TILE.min(m_total - q0);
                 let s = t.s.get(m * ldk);
-                (kern.qk)(t.q.get(m * d), t.kt.get(d * ldk), m, d, ldk, scale, s);
+                let q_tile = &t.q.get(m_total * d)[q0 * d..(q0 + m) * d];
+                (kern.qk)(q_tile, t.kt.get(d * ldk), m, d, ldk, scale, s);
+                if let Some(adjust) = adjust {
+                    adjust(&q_idx[q0..q0 + m], k_rows, s, ldk);
+                }
                 if n < ldk {
                     for row in s.chunks_exact_mut(ldk) {
                         row[n..].fill(f32::NEG_INFINITY);
                     }
                 }
-                (kern.softmax)(s, m, ldk, &mut t.row_max, &mut t.row_sum, &mut t.corr);
+                let (row_max, row_sum, corr) = (
+                    &mut t.row_max[q0..q0 + m],
+                    &mut t.row_sum[q0..q0 + m],
+                    &mut t.corr[q0..q0 + m],
+                );
+                (kern.softmax)(s, m, ldk, row_max, row_sum, corr);
+                let acc = &mut t.acc.get(m_total * ldv)[q0 * ldv..(q0 + m) * ldv];
                 (kern.pv)(
                     t.s.get(m * ldk),
                     t.v.get(n * ldv),
@@ -218,20 +233,20 @@ pub(crate) fn attend(
                     n,
                     ldk,
                     ldv,
-                    &t.corr,
-                    t.acc.get(m * ldv),
+                    corr,
+                    acc,
                 );
             }
-            let acc = t.acc.get(m * ldv);
-            for i in 0..m {
-                let inv = 1.0 / t.row_sum[i];
-                let out = &mut acc[i * ldv..i * ldv + dv];
-                for x in out.iter_mut() {
-                    *x *= inv;
-                }
-                let lse = t.row_max[i] + t.row_sum[i].ln();
-                sink(q0 + i, out, lse);
+        }
+        let acc = t.acc.get(m_total * ldv);
+        for i in 0..m_total {
+            let inv = 1.0 / t.row_sum[i];
+            let out = &mut acc[i * ldv..i * ldv + dv];
+            for x in out.iter_mut() {
+                *x *= inv;
             }
+            let lse = t.row_max[i] + t.row_sum[i].ln();
+            sink(i, out, lse);
         }
     });
 }

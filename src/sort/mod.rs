@@ -32,8 +32,10 @@
 //! An 8-bit pass keeps its 256 write streams in L1 (about 0.65–0.9 ns per key), an 11-bit
 //! pass spills its 2048 streams to L2 (about 1.0–1.2 ns), but one pass and one histogram
 //! increment fewer win from 4 Ki keys up, and they tie at 1 Ki. So 11 bits. (A 9/9/14-bit
-//! split, keeping the low passes in L1, measured about 10% faster on Gaussian keys at 16 Ki
-//! and up but 16% slower on uniformly random bit patterns and at 4 Ki, so it was not taken.)
+//! split, keeping the low passes in L1 and relying on hashes having few distinct top bits,
+//! measured 9–13% faster on Gaussian keys from 16 Ki to 1 Mi, but 19% slower on uniformly
+//! random bit patterns at 16 Ki and 28% slower on Gaussian keys at 4 Ki, so it was not
+//! taken.)
 //!
 //! The fixed cost of a radix sort here is clearing and scanning 3 × 2048 counters; the x86
 //! tiers scan 16 or 8 counters per step (a third of the time at 1 Ki keys before). With that,
@@ -51,13 +53,14 @@
 //! same as with the full stable sort, so the sort stays full.
 //!
 //! Vectorised parts: the key map with the packing (`pack_block`) and the prefix sum
-//! (`exclusive_prefix_sum`), in `avx512.rs` and `avx2.rs`; together about 10% of the whole
-//! sort at 16 Ki keys and 20–25% at 1 Ki (BENCHMARKS.md, "Radix argsort (issue 4)"). The
-//! histogram increments and the scatter stay scalar in every tier: each is a load and a store
-//! on a bucket that depends on the key, which conflict-detecting vector scatters do not do
-//! faster on this CPU (they still store once per key). No NEON file: it could not be measured
-//! on this machine, and the portable tier's plain code is what the compiler vectorises for
-//! NEON.
+//! (`exclusive_prefix_sum`), in `avx512.rs` and `avx2.rs`: the AVX-512 tier sorts 6–11%
+//! faster than the portable tier at 16 Ki keys and 18–37% at 1 Ki, the AVX2 tier 4–8% and
+//! 3–22% (BENCHMARKS.md, "Radix argsort (issue 4)", across two runs). The histogram
+//! increments and the scatter stay scalar in every tier: each is a load and a store on a
+//! bucket that depends on the key, and the loops are bound by those stores, which vector
+//! scatter instructions would still issue once per key (not tried). No NEON file: it could
+//! not be measured on this machine, and the portable tier's plain code is what the compiler
+//! vectorises for NEON.
 
 use crate::isa::Isa;
 
@@ -150,8 +153,8 @@ pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut Sort
 ///
 /// The segments are sorted one after the other; each one's packed pairs (16 bytes per key,
 /// both buffers) stay in cache while it is sorted. Sorting all segments at once with the
-/// segment id in the high key bits would cost a fourth pass over all of them, and measured
-/// slower (see BENCHMARKS.md, "argsort_many").
+/// segment id in the high key bits would need at least the passes of one sort of all the
+/// keys, which measured slower than the segments one by one (BENCHMARKS.md, `argsort_many`).
 ///
 /// # Panics
 /// If the lengths differ, if the segment lengths do not add up to `keys.len()`, if a segment
