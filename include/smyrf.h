@@ -63,6 +63,28 @@ typedef uint32_t smyrf_isa;
 #endif // __cplusplus
 
 /**
+ * How the sink keys of design §8 are chosen, for `smyrf_config.sink_selection`.
+ */
+enum smyrf_sink_selection
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+    /**
+     * The first `n_sinks` valid positions (the classic attention sinks: CLS, BOS).
+     */
+    SMYRF_SINKS_FIRST = 0,
+    /**
+     * The first valid position plus the valid keys with the largest inner product with the
+     * mean query of the (batch, key/value head); better than `FIRST` from about 8 sinks up.
+     */
+    SMYRF_SINKS_MEAN_QUERY = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t smyrf_sink_selection;
+#endif // __cplusplus
+
+/**
  * Result of every fallible call (in C a `uint32_t` holding one of these values): compare
  * with `SMYRF_OK`, and read `smyrf_last_error_message()` for the details of a failure.
  */
@@ -134,7 +156,8 @@ typedef struct smyrf_config {
      */
     float scale;
     /**
-     * Seed of the Gaussian projection matrix (default 0).
+     * Seed of the Gaussian projection matrix and of the design §8 residual samples
+     * (default 0).
      */
     uint64_t seed;
     /**
@@ -147,6 +170,32 @@ typedef struct smyrf_config {
      * `SMYRF_ISA`, else takes the best tier. A tier the CPU lacks is refused.
      */
     uint32_t isa;
+    /**
+     * Design §8 sink keys per (batch, key/value head) that every query attends to;
+     * 0 (default) turns the block off.
+     */
+    uint32_t n_sinks;
+    /**
+     * A `smyrf_sink_selection` value (default `SMYRF_SINKS_FIRST`).
+     */
+    uint32_t sink_selection;
+    /**
+     * Design §8 local window: query i also attends to the valid keys j with
+     * |j - i| <= window / 2; 0 (default) turns it off. Self-attention only: a call with
+     * as many queries as keys; other calls are refused.
+     */
+    uint32_t window;
+    /**
+     * Design §8 residual samples per query, drawn from the keys outside the sinks and the
+     * query's round-0 cluster and weighted to estimate their softmax mass without bias;
+     * 0 (default) turns the block off.
+     */
+    uint32_t n_samples;
+    /**
+     * Consecutive queries of a cluster that share one draw of samples; 0 (default) means
+     * 64.
+     */
+    uint32_t sample_group;
 } smyrf_config;
 
 /**
@@ -243,6 +292,15 @@ extern "C" {
 struct smyrf_config smyrf_config_default(void);
 
 /**
+ * The design §8 hybrid preset for a key budget of `key_budget` keys per query (each key
+ * costs d + dv multiply-adds): `key_budget / 8` sinks (chosen by mean query from 8 sinks
+ * up), a window of `key_budget / 4` and one hash round with clusters of
+ * `5 * key_budget / 8` queries, no residual samples; every other field as in
+ * `smyrf_config_default()`. Cannot fail.
+ */
+struct smyrf_config smyrf_config_hybrid(uint32_t key_budget);
+
+/**
  * Builds a plan for queries and keys of head dimension `head_dim`, drawing the projection
  * matrix from `config->seed` (the same seed gives the same matrix on every platform).
  * On success stores the new plan in `*out_plan`; on error leaves `*out_plan` unchanged.
@@ -259,7 +317,8 @@ smyrf_status smyrf_plan_create(const struct smyrf_config *config,
 /**
  * Builds a plan from a caller-supplied projection matrix A of `len` floats, row-major
  * `[head_dim + 2][n_hashes]` (`projections[t * n_hashes + r] = A[t][r]`); `len` must equal
- * `(head_dim + 2) * config->n_hashes`. The matrix is copied. `config->seed` is not used.
+ * `(head_dim + 2) * config->n_hashes`. The matrix is copied. `config->seed` only seeds the
+ * residual samples (design §8).
  * On success stores the new plan in `*out_plan`; on error leaves it unchanged.
  *
  * # Safety

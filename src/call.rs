@@ -91,17 +91,28 @@ pub(crate) fn check_call(
 
 /// Indices of the valid keys of every batch element (nonzero mask byte; all when no mask).
 pub(crate) fn valid_keys(shape: &CallShape, key_mask: Option<&[u8]>) -> Vec<Vec<u32>> {
+    let nk = shape.nk;
     (0..shape.batch)
-        .map(|b| match key_mask {
-            None => (0..shape.nk as u32).collect(),
-            Some(mask) => mask[b * shape.nk..(b + 1) * shape.nk]
-                .iter()
-                .enumerate()
-                .filter(|&(_, &byte)| byte != 0)
-                .map(|(j, _)| j as u32)
-                .collect(),
+        .map(|b| {
+            let mut valid = Vec::new();
+            valid_keys_into(nk, key_mask.map(|m| &m[b * nk..(b + 1) * nk]), &mut valid);
+            valid
         })
         .collect()
+}
+
+/// The valid keys (nonzero mask byte; all when no mask) of one batch element, into `out`.
+pub(crate) fn valid_keys_into(nk: usize, mask_row: Option<&[u8]>, out: &mut Vec<u32>) {
+    out.clear();
+    match mask_row {
+        None => out.extend(0..nk as u32),
+        Some(mask) => out.extend(
+            mask.iter()
+                .enumerate()
+                .filter(|&(_, &byte)| byte != 0)
+                .map(|(j, _)| j as u32),
+        ),
+    }
 }
 
 /// A slice several threads write at disjoint indices.

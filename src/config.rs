@@ -1,6 +1,7 @@
 //! The user-facing configuration (design §1 parameters, §3 public surface) and its validation.
 
 use crate::error::{Error, Result};
+pub use crate::hybrid::{SinkSelection, DEFAULT_SAMPLE_GROUP};
 use crate::isa::Isa;
 
 /// Largest number of hash rounds a plan accepts; far beyond any useful setting, it keeps
@@ -23,7 +24,8 @@ pub struct Config {
     pub k_cluster_size: Option<usize>,
     /// Logit scale, finite and ≥ 0; `None` means `1 / sqrt(head_dim)`.
     pub scale: Option<f32>,
-    /// Seed of the Gaussian projection matrix (Xoshiro256++).
+    /// Seed of the Gaussian projection matrix (Xoshiro256++) and of the design §8 residual
+    /// samples.
     pub seed: u64,
     /// 0: rayon's global pool; 1: run on the caller's thread; n > 1: a pool of n threads
     /// owned by the plan.
@@ -31,6 +33,21 @@ pub struct Config {
     /// Kernel tier; `None` (auto) takes `SMYRF_ISA` from the environment when set, else the
     /// best tier the CPU supports.
     pub isa: Option<Isa>,
+    /// Design §8 sink keys per (batch, kv-head) that every query attends to (default 0: off).
+    /// More than the valid keys means all of them.
+    pub n_sinks: usize,
+    /// How the sinks are chosen (default: the first valid positions).
+    pub sink_selection: SinkSelection,
+    /// Design §8 local window (default 0: off): query i also attends to the valid keys j with
+    /// |j − i| ≤ window / 2. Self-attention only: a call with Nq ≠ Nk is refused.
+    pub window: usize,
+    /// Design §8 residual samples per query (default 0: off): keys drawn uniformly without
+    /// replacement from the valid keys outside the sinks and the query's round-0 cluster,
+    /// weighted so that the block is an unbiased estimate of the mass the other blocks miss.
+    pub n_samples: usize,
+    /// Consecutive queries of a round-0 cluster (in sorted order) that share one draw of
+    /// samples; 0 (default) means [`DEFAULT_SAMPLE_GROUP`].
+    pub sample_group: usize,
 }
 
 impl Default for Config {
@@ -43,6 +60,11 @@ impl Default for Config {
             seed: 0,
             num_threads: 0,
             isa: None,
+            n_sinks: 0,
+            sink_selection: SinkSelection::First,
+            window: 0,
+            n_samples: 0,
+            sample_group: 0,
         }
     }
 }
@@ -81,7 +103,7 @@ impl Config {
                 reason: "must be at most 1024",
             });
         }
-        Ok(())
+        crate::hybrid::validate(self)
     }
 }
 

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 /// Queries per dense task: each gathered key tile is reused by this many queries, and
 /// B·H·Nq/256 tasks still keep every core busy.
-pub(crate) const DENSE_Q_BLOCK: usize = 256;
+pub(crate) const DENSE_Q_BLOCK: usize = attention::Q_BLOCK;
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
 /// output as [`crate::Plan::attention`]. `scale` `None` means 1/sqrt(d). Runs on rayon's

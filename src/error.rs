@@ -42,6 +42,8 @@ pub enum Error {
     UnknownIsa { name: String },
     /// A buffer could not be allocated or a thread pool could not be built.
     OutOfMemory { what: &'static str },
+    /// `config.window` (design §8) needs self-attention: as many queries as keys.
+    WindowNeedsSelfAttention { nq: usize, nk: usize },
 }
 
 impl fmt::Display for Error {
@@ -79,6 +81,10 @@ impl fmt::Display for Error {
                 "SMYRF_ISA='{name}' names no tier (expected portable, avx2, avx512 or neon)"
             ),
             Error::OutOfMemory { what } => write!(f, "out of memory: {what}"),
+            Error::WindowNeedsSelfAttention { nq, nk } => write!(
+                f,
+                "config.window needs self-attention (Nq == Nk), got Nq = {nq}, Nk = {nk}"
+            ),
         }
     }
 }

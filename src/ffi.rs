@@ -15,7 +15,7 @@
 // the header is generated without renaming rules.
 #![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
-use crate::config::Config;
+use crate::config::{Config, SinkSelection};
 use crate::error::Error;
 use crate::isa::{detected_isa, Isa};
 use crate::plan::Plan;
@@ -71,6 +71,17 @@ pub enum smyrf_isa {
     SMYRF_ISA_NEON = 4,
 }
 
+/// How the sink keys of design §8 are chosen, for `smyrf_config.sink_selection`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum smyrf_sink_selection {
+    /// The first `n_sinks` valid positions (the classic attention sinks: CLS, BOS).
+    SMYRF_SINKS_FIRST = 0,
+    /// The first valid position plus the valid keys with the largest inner product with the
+    /// mean query of the (batch, key/value head); better than `FIRST` from about 8 sinks up.
+    SMYRF_SINKS_MEAN_QUERY = 1,
+}
+
 /// How SMYRF attention is computed. Always start from `smyrf_config_default()` and change
 /// the fields you need: fields may be appended in later versions, and the defaults function
 /// fills every one of them.
@@ -85,7 +96,8 @@ pub struct smyrf_config {
     pub k_cluster_size: u32,
     /// Logit scale, finite and positive; 0 (default) means 1 / sqrt(head_dim).
     pub scale: f32,
-    /// Seed of the Gaussian projection matrix (default 0).
+    /// Seed of the Gaussian projection matrix and of the design §8 residual samples
+    /// (default 0).
     pub seed: u64,
     /// 0 (default): the library's thread pool; 1: run on the caller's thread (for engines
     /// that parallelise over heads themselves); n > 1: a pool of n threads owned by the plan.
@@ -93,6 +105,22 @@ pub struct smyrf_config {
     /// A `smyrf_isa` value; `SMYRF_ISA_AUTO` (default) honours the environment variable
     /// `SMYRF_ISA`, else takes the best tier. A tier the CPU lacks is refused.
     pub isa: u32,
+    /// Design §8 sink keys per (batch, key/value head) that every query attends to;
+    /// 0 (default) turns the block off.
+    pub n_sinks: u32,
+    /// A `smyrf_sink_selection` value (default `SMYRF_SINKS_FIRST`).
+    pub sink_selection: u32,
+    /// Design §8 local window: query i also attends to the valid keys j with
+    /// |j - i| <= window / 2; 0 (default) turns it off. Self-attention only: a call with
+    /// as many queries as keys; other calls are refused.
+    pub window: u32,
+    /// Design §8 residual samples per query, drawn from the keys outside the sinks and the
+    /// query's round-0 cluster and weighted to estimate their softmax mass without bias;
+    /// 0 (default) turns the block off.
+    pub n_samples: u32,
+    /// Consecutive queries of a cluster that share one draw of samples; 0 (default) means
+    /// 64.
+    pub sample_group: u32,
 }
 
 /// A read-only view of a `[batch, heads, seq_len, dim]` f32 tensor inside a caller buffer.
@@ -160,6 +188,37 @@ pub extern "C" fn smyrf_config_default() -> smyrf_config {
         seed: 0,
         num_threads: 0,
         isa: smyrf_isa::SMYRF_ISA_AUTO as u32,
+        n_sinks: 0,
+        sink_selection: smyrf_sink_selection::SMYRF_SINKS_FIRST as u32,
+        window: 0,
+        n_samples: 0,
+        sample_group: 0,
+    }
+}
+
+/// The design §8 hybrid preset for a key budget of `key_budget` keys per query (each key
+/// costs d + dv multiply-adds): `key_budget / 8` sinks (chosen by mean query from 8 sinks
+/// up), a window of `key_budget / 4` and one hash round with clusters of
+/// `5 * key_budget / 8` queries, no residual samples; every other field as in
+/// `smyrf_config_default()`. Cannot fail.
+#[no_mangle]
+pub extern "C" fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
+    // `Config::hybrid` is plain integer arithmetic on a clamped budget, so every field fits
+    // in 32 bits and nothing here can panic.
+    let config = Config::hybrid(key_budget as usize);
+    let narrow = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    smyrf_config {
+        n_hashes: narrow(config.n_hashes),
+        q_cluster_size: narrow(config.q_cluster_size),
+        n_sinks: narrow(config.n_sinks),
+        sink_selection: match config.sink_selection {
+            SinkSelection::First => smyrf_sink_selection::SMYRF_SINKS_FIRST as u32,
+            SinkSelection::MeanQuery => smyrf_sink_selection::SMYRF_SINKS_MEAN_QUERY as u32,
+        },
+        window: narrow(config.window),
+        n_samples: narrow(config.n_samples),
+        sample_group: narrow(config.sample_group),
+        ..smyrf_config_default()
     }
 }
 
@@ -193,7 +252,8 @@ pub unsafe extern "C" fn smyrf_plan_create(
 
 /// Builds a plan from a caller-supplied projection matrix A of `len` floats, row-major
 /// `[head_dim + 2][n_hashes]` (`projections[t * n_hashes + r] = A[t][r]`); `len` must equal
-/// `(head_dim + 2) * config->n_hashes`. The matrix is copied. `config->seed` is not used.
+/// `(head_dim + 2) * config->n_hashes`. The matrix is copied. `config->seed` only seeds the
+/// residual samples (design §8).
 /// On success stores the new plan in `*out_plan`; on error leaves it unchanged.
 ///
 /// # Safety
@@ -571,6 +631,15 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
             )))
         }
     };
+    let sink_selection = match c.sink_selection {
+        0 => SinkSelection::First,
+        1 => SinkSelection::MeanQuery,
+        other => {
+            return Err(Failure::invalid(format!(
+                "config.sink_selection: {other} is not a smyrf_sink_selection value (0 or 1)"
+            )))
+        }
+    };
     Ok(Config {
         n_hashes: c.n_hashes as usize,
         q_cluster_size: c.q_cluster_size as usize,
@@ -579,6 +648,11 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
         seed: c.seed,
         num_threads: c.num_threads as usize,
         isa,
+        n_sinks: c.n_sinks as usize,
+        sink_selection,
+        window: c.window as usize,
+        n_samples: c.n_samples as usize,
+        sample_group: c.sample_group as usize,
     })
 }
 
@@ -776,6 +850,14 @@ mod tests {
     fn default_config_mirrors_the_rust_default() {
         let c = smyrf_config_default();
         assert_eq!(config_from_c(&c).unwrap(), Config::default());
+        for budget in [0, 1, 7, 64, 100, 128, 4096] {
+            let c = smyrf_config_hybrid(budget);
+            assert_eq!(
+                config_from_c(&c).unwrap(),
+                Config::hybrid(budget as usize),
+                "budget {budget}"
+            );
+        }
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! attention → round combine for every (batch, query head).
 
 use crate::alsh::{self, AlshKernels};
-use crate::attention::{self, AttentionKernels, Rows};
-use crate::call::{check_call, valid_keys, CallShape, SharedSlice};
+use crate::attention::{self, exp_nonpositive, AttentionKernels, Rows};
+use crate::call::{check_call, valid_keys_into, CallShape, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::error::{Error, Result};
+use crate::hybrid::{self, HybridScratch};
 use crate::isa::{resolve_isa, Isa};
 use crate::parallel::{for_each_index, Threads};
+use crate::profile::{Stage, StageTimer};
 use crate::sort::{self, SortScratch};
 use crate::view::{RowWriter, TensorView, TensorViewMut};
 use rand::SeedableRng;
@@ -35,6 +37,7 @@ pub struct Plan {
 /// Buffers of one (batch, head) task, kept by the plan and reused across calls.
 #[derive(Default)]
 struct HeadScratch {
+    valid: Vec<u32>,
     q_norms: Vec<f32>,
     k_norms: Vec<f32>,
     hashes: Vec<f32>,
@@ -43,6 +46,7 @@ struct HeadScratch {
     key_order: Vec<u32>,
     lse: Vec<f32>,
     sort: SortScratch,
+    hybrid: HybridScratch,
 }
 
 impl std::fmt::Debug for Plan {
@@ -141,12 +145,16 @@ impl Plan {
     /// attention tiles per thread. Never proportional to Nq·Nk.
     pub fn scratch_bytes(&self, nq: usize, nk: usize, dv: usize) -> usize {
         let rounds = self.config.n_hashes;
-        let per_head = 4 * (nq + nk) // norms
-            + 4 * rounds * (nq + nk) // hashes
-            + 4 * rounds * (nq + nk) // permutations
-            + 4 * nk + 4 * nq // key order, lse
-            + 8 * 2 * rounds * (nq + nk) // sort ping-pong buffers
-            + 8 * 2 * rounds; // segment lengths
+        // Saturating throughout: lengths near 2^32 must not wrap to a small bound.
+        let per_token = 4 // norms
+            + 4 * rounds // hashes
+            + 4 * rounds // permutations
+            + 4 // key order (keys), lse (queries)
+            + 8 * 2 * rounds; // sort ping-pong buffers
+        let per_head = nq
+            .saturating_add(nk)
+            .saturating_mul(per_token)
+            .saturating_add(8 * 2 * rounds); // segment lengths
         let threads = match self.threads {
             Threads::Caller => 1,
             Threads::Global => rayon::current_num_threads(),
@@ -154,7 +162,16 @@ impl Plan {
         };
         let ck = config::key_cluster_size(&self.config, nq.max(1), nk);
         let largest_cluster = nq.div_ceil(config::cluster_count(ck, nk.max(1), nq.max(1)));
-        threads * (per_head + attention::tile_scratch_bytes(largest_cluster, self.head_dim, dv))
+        let largest_call = largest_cluster.max(hybrid::largest_block_queries(&self.config, nq));
+        // `attend` never gathers more than `Q_BLOCK` queries at once.
+        let tiles = attention::tile_scratch_bytes(
+            largest_call.max(nq).min(attention::Q_BLOCK),
+            self.head_dim,
+            dv,
+        );
+        let per_head =
+            per_head.saturating_add(hybrid::scratch_bytes(&self.config, nq, nk, self.head_dim));
+        threads.saturating_mul(per_head.saturating_add(tiles))
     }
 
     /// SMYRF attention: writes `out` (`[B, Hq, Nq, dv]`) and, when given, the per-query
@@ -177,7 +194,7 @@ impl Plan {
                 found: shape.d,
             });
         }
-        let valid = valid_keys(&shape, key_mask);
+        hybrid::check_call(&self.config, shape.nq, shape.nk)?;
         let writer = out.rows_writer();
         let lse = lse.map(SharedSlice::new);
         let call = Call {
@@ -185,7 +202,7 @@ impl Plan {
             q,
             k,
             v,
-            valid: &valid,
+            key_mask,
             out: &writer,
             lse: lse.as_ref(),
         };
@@ -218,13 +235,33 @@ impl Plan {
 
     /// Design §1 for one (batch element b, query head h).
     fn head(&self, call: &Call<'_>, b: usize, h: usize, parallel: bool, s: &mut HeadScratch) {
+        // The valid-key list lives in the reused scratch: no allocation per call.
+        let mut valid = std::mem::take(&mut s.valid);
+        let nk = call.shape.nk;
+        valid_keys_into(
+            nk,
+            call.key_mask.map(|m| &m[b * nk..(b + 1) * nk]),
+            &mut valid,
+        );
+        self.head_with(call, b, h, parallel, s, &valid);
+        s.valid = valid;
+    }
+
+    fn head_with(
+        &self,
+        call: &Call<'_>,
+        b: usize,
+        h: usize,
+        parallel: bool,
+        s: &mut HeadScratch,
+        valid: &[u32],
+    ) {
         let shape = call.shape;
         let (nq, d) = (shape.nq, shape.d);
         let hk = h / shape.group();
         let q = head_rows(call.q, b, h);
         let k = head_rows(call.k, b, hk);
         let v = head_rows(call.v, b, hk);
-        let valid = &call.valid[b][..];
         let nv = valid.len();
         let lse_offset = (b * shape.q_heads + h) * nq;
         if nv == 0 {
@@ -241,6 +278,7 @@ impl Plan {
         }
 
         // Steps 1–3: norms, M over valid keys, hashes with the lift folded in.
+        let projection = StageTimer::start(Stage::Projection);
         let rounds = self.config.n_hashes;
         s.q_norms.resize(nq, 0.0);
         s.k_norms.resize(nv, 0.0);
@@ -257,7 +295,10 @@ impl Plan {
         alsh::apply_lift(q_hashes, &s.q_norms, m, a_t, width, lift_q);
         alsh::apply_lift(k_hashes, &s.k_norms, m, a_t, width, lift_k);
 
+        drop(projection);
+
         // Step 4: every round of both sides sorted in one batched call.
+        let sort_timer = StageTimer::start(Stage::Sort);
         s.segments.clear();
         s.segments.extend(std::iter::repeat_n(nq, rounds));
         s.segments.extend(std::iter::repeat_n(nv, rounds));
@@ -265,6 +306,37 @@ impl Plan {
         sort::argsort_many(self.isa, &s.hashes, &s.segments, &mut s.perm, &mut s.sort);
         let ck = config::key_cluster_size(&self.config, nq, shape.nk);
         let clusters = config::cluster_count(ck, nv, nq);
+        drop(sort_timer);
+        if self.config.has_hybrid_blocks() {
+            // Design §8: sinks, window and residual samples around the cluster rounds.
+            s.lse.resize(nq, 0.0);
+            let blocks = hybrid::HeadBlocks {
+                config: &self.config,
+                kern: self.attention,
+                scale: self.scale(),
+                q_view: call.q,
+                q,
+                k,
+                v,
+                b,
+                h,
+                group: shape.group(),
+                nq,
+                nk: shape.nk,
+                valid,
+                q_perm: &s.perm[..rounds * nq],
+                k_perm: &s.perm[rounds * nq..],
+                clusters,
+                out: call.out,
+                parallel,
+            };
+            blocks.run(&mut s.lse, &mut s.hybrid);
+            if let Some(lse) = call.lse {
+                // SAFETY: this task alone owns the lse entries of (b, h).
+                unsafe { lse.range(lse_offset, nq) }.copy_from_slice(&s.lse);
+            }
+            return;
+        }
 
         // Steps 5–6: attention inside each cluster, combined into the output round by round.
         let scale = self.scale();
@@ -284,6 +356,17 @@ impl Plan {
                 let (k0, k1) = cut(c, nv, clusters);
                 let members = &q_perm[q0..q1];
                 let keys = &key_order[k0..k1];
+                if c + 1 < clusters {
+                    // Cluster rows are scattered: fetch the next cluster's while this one runs.
+                    let (n0, n1) = cut(c + 1, nq, clusters);
+                    let (m0, m1) = cut(c + 1, nv, clusters);
+                    attention::prefetch_rows_l2(q, &q_perm[n0..n1]);
+                    attention::prefetch_rows_l2(k, &key_order[m0..m1]);
+                    attention::prefetch_rows_l2(v, &key_order[m0..m1]);
+                    for &i in &q_perm[n0..n1] {
+                        call.out.prefetch(b, h, i as usize);
+                    }
+                }
                 attention::attend(
                     self.attention,
                     q,
@@ -317,7 +400,7 @@ struct Call<'a> {
     q: &'a TensorView<'a>,
     k: &'a TensorView<'a>,
     v: &'a TensorView<'a>,
-    valid: &'a [Vec<u32>],
+    key_mask: Option<&'a [u8]>,
     out: &'a RowWriter<'a>,
     lse: Option<&'a SharedSlice<'a>>,
 }
@@ -367,7 +450,8 @@ fn combine_round(first: bool, row: &mut [f32], running: &mut f32, o: &[f32], lse
     if top == f32::NEG_INFINITY || top.is_nan() {
         return;
     }
-    let (w_old, w_new) = ((*running - top).exp(), (lse - top).exp());
+    // Both exponents are ≤ 0: the vector kernels' exp (≤ 4 ulp) in scalar form.
+    let (w_old, w_new) = (exp_nonpositive(*running - top), exp_nonpositive(lse - top));
     let total = w_old + w_new;
     let (w_old, w_new) = (w_old / total, w_new / total);
     for (x, &y) in row.iter_mut().zip(o) {

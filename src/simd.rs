@@ -28,8 +28,21 @@ pub(crate) trait SimdF32 {
     unsafe fn pow2i(n: Self::V) -> Self::V;
     /// `y` where `x ≥ limit`, +0.0 where `x < limit`.
     unsafe fn zero_below(x: Self::V, limit: f32, y: Self::V) -> Self::V;
-    /// `x` where `x` is NaN, else `y`.
-    unsafe fn keep_nan(x: Self::V, y: Self::V) -> Self::V;
+    /// y · 2^n for lanes of n holding integers ≤ 0, results in the subnormal range rounded
+    /// once: two normal scalings by 2^⌊n/2⌋ and 2^(n−⌊n/2⌋) (n clamped at −150). A tier with a
+    /// scaling instruction overrides it.
+    #[inline(always)]
+    unsafe fn ldexp_nonpositive(y: Self::V, n: Self::V) -> Self::V {
+        // SAFETY: vector arithmetic of the implementing tier.
+        unsafe {
+            let n = Self::min(Self::max(n, Self::splat(-150.0)), Self::splat(0.0));
+            let half = Self::floor(Self::mul(n, Self::splat(0.5)));
+            Self::mul(
+                Self::mul(y, Self::pow2i(half)),
+                Self::pow2i(Self::sub(n, half)),
+            )
+        }
+    }
     unsafe fn reduce_add(v: Self::V) -> f32;
     unsafe fn reduce_max(v: Self::V) -> f32;
 }
@@ -112,10 +125,6 @@ mod x86 {
             _mm256_andnot_ps(below, y)
         }
         #[inline(always)]
-        unsafe fn keep_nan(x: __m256, y: __m256) -> __m256 {
-            _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
-        }
-        #[inline(always)]
         unsafe fn reduce_add(v: __m256) -> f32 {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -194,10 +203,10 @@ mod x86 {
             let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(limit));
             _mm512_maskz_mov_ps(keep, y)
         }
+        /// `vscalefps`: y · 2^n in one instruction, subnormal results correctly rounded.
         #[inline(always)]
-        unsafe fn keep_nan(x: __m512, y: __m512) -> __m512 {
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-            _mm512_mask_mov_ps(y, nan, x)
+        unsafe fn ldexp_nonpositive(y: __m512, n: __m512) -> __m512 {
+            _mm512_scalef_ps(y, n)
         }
         #[inline(always)]
         unsafe fn reduce_add(v: __m512) -> f32 {
@@ -283,11 +292,6 @@ mod arm {
         unsafe fn zero_below(x: float32x4_t, limit: f32, y: float32x4_t) -> float32x4_t {
             let keep = vcgeq_f32(x, vdupq_n_f32(limit));
             vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(y)))
-        }
-        #[inline(always)]
-        unsafe fn keep_nan(x: float32x4_t, y: float32x4_t) -> float32x4_t {
-            let ordered = vceqq_f32(x, x);
-            vbslq_f32(ordered, y, x)
         }
         #[inline(always)]
         unsafe fn reduce_add(v: float32x4_t) -> f32 {

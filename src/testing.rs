@@ -170,3 +170,35 @@ mod peak {
         acc.iter().fold(f32x8::ZERO, |s, &a| s + a).reduce_add()
     }
 }
+
+/// Runs `job` with stage timing on; returns CPU seconds per [`crate::Stage`] (projection,
+/// sort, gather, kernels, combine).
+pub fn profile_stages(job: impl FnOnce()) -> [f64; 5] {
+    crate::profile::profile(job)
+}
+
+/// The residual samples of one sample group (design §8), exactly as the pipeline draws them:
+/// `n` distinct entries of `eligible` (the valid keys, by position, that are neither sinks nor
+/// in the group's round-0 cluster), drawn without replacement from a generator seeded by
+/// (`seed`, batch element `b`, query head `h`, `group`). Groups are numbered per (b, h) from 0,
+/// cluster after cluster of round 0, each cluster's sorted queries cut into groups of
+/// `sample_group` (clusters whose draw is empty still count their groups).
+pub fn draw_samples(
+    seed: u64,
+    b: usize,
+    h: usize,
+    group: usize,
+    eligible: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    let mut pool = eligible.to_vec();
+    let (mut swaps, mut out) = (Vec::new(), Vec::new());
+    crate::hybrid::draw_samples_into(
+        crate::hybrid::sample_seed(seed, b, h, group),
+        &mut pool,
+        n,
+        &mut swaps,
+        &mut out,
+    );
+    out
+}

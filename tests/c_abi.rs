@@ -211,7 +211,19 @@ fn default_config_matches_the_contract() {
         (2, 64, 0, 0.0)
     );
     assert_eq!((c.seed, c.num_threads, c.isa), (0, 0, 0));
-    assert_eq!(std::mem::size_of::<smyrf_config>(), 32);
+    assert_eq!(
+        (
+            c.n_sinks,
+            c.sink_selection,
+            c.window,
+            c.n_samples,
+            c.sample_group
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    // The design §8 fields were appended after `isa` (offset 32), keeping the layout of
+    // the earlier fields.
+    assert_eq!(std::mem::size_of::<smyrf_config>(), 56);
     assert_eq!(std::mem::size_of::<smyrf_tensor>(), 8 * 8);
 }
 

@@ -19,12 +19,9 @@ pub(crate) unsafe fn exp_v<S: SimdF32>(x: S::V) -> S::V {
         p = S::fma(p, r, S::splat(P4));
         p = S::fma(p, r, S::splat(P5));
         let y = S::add(S::fma(p, z, r), S::splat(1.0));
-        // Clamped so NaN and −∞ lanes (replaced below) cannot make odd exponents; the
-        // subnormal range is reached through two normal scalings.
-        let n = S::min(S::max(n, S::splat(-150.0)), S::splat(0.0));
-        let half = S::floor(S::mul(n, S::splat(0.5)));
-        let y = S::mul(S::mul(y, S::pow2i(half)), S::pow2i(S::sub(n, half)));
-        S::keep_nan(x, S::zero_below(x, EXP_UNDERFLOW, y))
+        // A NaN x has made y NaN already; −∞ and values below the underflow threshold are
+        // set to an exact 0 (their y is NaN or tiny).
+        S::zero_below(x, EXP_UNDERFLOW, S::ldexp_nonpositive(y, n))
     }
 }
 

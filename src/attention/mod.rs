@@ -22,12 +22,16 @@ pub(crate) mod portable;
 
 use crate::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
+use crate::profile::{Stage, StageTimer};
 use std::cell::RefCell;
 
 pub use exp::exp_nonpositive;
 
 /// Queries per tile: the Q tile and its S rows stay in L1/L2 while keys stream past.
 pub(crate) const Q_TILE: usize = 64;
+/// Queries gathered at once: larger clusters are processed in query blocks of this size, each
+/// streaming the cluster's key tiles, so per-thread scratch is bounded.
+pub(crate) const Q_BLOCK: usize = 256;
 /// Keys per tile: larger clusters are processed in key tiles with an online softmax.
 pub(crate) const K_TILE: usize = 256;
 /// Padding granule of tile rows: one AVX-512 register of f32.
@@ -154,9 +158,19 @@ thread_local! {
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
+/// Saturating: a bound past `usize::MAX` (possible for lengths near 2^32) reads as
+/// `usize::MAX` instead of wrapping to a small number.
 pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
-    let ldv = round_up(dv, LANES);
-    4 * (m * d + d * K_TILE + K_TILE * ldv + Q_TILE * K_TILE + m * ldv + 3 * m)
+    let ldv = dv.div_ceil(LANES).saturating_mul(LANES);
+    let floats = [
+        m.saturating_mul(d),
+        d.saturating_mul(K_TILE),
+        K_TILE.saturating_mul(ldv),
+    ]
+    .into_iter()
+    .chain([Q_TILE * K_TILE, m.saturating_mul(ldv), m.saturating_mul(3)])
+    .fold(0usize, usize::saturating_add);
+    floats.saturating_mul(4)
 }
 
 /// A hook that edits a scaled logit tile before its softmax: called with the query ids of
@@ -183,6 +197,28 @@ pub(crate) fn attend(
     adjust: Option<TileAdjust<'_>>,
     mut sink: impl FnMut(usize, &[f32], f32),
 ) {
+    // Query blocks bound the per-thread scratch whatever the cluster size.
+    for q0 in (0..q_idx.len()).step_by(Q_BLOCK) {
+        let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
+        attend_block(kern, q, block, k, v, k_idx, scale, adjust, |i, o, lse| {
+            sink(q0 + i, o, lse)
+        });
+    }
+}
+
+/// [`attend`] for at most `Q_BLOCK` queries.
+#[allow(clippy::too_many_arguments)]
+fn attend_block(
+    kern: &AttentionKernels,
+    q: Rows<'_>,
+    q_idx: &[u32],
+    k: Rows<'_>,
+    v: Rows<'_>,
+    k_idx: &[u32],
+    scale: f32,
+    adjust: Option<TileAdjust<'_>>,
+    mut sink: impl FnMut(usize, &[f32], f32),
+) {
     let d = q.dim;
     let dv = v.dim;
     let ldv = round_up(dv, LANES);
@@ -196,16 +232,24 @@ pub(crate) fn attend(
         t.row_sum.clear();
         t.row_sum.resize(m_total, 0.0);
         t.corr.resize(m_total, 0.0);
+        let gather = StageTimer::start(Stage::Gather);
         let q_all = t.q.get(m_total * d);
         for (i, &qi) in q_idx.iter().enumerate() {
+            if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
+                prefetch_row(q.data, q.base + ahead as usize * q.stride, d);
+            }
             q_all[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
         }
+        drop(gather);
         t.acc.get(m_total * ldv).fill(0.0);
         for k0 in (0..n_total).step_by(K_TILE) {
             let k_rows = &k_idx[k0..(k0 + K_TILE).min(n_total)];
             let n = k_rows.len();
             let ldk = round_up(n, LANES);
+            let gather = StageTimer::start(Stage::Gather);
             gather_keys(k, v, k_rows, &mut t.kt, &mut t.v, ldv);
+            drop(gather);
+            let _kernels = StageTimer::start(Stage::Kernels);
             for q0 in (0..m_total).step_by(Q_TILE) {
                 let m = Q_TILE.min(m_total - q0);
                 let s = t.s.get(m * ldk);
@@ -238,6 +282,7 @@ pub(crate) fn attend(
                 );
             }
         }
+        let _combine = StageTimer::start(Stage::Combine);
         let acc = t.acc.get(m_total * ldv);
         for i in 0..m_total {
             let inv = 1.0 / t.row_sum[i];
@@ -249,6 +294,57 @@ pub(crate) fn attend(
             sink(i, out, lse);
         }
     });
+}
+
+/// Keys transposed per block: each block of this many keys is read row by row and written
+/// one contiguous run per coordinate, so the transposition touches few cache lines at once.
+const TRANSPOSE_BLOCK: usize = 8;
+/// How many rows ahead the gathers prefetch: cluster rows are scattered in memory.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Hints the CPU to fetch the row that `offset` points at (a no-op off x86-64).
+#[inline(always)]
+fn prefetch_row(data: &[f32], offset: usize, dim: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if offset < data.len() {
+        let p = data[offset..].as_ptr().cast::<i8>();
+        let lines = (dim * 4).div_ceil(64).min(8);
+        for line in 0..lines {
+            // SAFETY: `_mm_prefetch` is SSE (baseline on x86-64) and never faults, even for an
+            // address past the buffer; the address is computed with wrapping arithmetic.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.wrapping_add(line * 64),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, offset, dim);
+}
+
+/// Hints the CPU to bring the rows `ids` into L2 (a no-op off x86-64): the pipeline calls it
+/// for the next cluster while the current one computes, so its scattered rows arrive in time.
+pub(crate) fn prefetch_rows_l2(rows: Rows<'_>, ids: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    for &id in ids {
+        let offset = rows.base + id as usize * rows.stride;
+        if offset >= rows.data.len() {
+            continue;
+        }
+        let p = rows.data[offset..].as_ptr().cast::<i8>();
+        for line in 0..(rows.dim * 4).div_ceil(64).min(8) {
+            // SAFETY: `_mm_prefetch` is baseline SSE on x86-64 and never faults; the address
+            // is only formed with wrapping arithmetic, never dereferenced.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    p.wrapping_add(line * 64),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (rows, ids);
 }
 
 /// Gathers keys transposed (d × ldk) and values (n × ldv), zero padded.
@@ -265,20 +361,41 @@ fn gather_keys(
     let n = k_idx.len();
     let ldk = round_up(n, LANES);
     let kt = kt.get(d * ldk);
-    for (j, &kj) in k_idx.iter().enumerate() {
-        for (t, &x) in k.row(kj as usize).iter().enumerate() {
-            kt[t * ldk + j] = x;
+    let vt = vt.get(n * ldv);
+    let row_at = |rows: &Rows<'_>, j: usize| rows.base + k_idx[j] as usize * rows.stride;
+    // One pass over blocks of keys: each block's K rows are transposed and its V rows copied
+    // while the rows are in cache, and the rows a block ahead are prefetched.
+    for j0 in (0..n).step_by(TRANSPOSE_BLOCK) {
+        let block = TRANSPOSE_BLOCK.min(n - j0);
+        for j in (j0 + PREFETCH_AHEAD..n).take(block) {
+            prefetch_row(k.data, row_at(&k, j), d);
+            prefetch_row(v.data, row_at(&v, j), dv);
+        }
+        if block == TRANSPOSE_BLOCK {
+            let rows: [&[f32]; TRANSPOSE_BLOCK] =
+                std::array::from_fn(|b| k.row(k_idx[j0 + b] as usize));
+            for t in 0..d {
+                let dst = &mut kt[t * ldk + j0..t * ldk + j0 + TRANSPOSE_BLOCK];
+                for (slot, row) in dst.iter_mut().zip(&rows) {
+                    *slot = row[t];
+                }
+            }
+        } else {
+            for j in j0..n {
+                for (t, &x) in k.row(k_idx[j] as usize).iter().enumerate() {
+                    kt[t * ldk + j] = x;
+                }
+            }
+        }
+        for j in j0..j0 + block {
+            let row = &mut vt[j * ldv..(j + 1) * ldv];
+            row[..dv].copy_from_slice(v.row(k_idx[j] as usize));
+            row[dv..].fill(0.0);
         }
     }
     if n < ldk {
         for row in kt.chunks_exact_mut(ldk) {
             row[n..].fill(0.0);
         }
-    }
-    let vt = vt.get(n * ldv);
-    for (j, &kj) in k_idx.iter().enumerate() {
-        let row = &mut vt[j * ldv..(j + 1) * ldv];
-        row[..dv].copy_from_slice(v.row(kj as usize));
-        row[dv..].fill(0.0);
     }
 }

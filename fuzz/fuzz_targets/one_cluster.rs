@@ -1,0 +1,130 @@
+//! SMYRF with one cluster (`q_cluster_size ≥ Nq`) against the library's dense attention on
+//! arbitrary small shapes (design §1: one cluster is exact dense attention for any R):
+//! batch, grouped-query heads, both memory layouts, masks (a batch element without valid
+//! keys included), every supported tier, 1 to 3 hash rounds, sequences across the 64-query
+//! and 256-key tile edges. Outputs must agree to a tolerance; the log-sum-exp to the same
+//! tolerance after the ln R that merging R equal rounds adds.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use smyrf::{dense_attention, Config, Isa, Plan, Shape, TensorView, TensorViewMut};
+use smyrf_fuzz::{filler, Input};
+
+/// A contiguous tensor in one of the two layouts.
+fn shape(bnhd: bool, b: usize, h: usize, n: usize, d: usize) -> Shape {
+    if bnhd {
+        Shape::bnhd(b, h, n, d)
+    } else {
+        Shape::bhnd(b, h, n, d)
+    }
+}
+
+fn fill(input: &mut Input, len: usize, salt: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| match input.is_empty() {
+            false => input.small_f32(),
+            true => filler(i, salt),
+        })
+        .collect()
+}
+
+fn seq_len(input: &mut Input, long: usize) -> usize {
+    match input.rare(32) {
+        false => input.range(1, 24),
+        true => long + input.range(0, 12) - 6,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let b = input.range(1, 2);
+    let hkv = input.range(1, 2);
+    let hq = hkv * input.range(1, 3);
+    let nq = seq_len(&mut input, 64);
+    let nk = seq_len(&mut input, 256);
+    let d = input.range(1, 20);
+    let dv = input.range(1, 20);
+    let n_hashes = input.range(1, 3);
+    let tiers: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_supported()).collect();
+    let isa = input.pick(&tiers);
+    let scale = input.pick(&[None, Some(0.0), Some(0.25), Some(1.0), Some(8.0)]);
+    let k_cluster_size = input.pick(&[None, Some(nk), Some(nk + 7)]);
+    let config = Config {
+        n_hashes,
+        q_cluster_size: nq + input.range(0, 3),
+        k_cluster_size,
+        scale,
+        seed: input.u64(),
+        num_threads: input.pick(&[0, 1, 2]),
+        isa: Some(isa),
+    };
+    let layouts = [input.flag(), input.flag(), input.flag(), input.flag()];
+    let mask: Option<Vec<u8>> = match input.range(0, 3) {
+        0 => None,
+        1 => Some((0..b * nk).map(|_| input.byte() & 1).collect()),
+        2 => Some((0..b * nk).map(|_| input.byte()).collect()),
+        // The last batch element without a valid key.
+        _ => Some((0..b * nk).map(|j| (j < (b - 1) * nk) as u8).collect()),
+    };
+    let (qs, ks) = (
+        shape(layouts[0], b, hq, nq, d),
+        shape(layouts[1], b, hkv, nk, d),
+    );
+    let (vs, os) = (
+        shape(layouts[2], b, hkv, nk, dv),
+        shape(layouts[3], b, hq, nq, dv),
+    );
+    let q = fill(&mut input, b * hq * nq * d, 1);
+    let k = fill(&mut input, b * hkv * nk * d, 2);
+    let v = fill(&mut input, b * hkv * nk * dv, 3);
+
+    let plan = Plan::new(config.clone(), d).expect("a valid config");
+    let views = (
+        TensorView::new(&q, qs).unwrap(),
+        TensorView::new(&k, ks).unwrap(),
+        TensorView::new(&v, vs).unwrap(),
+    );
+    let lse_len = b * hq * nq;
+    let (mut out, mut lse) = (vec![f32::NAN; b * hq * nq * dv], vec![f32::NAN; lse_len]);
+    let (mut dense, mut dense_lse) = (out.clone(), lse.clone());
+    plan.attention(
+        &views.0,
+        &views.1,
+        &views.2,
+        mask.as_deref(),
+        &mut TensorViewMut::new(&mut out, os).unwrap(),
+        Some(&mut lse),
+    )
+    .expect("a valid call");
+    dense_attention(
+        &views.0,
+        &views.1,
+        &views.2,
+        mask.as_deref(),
+        config.scale,
+        &mut TensorViewMut::new(&mut dense, os).unwrap(),
+        Some(&mut dense_lse),
+    )
+    .expect("a valid call");
+
+    // Outputs are convex combinations of value rows: compare relative to the largest.
+    let v_max = v.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    for (i, (&got, &want)) in out.iter().zip(&dense).enumerate() {
+        assert!(
+            (got - want).abs() <= 1e-4 * v_max,
+            "out[{i}]: SMYRF {got} vs dense {want} ({config:?}, {isa})"
+        );
+    }
+    let ln_rounds = (n_hashes as f32).ln();
+    for (i, (&got, &want)) in lse.iter().zip(&dense_lse).enumerate() {
+        if want == f32::NEG_INFINITY {
+            assert_eq!(got, want, "lse[{i}] of a batch element without valid keys");
+            continue;
+        }
+        let expected = want + ln_rounds;
+        assert!(
+            (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+            "lse[{i}]: SMYRF {got} vs dense {want} + ln {n_hashes} ({config:?}, {isa})"
+        );
+    }
+});

@@ -1,0 +1,747 @@
+//! Design §8, beyond the paper: optional blocks around the SMYRF cluster rounds — sink keys,
+//! a local window and unbiased residual samples. Each block is a partial softmax (its own
+//! output and lse) computed by the tiled attention driver, and every block of a query, the
+//! cluster rounds included, is merged by log-sum-exp as in §1 step 6.
+//!
+//! No key is counted twice across blocks: sinks are removed from the key lists of every other
+//! block, and keys inside a query's window are set to −∞ in its cluster and sample logit
+//! tiles through the driver's `TileAdjust` hook. The queries and keys of every attention call
+//! are sorted by position, so a query's window is one contiguous run of columns that two
+//! forward-moving cursors find: no per-logit test, no branch in the micro-kernels.
+//!
+//! With every block off the pipeline never enters this module, so results are exactly §1.
+
+use crate::attention::{self, AttentionKernels, Rows, LANES};
+use crate::call::SharedSlice;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::parallel::for_each_index;
+use crate::plan::cut;
+use crate::view::{RowWriter, TensorView};
+use rand::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// How the sink keys of a (batch, kv-head) are chosen (design §8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SinkSelection {
+    /// The first `n_sinks` valid positions: the classic attention sinks (CLS, BOS).
+    #[default]
+    First,
+    /// The first valid position plus the `n_sinks − 1` valid keys with the largest inner
+    /// product with the mean query of the (batch, kv-head) — the mean over every query of
+    /// every query head that reads this key/value head. Ties go to the lower position.
+    /// Measured better than `First` from about 8 sinks up, worse below.
+    MeanQuery,
+}
+
+/// Queries that share one draw of residual samples when `sample_group` is 0.
+pub const DEFAULT_SAMPLE_GROUP: usize = 64;
+/// Largest `n_sinks`, `window`, `n_samples` and `sample_group` a plan accepts (positions are
+/// 32-bit).
+pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
+
+/// Round-0 blocks (sample groups) prepared before their attention runs in parallel.
+const SAMPLE_BATCH: usize = 64;
+/// A batch of round-0 blocks is also started once its key lists hold this many keys, which
+/// bounds the scratch for large clusters.
+const SAMPLE_KEYS: usize = 1 << 16;
+
+impl Config {
+    /// The §8 hybrid preset for a key budget of K keys per query (each key costs d + dv
+    /// multiply-adds, as in plain SMYRF with R rounds of clusters of K/R): `n_sinks = K/8`
+    /// (chosen by mean query from 8 sinks up, else the first positions), `window = K/4`,
+    /// and one hash round with clusters of `5K/8`; no residual samples. Every other field is
+    /// the default.
+    ///
+    /// Tuned on the MiniLM dev data (`examples/quality.rs`, BENCHMARKS.md): at K = N/4 the
+    /// output error is 0.35 (N = 256) and 0.33 (N = 512) against 0.84 and 0.70 for plain
+    /// SMYRF with the same budget. Residual samples make the normaliser unbiased, but with
+    /// budgets up to N/4 their variance costs more than the clusters they replace (0.44 and
+    /// 0.38 with half the cluster budget spent on samples), and smaller clusters mean more,
+    /// smaller attention calls; from about K = N/2 up they win slightly.
+    pub fn hybrid(key_budget: usize) -> Config {
+        let k = key_budget.clamp(1, MAX_BLOCK_SIZE);
+        let n_sinks = k / 8;
+        Config {
+            n_hashes: 1,
+            q_cluster_size: (k as u64 * 5 / 8).max(1) as usize,
+            n_sinks,
+            sink_selection: if n_sinks >= 8 {
+                SinkSelection::MeanQuery
+            } else {
+                SinkSelection::First
+            },
+            window: k / 4,
+            ..Config::default()
+        }
+    }
+
+    /// Whether any §8 block is on.
+    pub fn has_hybrid_blocks(&self) -> bool {
+        self.n_sinks > 0 || self.window > 0 || self.n_samples > 0
+    }
+}
+
+/// Checks the §8 fields of a configuration (called by `Config::validate`).
+pub(crate) fn validate(config: &Config) -> Result<()> {
+    for (field, value) in [
+        ("n_sinks", config.n_sinks),
+        ("window", config.window),
+        ("n_samples", config.n_samples),
+        ("sample_group", config.sample_group),
+    ] {
+        if value > MAX_BLOCK_SIZE {
+            return Err(Error::InvalidConfig {
+                field,
+                reason: "must be at most 2^32 - 1",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a call against the §8 blocks: the window needs aligned query and key positions.
+pub(crate) fn check_call(config: &Config, nq: usize, nk: usize) -> Result<()> {
+    if config.window > 0 && nq != nk {
+        return Err(Error::WindowNeedsSelfAttention { nq, nk });
+    }
+    Ok(())
+}
+
+/// Queries of the largest attention call a §8 block makes (for the scratch bound).
+pub(crate) fn largest_block_queries(config: &Config, nq: usize) -> usize {
+    let mut m = 0;
+    if config.window > 0 {
+        m = m.max(window_tile(config.window / 2).min(nq));
+    }
+    if config.n_samples > 0 {
+        m = m.max(sample_group(config).min(nq));
+    }
+    m
+}
+
+/// Bytes of the §8 scratch of one (batch, head) task.
+pub(crate) fn scratch_bytes(config: &Config, nq: usize, nk: usize, head_dim: usize) -> usize {
+    if !config.has_hybrid_blocks() {
+        return 0;
+    }
+    // Saturating: lengths near 2^32 must not wrap to a small bound. A batch of round-0
+    // blocks holds at most SAMPLE_BATCH key lists (sinks, cluster, samples: each part at most
+    // n' keys), and never more than one list past SAMPLE_KEYS.
+    let block_keys = nk
+        .saturating_mul(3 * SAMPLE_BATCH)
+        .min(SAMPLE_KEYS.saturating_add(nk.saturating_mul(3)));
+    [
+        // Query ids, query groups, group members; group and cluster bounds, cursors.
+        nq.saturating_mul(4 * 3),
+        nq.saturating_add(1).saturating_mul(8 * 4),
+        // Sink flags; key clusters, candidates, cluster keys, eligible keys, swap log.
+        nk.saturating_mul(1 + 4 * 5),
+        nk.saturating_mul(8),         // sink scores
+        block_keys.saturating_mul(4), // key lists of a batch of round-0 blocks
+        head_dim.saturating_mul(4),   // mean query
+        SAMPLE_BATCH * std::mem::size_of::<FusedBlock>(),
+    ]
+    .into_iter()
+    .fold(0, usize::saturating_add)
+}
+
+fn sample_group(config: &Config) -> usize {
+    if config.sample_group == 0 {
+        DEFAULT_SAMPLE_GROUP
+    } else {
+        config.sample_group
+    }
+}
+
+/// Consecutive queries per window tile: a tile of T queries attends to the T + 2·half keys
+/// of its band, so T is small (few logits outside each query's own window) and chosen so
+/// that the band fills whole 16-key vectors of the logit tile.
+fn window_tile(half: usize) -> usize {
+    let tile = LANES - 2 * (half % (LANES / 2)); // LANES − (2·half mod LANES), overflow-free
+    if tile < LANES / 2 {
+        tile + LANES
+    } else {
+        tile
+    }
+}
+
+/// Buffers of the §8 blocks of one (batch, head) task, reused across calls.
+#[derive(Default)]
+pub(crate) struct HybridScratch {
+    query_ids: Vec<u32>,
+    sinks: Vec<u32>,
+    is_sink: Vec<bool>,
+    /// Valid keys that are not sinks, by position.
+    candidates: Vec<u32>,
+    /// The current round's partition of the queries into attention calls: call g holds
+    /// `group_members[group_bounds[g]..group_bounds[g + 1]]`, by position, and belongs to
+    /// cluster `group_cluster[g]`.
+    group_members: Vec<u32>,
+    group_bounds: Vec<usize>,
+    group_cluster: Vec<u32>,
+    query_group: Vec<u32>,
+    /// The current round's cluster key lists without sinks, by position, cluster after
+    /// cluster; `key_cluster` is the cluster of every valid key position.
+    cluster_keys: Vec<u32>,
+    cluster_bounds: Vec<usize>,
+    key_cluster: Vec<u32>,
+    cursor: Vec<usize>,
+    eligible: Vec<u32>,
+    swaps: Vec<u32>,
+    /// Key lists of a batch of round-0 blocks, one after the other.
+    block_keys: Vec<u32>,
+    blocks: Vec<FusedBlock>,
+    scores: Vec<u64>,
+    mean_query: Vec<f32>,
+}
+
+/// One round-0 attention call: the queries of group `group` against `block_keys[k0..k3]` =
+/// sinks `[k0, k1)`, the cluster's keys `[k1, k2)` and the group's samples `[k2, k3)`,
+/// whose logits get `log_weight`.
+#[derive(Clone, Copy)]
+struct FusedBlock {
+    group: usize,
+    k0: usize,
+    k1: usize,
+    k2: usize,
+    k3: usize,
+    log_weight: f32,
+}
+
+/// Everything the §8 blocks of one (batch element b, query head h) need, prepared by the
+/// pipeline after it sorted the rounds (design §1 steps 1–4).
+pub(crate) struct HeadBlocks<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) kern: &'a AttentionKernels,
+    pub(crate) scale: f32,
+    /// All queries, for the mean query of a GQA group.
+    pub(crate) q_view: &'a TensorView<'a>,
+    pub(crate) q: Rows<'a>,
+    pub(crate) k: Rows<'a>,
+    pub(crate) v: Rows<'a>,
+    pub(crate) b: usize,
+    pub(crate) h: usize,
+    /// Query heads per key/value head.
+    pub(crate) group: usize,
+    pub(crate) nq: usize,
+    pub(crate) nk: usize,
+    pub(crate) valid: &'a [u32],
+    /// `R × Nq` sorted query orders, round after round.
+    pub(crate) q_perm: &'a [u32],
+    /// `R × n'` sorted valid-key ranks, round after round.
+    pub(crate) k_perm: &'a [u32],
+    pub(crate) clusters: usize,
+    pub(crate) out: &'a RowWriter<'a>,
+    pub(crate) parallel: bool,
+}
+
+impl HeadBlocks<'_> {
+    /// Runs every block and merges each into the output rows of (b, h) and into `lse`
+    /// (Nq entries; −∞ for a query no block reached).
+    ///
+    /// Blocks that share their queries share one attention call, which computes exactly the
+    /// log-sum-exp merge of their separate softmaxes: the sinks, round 0's cluster and the
+    /// residual samples of a sample group run as one call (the samples' log-weight added to
+    /// their logits by the hook). Per query the merge order is: the window, round 0 (sinks,
+    /// cluster, samples), rounds 1 to R − 1.
+    ///
+    /// Every attention call gets its queries and keys sorted by position, so the hook finds
+    /// a query's window as one run of columns, moving two cursors down the rows.
+    pub(crate) fn run(&self, lse: &mut [f32], s: &mut HybridScratch) {
+        let (b, h, nq) = (self.b, self.h, self.nq);
+        for i in 0..nq {
+            // SAFETY: this task alone owns the rows of (b, h).
+            unsafe { self.out.row(b, h, i) }.fill(0.0);
+        }
+        lse.fill(f32::NEG_INFINITY);
+        let running = SharedSlice::new(lse);
+        self.select_sinks(s);
+        s.candidates.clear();
+        s.candidates.extend(
+            self.valid
+                .iter()
+                .copied()
+                .filter(|&j| !s.is_sink[j as usize]),
+        );
+
+        if self.config.window > 0 {
+            s.query_ids.clear();
+            s.query_ids.extend(0..nq as u32);
+            self.window_block(&s.query_ids, &s.candidates, &running);
+        }
+        self.round_zero(s, &running);
+        for r in 1..self.config.n_hashes {
+            self.cluster_round(r, s, &running);
+        }
+    }
+
+    /// Window half-width: keys with |j − i| ≤ window/2 are in query i's window.
+    fn half(&self) -> u32 {
+        (self.config.window / 2).min(u32::MAX as usize) as u32
+    }
+
+    /// Attention of `members` over `keys`, merged into the running results.
+    fn block(
+        &self,
+        members: &[u32],
+        keys: &[u32],
+        adjust: Option<attention::TileAdjust<'_>>,
+        running: &SharedSlice<'_>,
+    ) {
+        if keys.is_empty() || members.is_empty() {
+            return;
+        }
+        let (b, h) = (self.b, self.h);
+        attention::attend(
+            self.kern,
+            self.q,
+            members,
+            self.k,
+            self.v,
+            keys,
+            self.scale,
+            adjust,
+            |i, o, lse| {
+                let qi = members[i] as usize;
+                // SAFETY: within one phase of `run` every query belongs to exactly one task,
+                // so no other thread touches row qi of (b, h) or its running lse.
+                let (row, acc) = unsafe { (self.out.row(b, h, qi), running.range(qi, 1)) };
+                merge_block(row, &mut acc[0], o, lse);
+            },
+        );
+    }
+
+    /// Design §8 sinks: the first valid position and, per the selection, the next ones or
+    /// the keys best aligned with the mean query; sorted by position.
+    fn select_sinks(&self, s: &mut HybridScratch) {
+        let valid = self.valid;
+        let n = self.config.n_sinks.min(valid.len());
+        s.sinks.clear();
+        s.is_sink.clear();
+        s.is_sink.resize(self.nk, false);
+        if n == 0 {
+            return;
+        }
+        match self.config.sink_selection {
+            SinkSelection::First => s.sinks.extend_from_slice(&valid[..n]),
+            SinkSelection::MeanQuery => {
+                s.sinks.push(valid[0]);
+                if n > 1 {
+                    self.mean_query(&mut s.mean_query);
+                    let mean = &s.mean_query;
+                    // One u64 per key: the score mapped to an order-preserving integer,
+                    // inverted so that ascending keys are descending scores, then the
+                    // position: a total order (ties go to the lower position), so the
+                    // choice is deterministic and the selection compares integers.
+                    s.scores.clear();
+                    s.scores.extend(valid[1..].iter().map(|&j| {
+                        let score = dot(self.k.row(j as usize), mean);
+                        (u64::from(!ordered_bits(score)) << 32) | u64::from(j)
+                    }));
+                    let take = n - 1;
+                    if take < s.scores.len() {
+                        s.scores.select_nth_unstable(take);
+                    }
+                    s.sinks
+                        .extend(s.scores[..take].iter().map(|&key| key as u32));
+                    s.sinks.sort_unstable();
+                }
+            }
+        }
+        for &j in &s.sinks {
+            s.is_sink[j as usize] = true;
+        }
+    }
+
+    /// Mean of every query of the query heads that share this key/value head.
+    fn mean_query(&self, mean: &mut Vec<f32>) {
+        let d = self.q.dim;
+        mean.clear();
+        mean.resize(d, 0.0);
+        let first = self.h / self.group * self.group;
+        for head in first..first + self.group {
+            for i in 0..self.nq {
+                for (m, &x) in mean.iter_mut().zip(self.q_view.row(self.b, head, i)) {
+                    *m += x;
+                }
+            }
+        }
+        let inv = 1.0 / (self.group * self.nq) as f32;
+        for m in mean.iter_mut() {
+            *m *= inv;
+        }
+    }
+
+    /// Tiles of consecutive queries against the contiguous run of candidate keys covering
+    /// their band; the hook keeps each query's own window.
+    fn window_block(&self, query_ids: &[u32], candidates: &[u32], running: &SharedSlice<'_>) {
+        let half = self.half();
+        let keep_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
+            let n = k_ids.len();
+            let mut window = WindowCursor::default();
+            for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
+                let (a, z) = window.advance(k_ids, qi, half);
+                row[..a].fill(f32::NEG_INFINITY);
+                row[z..n].fill(f32::NEG_INFINITY);
+            }
+        };
+        let tile = window_tile(half as usize);
+        let tasks = self.nq.div_ceil(tile);
+        for_each_index(self.parallel, tasks, |t| {
+            let (q0, q1) = (t * tile, ((t + 1) * tile).min(self.nq));
+            let lo = (q0 as u32).saturating_sub(half);
+            let hi = (q1 as u32 - 1).saturating_add(half);
+            let a = candidates.partition_point(|&j| j < lo);
+            let z = a + candidates[a..].partition_point(|&j| j <= hi);
+            self.block(
+                &query_ids[q0..q1],
+                &candidates[a..z],
+                Some(&keep_window),
+                running,
+            );
+        });
+    }
+
+    /// Round r's attention calls: the queries of every cluster, cut into groups of at most
+    /// `group_size` consecutive sorted queries, each group's members by position; and every
+    /// cluster's keys without sinks, by position. Counting sorts, O(Nq + Nk).
+    fn build_round(&self, r: usize, group_size: usize, s: &mut HybridScratch) {
+        let (nq, nv, clusters) = (self.nq, self.valid.len(), self.clusters);
+        let q_perm = &self.q_perm[r * nq..(r + 1) * nq];
+        let k_perm = &self.k_perm[r * nv..(r + 1) * nv];
+
+        s.group_bounds.clear();
+        s.group_cluster.clear();
+        s.query_group.resize(nq, 0);
+        for c in 0..clusters {
+            let (q0, q1) = cut(c, nq, clusters);
+            let mut g0 = q0;
+            while g0 < q1 {
+                let g1 = q1.min(g0.saturating_add(group_size));
+                let g = s.group_bounds.len() as u32;
+                for &i in &q_perm[g0..g1] {
+                    s.query_group[i as usize] = g;
+                }
+                s.group_bounds.push(g0);
+                s.group_cluster.push(c as u32);
+                g0 = g1;
+            }
+        }
+        s.group_bounds.push(nq);
+        s.cursor.clear();
+        s.cursor.extend_from_slice(&s.group_bounds);
+        s.group_members.resize(nq, 0);
+        for (i, &g) in s.query_group.iter().enumerate() {
+            let slot = &mut s.cursor[g as usize];
+            s.group_members[*slot] = i as u32;
+            *slot += 1;
+        }
+
+        s.key_cluster.resize(self.nk, 0);
+        s.cursor.clear();
+        s.cursor.resize(clusters + 1, 0);
+        for c in 0..clusters {
+            let (k0, k1) = cut(c, nv, clusters);
+            for &rank in &k_perm[k0..k1] {
+                let j = self.valid[rank as usize] as usize;
+                s.key_cluster[j] = c as u32;
+                s.cursor[c + 1] += usize::from(!s.is_sink[j]);
+            }
+        }
+        for c in 0..clusters {
+            s.cursor[c + 1] += s.cursor[c];
+        }
+        s.cluster_bounds.clear();
+        s.cluster_bounds.extend_from_slice(&s.cursor);
+        s.cluster_keys.resize(s.candidates.len(), 0);
+        for &j in &s.candidates {
+            let slot = &mut s.cursor[s.key_cluster[j as usize] as usize];
+            s.cluster_keys[*slot] = j;
+            *slot += 1;
+        }
+    }
+
+    /// Round r ≥ 1 (design §1 step 5) without the sinks and, per query, without the keys of
+    /// its window.
+    fn cluster_round(&self, r: usize, s: &mut HybridScratch, running: &SharedSlice<'_>) {
+        self.build_round(r, usize::MAX, s);
+        let half = self.half();
+        let drop_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
+            drop_window_columns(q_ids, k_ids, 0, s, ldk, half);
+        };
+        let adjust: Option<attention::TileAdjust<'_>> = if self.config.window > 0 {
+            Some(&drop_window)
+        } else {
+            None
+        };
+        let s = &*s;
+        for_each_index(self.parallel, self.clusters, |c| {
+            // Without sample groups, group c is cluster c.
+            let members = &s.group_members[s.group_bounds[c]..s.group_bounds[c + 1]];
+            let keys = &s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]];
+            self.block(members, keys, adjust, running);
+        });
+    }
+
+    /// Round 0 with the sinks and the residual samples (design §8): per group of
+    /// `sample_group` consecutive queries of a round-0 cluster, `n_samples` keys drawn
+    /// without replacement from the candidates outside that cluster, their logits raised by
+    /// ln(n_eligible / n_drawn). Without samples a group is the whole cluster.
+    fn round_zero(&self, s: &mut HybridScratch, running: &SharedSlice<'_>) {
+        let sampling = self.config.n_samples > 0;
+        let group_size = if sampling {
+            sample_group(self.config)
+        } else {
+            usize::MAX
+        };
+        self.build_round(0, group_size, s);
+        s.block_keys.clear();
+        s.blocks.clear();
+        let groups = s.group_cluster.len();
+        let (mut n, mut log_weight) = (0, 0.0);
+        for g in 0..groups {
+            let c = s.group_cluster[g];
+            if sampling && (g == 0 || s.group_cluster[g - 1] != c) {
+                // First group of cluster c: the keys its samples are drawn from.
+                s.eligible.clear();
+                let key_cluster = &s.key_cluster;
+                s.eligible.extend(
+                    s.candidates
+                        .iter()
+                        .copied()
+                        .filter(|&j| key_cluster[j as usize] != c),
+                );
+                n = self.config.n_samples.min(s.eligible.len());
+                log_weight = if n > 0 {
+                    (s.eligible.len() as f64 / n as f64).ln() as f32
+                } else {
+                    0.0
+                };
+            }
+            let k0 = s.block_keys.len();
+            s.block_keys.extend_from_slice(&s.sinks);
+            let k1 = s.block_keys.len();
+            let c = c as usize;
+            s.block_keys
+                .extend_from_slice(&s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]]);
+            let k2 = s.block_keys.len();
+            if n > 0 {
+                draw_samples_into(
+                    sample_seed(self.config.seed, self.b, self.h, g),
+                    &mut s.eligible,
+                    n,
+                    &mut s.swaps,
+                    &mut s.block_keys,
+                );
+                // By position, so the hook finds each query's window as one run.
+                s.block_keys[k2..].sort_unstable();
+            }
+            s.blocks.push(FusedBlock {
+                group: g,
+                k0,
+                k1,
+                k2,
+                k3: s.block_keys.len(),
+                log_weight,
+            });
+            if s.blocks.len() == SAMPLE_BATCH || s.block_keys.len() >= SAMPLE_KEYS {
+                self.run_round_zero_batch(s, running);
+                s.block_keys.clear();
+                s.blocks.clear();
+            }
+        }
+        self.run_round_zero_batch(s, running);
+    }
+
+    fn run_round_zero_batch(&self, s: &HybridScratch, running: &SharedSlice<'_>) {
+        let (half, window) = (self.half(), self.config.window > 0);
+        for_each_index(self.parallel, s.blocks.len(), |i| {
+            let block = s.blocks[i];
+            let keys = &s.block_keys[block.k0..block.k3];
+            let g = block.group;
+            let members = &s.group_members[s.group_bounds[g]..s.group_bounds[g + 1]];
+            let adjust = |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
+                // The driver hands the hook sub-slices of `keys` (key tiles); locate this one
+                // to split its columns into sinks, cluster keys and samples.
+                let at = (k_ids.as_ptr() as usize - keys.as_ptr() as usize) / 4;
+                let n = k_ids.len();
+                let local = |x: usize| (x - block.k0).saturating_sub(at).min(n);
+                let (c0, c1) = (local(block.k1), local(block.k2));
+                if block.log_weight != 0.0 && c1 < n {
+                    for row in s.chunks_exact_mut(ldk) {
+                        for x in &mut row[c1..n] {
+                            *x += block.log_weight;
+                        }
+                    }
+                }
+                if window {
+                    drop_window_columns(q_ids, &k_ids[c0..c1], c0, s, ldk, half);
+                    drop_window_columns(q_ids, &k_ids[c1..n], c1, s, ldk, half);
+                }
+            };
+            let needs_hook = window || block.log_weight != 0.0;
+            self.block(
+                members,
+                keys,
+                needs_hook.then_some(&adjust as attention::TileAdjust<'_>),
+                running,
+            );
+        });
+    }
+}
+
+/// The run of position-sorted keys inside the windows of queries visited in increasing
+/// position: two cursors that only move forward.
+#[derive(Default)]
+struct WindowCursor {
+    a: usize,
+    z: usize,
+}
+
+impl WindowCursor {
+    /// The columns `[a, z)` of `k_ids` (sorted) inside query `qi`'s window; `qi` must not
+    /// decrease between calls.
+    #[inline(always)]
+    fn advance(&mut self, k_ids: &[u32], qi: u32, half: u32) -> (usize, usize) {
+        let (lo, hi) = (qi.saturating_sub(half), qi.saturating_add(half));
+        let n = k_ids.len();
+        while self.a < n && k_ids[self.a] < lo {
+            self.a += 1;
+        }
+        self.z = self.z.max(self.a);
+        while self.z < n && k_ids[self.z] <= hi {
+            self.z += 1;
+        }
+        (self.a, self.z)
+    }
+}
+
+/// Sets −∞ on the logits of keys inside each row's window: `k_ids` (sorted by position) are
+/// the columns from `col0` on, `q_ids` the rows (sorted by position).
+#[inline(always)]
+fn drop_window_columns(
+    q_ids: &[u32],
+    k_ids: &[u32],
+    col0: usize,
+    s: &mut [f32],
+    ldk: usize,
+    half: u32,
+) {
+    if k_ids.is_empty() {
+        return;
+    }
+    let mut window = WindowCursor::default();
+    for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
+        let (a, z) = window.advance(k_ids, qi, half);
+        row[col0 + a..col0 + z].fill(f32::NEG_INFINITY);
+    }
+}
+
+/// Dot product with eight partial sums, so it vectorises (a fixed order: deterministic).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for t in 0..8 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// An f32 as a u32 in the same order (negatives have all bits flipped, the others the sign
+/// bit), as the radix sort maps its keys; NaN sorts above +∞.
+fn ordered_bits(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
+}
+
+/// Merges one block into a query's running result by log-sum-exp (design §1 step 6, §8).
+/// A block that saw no key (lse −∞) contributes nothing; its output row, 0/0, is never read.
+#[inline(always)]
+fn merge_block(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+    if lse == f32::NEG_INFINITY {
+        return;
+    }
+    if *running == f32::NEG_INFINITY {
+        row.copy_from_slice(o);
+        *running = lse;
+        return;
+    }
+    let top = running.max(lse);
+    let (w_old, w_new) = ((*running - top).exp(), (lse - top).exp());
+    let total = w_old + w_new;
+    let (w_old, w_new) = (w_old / total, w_new / total);
+    for (x, &y) in row.iter_mut().zip(o) {
+        *x = *x * w_old + y * w_new;
+    }
+    *running = top + total.ln();
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the output.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Seed of the sample draw of one group: a hash of (seed, b, h, group) kept apart from the
+/// projection stream of the same seed.
+pub(crate) fn sample_seed(seed: u64, b: usize, h: usize, group: usize) -> u64 {
+    const DOMAIN: u64 = 0x5A4D_5952_465F_5338; // "SMYRF_S8"
+    let mut x = mix64(seed ^ DOMAIN);
+    for part in [b, h, group] {
+        x = mix64(x ^ part as u64);
+    }
+    x
+}
+
+/// Uniform integer in `[0, n)`, n ≥ 1, without bias (Lemire's multiply-and-reject).
+fn below(rng: &mut Xoshiro256PlusPlus, n: u64) -> u64 {
+    let mut m = rng.next_u64() as u128 * n as u128;
+    if (m as u64) < n {
+        let threshold = n.wrapping_neg() % n;
+        while (m as u64) < threshold {
+            m = rng.next_u64() as u128 * n as u128;
+        }
+    }
+    (m >> 64) as u64
+}
+
+/// Appends `n ≤ eligible.len()` distinct entries of `eligible`, drawn uniformly without
+/// replacement by a partial Fisher–Yates shuffle from Xoshiro256++ seeded with `seed`.
+/// `eligible` is restored to its order afterwards (the swaps are undone), so every draw
+/// depends only on its seed and the eligible list, never on earlier draws.
+pub(crate) fn draw_samples_into(
+    seed: u64,
+    eligible: &mut [u32],
+    n: usize,
+    swaps: &mut Vec<u32>,
+    out: &mut Vec<u32>,
+) {
+    let len = eligible.len();
+    let n = n.min(len);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    swaps.clear();
+    for t in 0..n {
+        let j = t + below(&mut rng, (len - t) as u64) as usize;
+        eligible.swap(t, j);
+        swaps.push(j as u32);
+    }
+    out.extend_from_slice(&eligible[..n]);
+    for (t, &j) in swaps.iter().enumerate().rev() {
+        eligible.swap(t, j as usize);
+    }
+}

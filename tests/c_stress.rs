@@ -1,0 +1,233 @@
+//! `c_examples/stress.c` (threads sharing plans, thousands of good and bad calls with varied
+//! shapes, strides and masks) built with strict warnings and run against the freshly built
+//! `libsmyrf.so`: once plain, once under AddressSanitizer and UndefinedBehaviorSanitizer
+//! (skipped, with the reason, where the sanitizer runtimes do not work).
+//!
+//! Only the C side is instrumented in that run (plus the sanitizer's interceptors of memcpy
+//! and friends, which the library's row copies go through). `.ci/run` also builds the
+//! library itself with `-Zsanitizer=address` and points `SMYRF_ASAN_LIBDIR` at it; then the
+//! sanitized program runs against that instrumented library too, so an out-of-bounds access
+//! inside the Rust kernels is reported as well (README "Reliability").
+
+#![cfg(target_os = "linux")]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Iterations per thread (4 threads): about 25,000 calls plain, 8,000 under the sanitizers.
+const PLAIN_ITERATIONS: &str = "3000";
+const SANITIZED_ITERATIONS: &str = "1000";
+
+const SANITIZE: [&str; 4] = [
+    "-O1",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared library cargo built for this test run, next to the test executable.
+fn built_library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|dir| dir.join("libsmyrf.so"))
+        .find(|so| so.is_file())
+        .unwrap_or_else(|| panic!("libsmyrf.so not found next to {}", exe.display()))
+}
+
+/// A fresh directory holding `library` under its SONAME and link name, as installed.
+fn lib_dir(name: &str, library: &Path) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("c-stress")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let soname = format!("libsmyrf.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
+    std::fs::copy(library, dir.join(&soname)).unwrap();
+    std::os::unix::fs::symlink(&soname, dir.join("libsmyrf.so")).unwrap();
+    dir
+}
+
+fn compiler() -> cc::Tool {
+    cc::Build::new()
+        .target(env!("SMYRF_BUILD_TARGET"))
+        .host(env!("SMYRF_BUILD_HOST"))
+        .opt_level(2)
+        .debug(true)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .try_get_compiler()
+        .unwrap_or_else(|e| panic!("no C compiler found: {e}"))
+}
+
+/// Compiles `source` with strict warnings and `extra` flags against `lib`; Err with the
+/// compiler's output when that fails.
+fn build(source: &Path, lib: &Path, extra: &[&str], exe: &Path) -> Result<(), String> {
+    let mut cmd = compiler().to_command();
+    let mut lib_flag = OsString::from("-L");
+    lib_flag.push(lib);
+    cmd.args([
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-pthread",
+    ])
+    .args(extra)
+    .arg("-I")
+    .arg(repo_root().join("include"))
+    .arg(source)
+    .arg("-o")
+    .arg(exe)
+    .arg(lib_flag)
+    .arg("-lsmyrf");
+    let output = cmd.output().map_err(|e| e.to_string())?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{:?} {:?}\n{}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
+/// Runs the stress program; returns (success, stdout and stderr).
+fn run(exe: &Path, lib: &Path, iterations: &str) -> (bool, String) {
+    let output = Command::new(exe)
+        .arg(iterations)
+        .env("LD_LIBRARY_PATH", lib)
+        // Leak checking on where LeakSanitizer works; any report fails the run.
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=0:exitcode=23",
+        )
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn check(exe: &Path, lib: &Path, iterations: &str) {
+    let (ok, text) = run(exe, lib, iterations);
+    assert!(
+        ok && text.contains("stress: ok"),
+        "{}:\n{text}",
+        exe.display()
+    );
+    assert!(text.contains(" 0 failed checks"), "{text}");
+}
+
+/// Whether `-fsanitize=address,undefined` programs build and run here at all.
+fn sanitizers_work(dir: &Path) -> Result<(), String> {
+    let source = dir.join("probe.c");
+    std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
+    let exe = dir.join("probe");
+    let output = compiler()
+        .to_command()
+        .args(["-fsanitize=address,undefined"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let output = Command::new(&exe).output().map_err(|e| e.to_string())?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
+#[test]
+fn stress_program_plain_and_under_sanitizers() {
+    let source = repo_root().join("c_examples/stress.c");
+    let lib = lib_dir("plain", &built_library());
+    let plain = lib.join("stress");
+    build(&source, &lib, &["-O2"], &plain).unwrap();
+    check(&plain, &lib, PLAIN_ITERATIONS);
+
+    if let Err(reason) = sanitizers_work(&lib) {
+        println!(
+            "skipping the sanitizer run: -fsanitize=address,undefined does not work here: {reason}"
+        );
+        return;
+    }
+    let sanitized = lib.join("stress-sanitized");
+    build(&source, &lib, &SANITIZE, &sanitized).unwrap();
+    check(&sanitized, &lib, SANITIZED_ITERATIONS);
+
+    // The library itself instrumented, when CI built it (see the module comment).
+    match std::env::var_os("SMYRF_ASAN_LIBDIR") {
+        Some(dir) => {
+            let asan_lib = lib_dir("asan", &Path::new(&dir).join("libsmyrf.so"));
+            let exe = asan_lib.join("stress-sanitized");
+            build(&source, &asan_lib, &SANITIZE, &exe).unwrap();
+            check(&exe, &asan_lib, SANITIZED_ITERATIONS);
+            println!(
+                "ran against the instrumented library in {}",
+                dir.to_string_lossy()
+            );
+        }
+        None => println!("SMYRF_ASAN_LIBDIR not set: the library itself was not instrumented"),
+    }
+}
+
+#[test]
+fn the_sanitized_run_would_catch_a_broken_promise() {
+    // The harness's own check: a program that declares a tensor larger than its buffer is
+    // reported by AddressSanitizer (through the memcpy interceptor when only the C side is
+    // instrumented), so a clean stress run means something.
+    let lib = lib_dir("canary", &built_library());
+    if let Err(reason) = sanitizers_work(&lib) {
+        println!("skipping: -fsanitize=address does not work here: {reason}");
+        return;
+    }
+    let source = lib.join("overflow.c");
+    std::fs::write(
+        &source,
+        r#"#include <smyrf.h>
+#include <stdlib.h>
+int main(void) {
+    /* Declares 8 rows of 4 floats (32) but allocates 31. */
+    float *q = calloc(31, sizeof *q), *k = calloc(32, sizeof *k);
+    float *v = calloc(32, sizeof *v), *o = calloc(32, sizeof *o);
+    smyrf_tensor tq = {q, 1, 1, 8, 4, 32, 32, 4}, tk = tq, tv = tq;
+    smyrf_tensor_mut to = {o, 1, 1, 8, 4, 32, 32, 4};
+    tk.data = k;
+    tv.data = v;
+    smyrf_status s = smyrf_dense_attention(&tq, &tk, &tv, NULL, 0.0f, &to, NULL);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    return (int)s;
+}
+"#,
+    )
+    .unwrap();
+    let exe = lib.join("overflow");
+    build(&source, &lib, &SANITIZE, &exe).unwrap();
+    let (ok, text) = run(&exe, &lib, "0");
+    assert!(!ok && text.contains("heap-buffer-overflow"), "{text}");
+}
