@@ -785,7 +785,10 @@ impl CallBuffers<'_> {
             shape_of_mut(&out),
         )?;
         // Both products are below isize::MAX / 4: `required_len` bounded the full tensors.
-        let mask_len = ks.batch * ks.seq_len;
+        // The mask is `[batch][k seq_len]`; until the batches are checked equal, view no more
+        // than both readings of "batch" promise (a slice past the caller's buffer would be
+        // undefined behaviour even unread).
+        let mask_len = qs.batch.min(ks.batch) * ks.seq_len;
         let lse_len = qs.batch * qs.heads * qs.seq_len;
         let mask_span = match key_mask.is_null() {
             true => None,

@@ -261,8 +261,19 @@ enum Alias {
 }
 
 /// One plan: created one of several ways, checked, returned (or NULL when refused).
-/// Also returns the plan's logit scale.
-fn make_plan(input: &mut Input, head_dim: usize) -> (*mut smyrf_plan, f32) {
+/// What a call needs to know of its plan.
+#[derive(Clone, Copy)]
+struct PlanInfo {
+    plan: *const smyrf_plan,
+    /// The logit scale it applies.
+    scale: f32,
+    /// Its design §8 window (a call with Nq ≠ Nk is then refused).
+    window: u32,
+    /// Its hash rounds: calls stay tiny when there are many (each round is a full pass).
+    rounds: u32,
+}
+
+fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     let mut config = smyrf_config_default();
     let mut valid = true;
     config.n_hashes = match input.rare(16) {
@@ -295,6 +306,18 @@ fn make_plan(input: &mut Input, head_dim: usize) -> (*mut smyrf_plan, f32) {
         false => input.range(0, 3) as u32,
         true => input.pick(&[4, 5, u32::MAX]),
     };
+    // Design §8 blocks, now and then: sinks, a window, residual samples.
+    if input.rare(64) {
+        config.n_sinks = input.pick(&[0, 1, 2, 5, 40, u32::MAX]);
+        config.sink_selection = match input.rare(16) {
+            false => input.range(0, 1) as u32,
+            true => input.pick(&[2, u32::MAX]),
+        };
+        config.window = input.pick(&[0, 0, 1, 2, 5, 16, u32::MAX]);
+        config.n_samples = input.pick(&[0, 0, 1, 3, 8, 1000]);
+        config.sample_group = input.pick(&[0, 1, 3, 64, u32::MAX]);
+    }
+    valid &= config.sink_selection <= 1;
     // Keep allocations bounded: a large head dim only with few rounds.
     if head_dim > 64 && config.n_hashes > 4 {
         config.n_hashes = 4;
@@ -349,7 +372,12 @@ fn make_plan(input: &mut Input, head_dim: usize) -> (*mut smyrf_plan, f32) {
     if status != smyrf_status::SMYRF_OK {
         assert!(!valid, "a valid plan was refused: {}", last_error());
         assert_eq!(plan, sentinel_plan, "a refused plan was stored");
-        return (null_mut(), 0.0);
+        return PlanInfo {
+            plan: null(),
+            scale: 0.0,
+            window: 0,
+            rounds: 0,
+        };
     }
     assert!(
         valid,
@@ -414,16 +442,31 @@ fn make_plan(input: &mut Input, head_dim: usize) -> (*mut smyrf_plan, f32) {
         0.0 => 1.0 / (head_dim as f32).sqrt(),
         scale => scale,
     };
-    (plan, scale)
+    PlanInfo {
+        plan,
+        scale,
+        window: config.window,
+        rounds: config.n_hashes,
+    }
 }
 
-/// One attention call: SMYRF through `plan` (which may be NULL) with its scale, or dense
-/// when `plan` is `None`.
-fn attention_call(input: &mut Input, plan: Option<(*const smyrf_plan, f32)>, head_dim: usize) {
+/// One attention call: SMYRF through `plan` (whose pointer may be NULL), or dense when
+/// `plan` is `None`.
+fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     // The consistent sizes of the call, before any perturbation.
     let hkv = input.range(1, 3);
     let (b, hq) = (input.range(1, 3), hkv * input.range(1, 2));
-    let (nq, nk) = (seq_len(input), seq_len(input));
+    let many_rounds = plan.is_some_and(|p| p.rounds > 8);
+    let seq_len = |input: &mut Input| match many_rounds {
+        true => input.range(1, 4),
+        false => seq_len(input),
+    };
+    let nq = seq_len(input);
+    // Self-attention lengths (Nq = Nk) most of the time when the plan has a window.
+    let nk = match plan.is_some_and(|p| p.window > 0) && !input.rare(32) {
+        true => nq,
+        false => seq_len(input),
+    };
     let d = match (input.rare(32), plan) {
         (false, Some(_)) => head_dim,
         _ => input.range(1, 9),
@@ -436,7 +479,8 @@ fn attention_call(input: &mut Input, plan: Option<(*const smyrf_plan, f32)>, hea
     let vs = spec(input, [b, hkv, nk, dv], &mut clean, false);
     let os = spec(input, [b, hq, nq, dv], &mut out_clean, true);
     let mut valid = clean && out_clean;
-    valid &= plan.is_none_or(|(plan, _)| !plan.is_null() && d == head_dim);
+    valid &= plan.is_none_or(|p| !p.plan.is_null() && d == head_dim);
+    valid &= plan.is_none_or(|p| p.window == 0 || nq == nk);
 
     let extents = [qs.extent(), ks.extent(), vs.extent(), os.extent()];
     // Keep every case small; sizes and strides above stay far below this.
@@ -526,9 +570,9 @@ fn attention_call(input: &mut Input, plan: Option<(*const smyrf_plan, f32)>, hea
         Some(_) => (&tq, null_mut()),
         None => (&tq, &mut to),
     };
-    let mut logit_scale = plan.map_or(0.0, |(_, scale)| scale);
+    let mut logit_scale = plan.map_or(0.0, |p| p.scale);
     let (function, status) = match plan {
-        Some((plan, _)) => {
+        Some(PlanInfo { plan, .. }) => {
             // SAFETY: every pointer is NULL, dangling for a view the library must refuse
             // from its sizes, or valid for exactly the extent its shape declares.
             let status =
@@ -593,6 +637,7 @@ fn attention_call(input: &mut Input, plan: Option<(*const smyrf_plan, f32)>, hea
         plan.is_none() || qs.dim == head_dim,
         "{function}: wrong head dim"
     );
+    assert!(plan.is_none_or(|p| p.window == 0 || qs.seq_len == ks.seq_len));
     assert!(ks.heads == vs.heads && qs.heads == os.heads && qs.heads.is_multiple_of(ks.heads));
     assert!(ks.seq_len == vs.seq_len && qs.seq_len == os.seq_len);
     let mut covered = vec![false; out.len()];
@@ -677,15 +722,15 @@ fuzz_target!(|data: &[u8]| {
         false => input.range(1, 9),
         true => input.pick(&[0, 1 << 16, (1 << 16) + 1, usize::MAX]),
     };
-    let (plan, scale) = make_plan(&mut input, head_dim);
+    let plan = make_plan(&mut input, head_dim);
     let calls = input.range(1, 3);
     for _ in 0..calls {
         match input.flag() {
             // A call on a refused plan is a call with a NULL plan.
-            true => attention_call(&mut input, Some((plan, scale)), head_dim),
+            true => attention_call(&mut input, Some(plan), head_dim),
             false => attention_call(&mut input, None, head_dim),
         }
     }
     // SAFETY: a plan from `make_plan` (or NULL), destroyed once.
-    unsafe { smyrf_plan_destroy(plan) };
+    unsafe { smyrf_plan_destroy(plan.plan.cast_mut()) };
 });

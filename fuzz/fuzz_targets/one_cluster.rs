@@ -2,12 +2,13 @@
 //! arbitrary small shapes (design §1: one cluster is exact dense attention for any R):
 //! batch, grouped-query heads, both memory layouts, masks (a batch element without valid
 //! keys included), every supported tier, 1 to 3 hash rounds, sequences across the 64-query
-//! and 256-key tile edges. Outputs must agree to a tolerance; the log-sum-exp to the same
-//! tolerance after the ln R that merging R equal rounds adds.
+//! and 256-key tile edges, and now and then the design §8 sinks, window and samples around
+//! one round. Outputs must agree to a tolerance; the log-sum-exp to the same tolerance after
+//! the ln R that merging R equal rounds adds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smyrf::{dense_attention, Config, Isa, Plan, Shape, TensorView, TensorViewMut};
+use smyrf::{dense_attention, Config, Isa, Plan, Shape, SinkSelection, TensorView, TensorViewMut};
 use smyrf_fuzz::{filler, Input};
 
 /// A contiguous tensor in one of the two layouts.
@@ -40,11 +41,26 @@ fuzz_target!(|data: &[u8]| {
     let b = input.range(1, 2);
     let hkv = input.range(1, 2);
     let hq = hkv * input.range(1, 3);
+    // Design §8 blocks (sinks, a window, samples) now and then. With one cluster and one
+    // round every valid key still lands in exactly one block, so the result is still dense
+    // attention (samples find no key outside the cluster). A window needs Nq = Nk.
+    let hybrid = input.rare(96);
+    let (n_sinks, window, n_samples) = match hybrid {
+        true => (input.range(0, 5), input.range(0, 9), input.range(0, 3)),
+        false => (0, 0, 0),
+    };
+    let sink_selection = input.pick(&[SinkSelection::First, SinkSelection::MeanQuery]);
     let nq = seq_len(&mut input, 64);
-    let nk = seq_len(&mut input, 256);
+    let nk = match window {
+        0 => seq_len(&mut input, 256),
+        _ => nq,
+    };
     let d = input.range(1, 20);
     let dv = input.range(1, 20);
-    let n_hashes = input.range(1, 3);
+    let n_hashes = match hybrid {
+        true => 1,
+        false => input.range(1, 3),
+    };
     let tiers: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_supported()).collect();
     let isa = input.pick(&tiers);
     let scale = input.pick(&[None, Some(0.0), Some(0.25), Some(1.0), Some(8.0)]);
@@ -57,6 +73,11 @@ fuzz_target!(|data: &[u8]| {
         seed: input.u64(),
         num_threads: input.pick(&[0, 1, 2]),
         isa: Some(isa),
+        n_sinks,
+        sink_selection,
+        window,
+        n_samples,
+        sample_group: input.range(0, 4),
     };
     let layouts = [input.flag(), input.flag(), input.flag(), input.flag()];
     let mask: Option<Vec<u8>> = match input.range(0, 3) {
