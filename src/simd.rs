@@ -26,7 +26,7 @@ pub(crate) trait SimdF32 {
     unsafe fn floor(a: Self::V) -> Self::V;
     /// 2^n for lanes holding integers in [−126, 127].
     unsafe fn pow2i(n: Self::V) -> Self::V;
-    /// `y` where `x ≥ limit`, +0.0 where `x < limit`.
+    /// +0.0 where `x < limit`, else `y` (also where `x` is NaN).
     unsafe fn zero_below(x: Self::V, limit: f32, y: Self::V) -> Self::V;
     /// y · 2^n for lanes of n holding integers ≤ 0, results in the subnormal range rounded
     /// once: two normal scalings by 2^⌊n/2⌋ and 2^(n−⌊n/2⌋) (n clamped at −150). A tier with a
@@ -200,8 +200,9 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn zero_below(x: __m512, limit: f32, y: __m512) -> __m512 {
-            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(limit));
-            _mm512_maskz_mov_ps(keep, y)
+            // Ordered compare: a NaN x is not below, so its (NaN) y passes through.
+            let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(limit));
+            _mm512_mask_mov_ps(y, below, _mm512_setzero_ps())
         }
         /// `vscalefps`: y · 2^n in one instruction, subnormal results correctly rounded.
         #[inline(always)]
@@ -290,8 +291,9 @@ mod arm {
         }
         #[inline(always)]
         unsafe fn zero_below(x: float32x4_t, limit: f32, y: float32x4_t) -> float32x4_t {
-            let keep = vcgeq_f32(x, vdupq_n_f32(limit));
-            vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(y)))
+            // Ordered compare: a NaN x is not below, so its (NaN) y passes through.
+            let below = vcltq_f32(x, vdupq_n_f32(limit));
+            vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), below))
         }
         #[inline(always)]
         unsafe fn reduce_add(v: float32x4_t) -> f32 {

@@ -286,6 +286,15 @@ fn exp_within_documented_bound_every_tier() {
         ];
         testing::exp_in_place(isa, &mut special).unwrap();
         assert!(special[0].is_nan(), "{isa}: NaN must stay NaN");
+        // NaN and −∞ in every lane position of the vector paths, not only the scalar tail.
+        for at in 0..32 {
+            let mut lanes = vec![-1.5f32; 32];
+            lanes[at] = f32::NAN;
+            lanes[(at + 7) % 32] = f32::NEG_INFINITY;
+            testing::exp_in_place(isa, &mut lanes).unwrap();
+            assert!(lanes[at].is_nan(), "{isa}: NaN at lane {at} must stay NaN");
+            assert_eq!(lanes[(at + 7) % 32], 0.0, "{isa}: exp(-inf) at lane {}", (at + 7) % 32);
+        }
         assert_eq!(special[1], 0.0, "{isa}: exp(-inf) = 0");
         assert_eq!(special[2], 1.0);
         assert_eq!(special[3], 1.0);
