@@ -293,7 +293,12 @@ fn exp_within_documented_bound_every_tier() {
             lanes[(at + 7) % 32] = f32::NEG_INFINITY;
             testing::exp_in_place(isa, &mut lanes).unwrap();
             assert!(lanes[at].is_nan(), "{isa}: NaN at lane {at} must stay NaN");
-            assert_eq!(lanes[(at + 7) % 32], 0.0, "{isa}: exp(-inf) at lane {}", (at + 7) % 32);
+            assert_eq!(
+                lanes[(at + 7) % 32],
+                0.0,
+                "{isa}: exp(-inf) at lane {}",
+                (at + 7) % 32
+            );
         }
         assert_eq!(special[1], 0.0, "{isa}: exp(-inf) = 0");
         assert_eq!(special[2], 1.0);
