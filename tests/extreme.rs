@@ -430,11 +430,12 @@ fn nan_and_infinity_in_q_k_v_stay_in_their_head_and_cluster() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; runs natively")]
 fn every_value_non_finite_is_contained_too() {
     // A whole head of NaN keys, or of +∞ queries: no panic, the head's outputs are NaN or
     // finite, the other heads and batch elements are untouched.
     let mut rng = Rng(15);
-    let (n, d) = (if cfg!(miri) { 12 } else { 48 }, 4);
+    let (n, d) = (48, 4);
     let (q, k, v) = two_by_two(&mut rng, n, d);
     for config in [one_cluster(n, 3), clustered(6)] {
         let clean = smyrf(&config, &q, &k, &v, None).0;
@@ -453,9 +454,10 @@ fn every_value_non_finite_is_contained_too() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; runs natively")]
 fn mask_bytes_other_than_one_count_as_valid() {
     let mut rng = Rng(16);
-    let (n, d) = (if cfg!(miri) { 14 } else { 70 }, 8);
+    let (n, d) = (70, 8);
     let (q, k, v) = two_by_two(&mut rng, n, d);
     let bytes: Vec<u8> = (0..2 * n)
         .map(|j| [0, 1, 2, 127, 128, 255, 0][j % 7])
