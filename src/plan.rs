@@ -149,12 +149,12 @@ impl Plan {
         let per_token = 4 // norms
             + 4 * rounds // hashes
             + 4 * rounds // permutations
-            + 4 // key order (keys), lse (queries)
-            + 8 * 2 * rounds; // sort ping-pong buffers
+            + 4; // key order (keys), lse (queries)
         let per_head = nq
             .saturating_add(nk)
             .saturating_mul(per_token)
-            .saturating_add(8 * 2 * rounds); // segment lengths
+            .saturating_add(8 * 2 * rounds) // segment lengths
+            .saturating_add(sort::scratch_bytes(nq.max(nk))); // the longest segment's sort
         let threads = match self.threads {
             Threads::Caller => 1,
             Threads::Global => rayon::current_num_threads(),

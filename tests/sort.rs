@@ -289,36 +289,61 @@ fn special_values_in_detail() {
     check_all_entry_points(&long, &oracle_perm(&long), "special values, repeated");
 }
 
+/// The f32 whose ordered key is `key` (the inverse of the documented key map, for keys that
+/// are not NaN).
+fn from_ordered_key(key: u32) -> f32 {
+    let bits = if key & 0x8000_0000 != 0 {
+        key ^ 0x8000_0000
+    } else {
+        !key
+    };
+    f32::from_bits(bits)
+}
+
 #[test]
 fn passes_are_skipped_when_digits_agree() {
-    let n = 5000;
+    // The sort's digits are key bits 0–9, 10–19 and 20–31 (src/sort/mod.rs); a pass whose
+    // digit is the same for every key is skipped, so each of the 8 subsets of varying digits
+    // takes its own path.
+    let digits = [(0u32, 10u32), (10, 10), (20, 12)];
     let mut rng = SplitMix64(5);
-    // Negatives have all their bits flipped by the key map, so each case is built for one
-    // sign at a time (mixing signs would make every digit differ).
-    for sign in [0u32, 0x8000_0000] {
-        // Only the low 11 bits differ: only the first pass runs.
-        let low: Vec<f32> = (0..n)
-            .map(|_| f32::from_bits(sign | (0x3F80_0000 + rng.below(2048) as u32)))
-            .collect();
-        // Only the top bits differ (powers of two): only the last pass runs.
-        let high: Vec<f32> = (0..n)
-            .map(|_| f32::from_bits(sign | ((100 + rng.below(50) as u32) << 23)))
-            .collect();
-        // Low and top bits differ, the middle digit is shared: the first and last passes run.
-        let ends: Vec<f32> = (0..n)
-            .map(|_| {
-                let exponent = (100 + rng.below(50) as u32) << 23;
-                f32::from_bits(sign | exponent | rng.below(2048) as u32)
-            })
-            .collect();
-        for (keys, what) in [
-            (&low, "low digit"),
-            (&high, "top digit"),
-            (&ends, "first and last"),
-        ] {
-            check_all_entry_points(keys, &oracle_perm(keys), &format!("{what}, sign {sign:#x}"));
+    for n in [5000usize, 40_000] {
+        for subset in 0..8u32 {
+            let base = 0x9234_5678u32; // a positive finite value's key
+            let keys: Vec<f32> = (0..n)
+                .map(|_| {
+                    let mut key = base;
+                    for (d, &(shift, bits)) in digits.iter().enumerate() {
+                        if subset >> d & 1 == 1 {
+                            let mask = ((1u64 << bits) - 1) as u32;
+                            // The top digit stays in 0x200..0xC00: finite values of both
+                            // signs (no NaN keys).
+                            let value = if d == 2 {
+                                0x200 + rng.below(0xA00) as u32
+                            } else {
+                                rng.next_u32() & mask
+                            };
+                            key = (key & !(mask << shift)) | (value << shift);
+                        }
+                    }
+                    from_ordered_key(key)
+                })
+                .collect();
+            assert!(keys.iter().all(|x| !x.is_nan()));
+            check_all_entry_points(
+                &keys,
+                &oracle_perm(&keys),
+                &format!("varying digits {subset:03b}, n = {n}"),
+            );
         }
     }
+}
+
+#[test]
+fn lengths_around_the_narrow_word_limit() {
+    // Up to 2^20 keys the last pass reads 32-bit words (top digit and index); past that,
+    // 64-bit pairs.
+    check_lengths(&[1 << 20, (1 << 20) + 1], &[Dist::Hashes, Dist::RandomBits]);
 }
 
 #[test]

@@ -1,27 +1,21 @@
-//! The AVX2 (8 lanes) tier of the sort (design §4): the key map with its packing into
-//! `(ordered_key << 32) | index` pairs, and the exclusive prefix sum of a histogram. The
-//! histogram increments and the scatter passes are shared scalar code in `mod.rs`.
+//! The AVX2 (8 lanes) tier of the sort (design §4): the key map and the exclusive prefix sum
+//! of a histogram. The histogram
+//! increments and the scatter passes are shared scalar code in `mod.rs`.
 //!
 //! Measured gains over the portable tier are in BENCHMARKS.md ("Radix argsort (issue 4)",
 //! `argsort_tiers`).
 
-use super::{ordered_key, pack, RADIX};
+use super::ordered_key;
 use std::arch::x86_64::*;
 
-/// `packed[j] = (ordered_key(keys[j]) << 32) | (first_index + j)`, 8 keys per step.
+/// `ordered[j] = ordered_key(keys[j])`, 8 keys per step.
 #[target_feature(enable = "avx2")]
-pub(super) fn pack_block(keys: &[f32], first_index: u32, packed: &mut [u64]) {
-    assert_eq!(keys.len(), packed.len(), "pack_block: length mismatch");
+pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
+    assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm256_set1_epi32(i32::MIN);
-    let step = _mm256_set1_epi64x(8);
-    let mut index_lo = _mm256_add_epi64(
-        _mm256_set1_epi64x(first_index as i64),
-        _mm256_setr_epi64x(0, 1, 2, 3),
-    );
-    let mut index_hi = _mm256_add_epi64(index_lo, _mm256_set1_epi64x(4));
     let (key_chunks, key_tail) = keys.as_chunks::<8>();
-    let (pair_chunks, pair_tail) = packed.as_chunks_mut::<8>();
-    for (chunk, pairs) in key_chunks.iter().zip(pair_chunks.iter_mut()) {
+    let (out_chunks, out_tail) = ordered.as_chunks_mut::<8>();
+    for (chunk, out) in key_chunks.iter().zip(out_chunks.iter_mut()) {
         // SAFETY: `chunk` is 8 readable f32; unaligned loads are allowed.
         let x = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
         // ordered_key: flip all bits of negatives, the sign bit of the rest; NaN → u32::MAX
@@ -30,21 +24,11 @@ pub(super) fn pack_block(keys: &[f32], first_index: u32, packed: &mut [u64]) {
         let flip = _mm256_or_si256(_mm256_srai_epi32::<31>(bits), sign_bit);
         let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
         let key = _mm256_or_si256(_mm256_xor_si256(bits, flip), nan);
-        let key_lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(key));
-        let key_hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(key));
-        let pair_lo = _mm256_or_si256(_mm256_slli_epi64::<32>(key_lo), index_lo);
-        let pair_hi = _mm256_or_si256(_mm256_slli_epi64::<32>(key_hi), index_hi);
-        // SAFETY: `pairs` is 8 writable u64; unaligned stores are allowed.
-        unsafe {
-            _mm256_storeu_si256(pairs.as_mut_ptr().cast(), pair_lo);
-            _mm256_storeu_si256(pairs.as_mut_ptr().add(4).cast(), pair_hi);
-        }
-        index_lo = _mm256_add_epi64(index_lo, step);
-        index_hi = _mm256_add_epi64(index_hi, step);
+        // SAFETY: `out` is 8 writable u32; unaligned stores are allowed.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), key) };
     }
-    let tail_first = first_index + (key_chunks.len() * 8) as u32;
-    for (j, (&x, slot)) in key_tail.iter().zip(pair_tail.iter_mut()).enumerate() {
-        *slot = pack(ordered_key(x), tail_first + j as u32);
+    for (&x, slot) in key_tail.iter().zip(out_tail.iter_mut()) {
+        *slot = ordered_key(x);
     }
 }
 
@@ -52,11 +36,16 @@ pub(super) fn pack_block(keys: &[f32], first_index: u32, packed: &mut [u64]) {
 /// 128-bit half, the low half's total added to the high half, and the running total carried
 /// in a broadcast.
 #[target_feature(enable = "avx2")]
-pub(super) fn exclusive_prefix_sum(histogram: &mut [u32; RADIX]) {
+pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
+    let (chunks, tail) = histogram.as_chunks_mut::<8>();
+    assert!(
+        tail.is_empty(),
+        "exclusive_prefix_sum: length not a multiple of 8"
+    );
     let lane_3 = _mm256_set1_epi32(3);
     let lane_7 = _mm256_set1_epi32(7);
     let mut carry = _mm256_setzero_si256();
-    for chunk in histogram.as_chunks_mut::<8>().0 {
+    for chunk in chunks {
         // SAFETY: `chunk` is 8 readable u32; unaligned loads are allowed.
         let counts = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
         // Byte shifts move lanes up within each 128-bit half.

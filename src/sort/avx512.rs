@@ -1,28 +1,22 @@
-//! The AVX-512 (16 lanes) tier of the sort (design §4): the key map with its packing into
-//! `(ordered_key << 32) | index` pairs, and the exclusive prefix sum of a histogram. The
-//! histogram increments and the scatter passes are shared scalar code in `mod.rs`.
+//! The AVX-512 (16 lanes) tier of the sort (design §4): the key map and the exclusive prefix
+//! sum of a histogram. The histogram
+//! increments and the scatter passes are shared scalar code in `mod.rs`.
 //!
 //! Measured gains over the portable tier are in BENCHMARKS.md ("Radix argsort (issue 4)",
 //! `argsort_tiers`).
 
-use super::{ordered_key, pack, RADIX};
+use super::ordered_key;
 use std::arch::x86_64::*;
 
-/// `packed[j] = (ordered_key(keys[j]) << 32) | (first_index + j)`, 16 keys per step.
+/// `ordered[j] = ordered_key(keys[j])`, 16 keys per step.
 #[target_feature(enable = "avx512f")]
-pub(super) fn pack_block(keys: &[f32], first_index: u32, packed: &mut [u64]) {
-    assert_eq!(keys.len(), packed.len(), "pack_block: length mismatch");
+pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
+    assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm512_set1_epi32(i32::MIN);
     let all_ones = _mm512_set1_epi32(-1);
-    let step = _mm512_set1_epi64(16);
-    let mut index_lo = _mm512_add_epi64(
-        _mm512_set1_epi64(first_index as i64),
-        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
-    );
-    let mut index_hi = _mm512_add_epi64(index_lo, _mm512_set1_epi64(8));
     let (key_chunks, key_tail) = keys.as_chunks::<16>();
-    let (pair_chunks, pair_tail) = packed.as_chunks_mut::<16>();
-    for (chunk, pairs) in key_chunks.iter().zip(pair_chunks.iter_mut()) {
+    let (out_chunks, out_tail) = ordered.as_chunks_mut::<16>();
+    for (chunk, out) in key_chunks.iter().zip(out_chunks.iter_mut()) {
         // SAFETY: `chunk` is 16 readable f32; unaligned loads are allowed.
         let x = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
         // ordered_key: flip all bits of negatives, the sign bit of the rest; NaN → u32::MAX.
@@ -31,32 +25,27 @@ pub(super) fn pack_block(keys: &[f32], first_index: u32, packed: &mut [u64]) {
         let key = _mm512_xor_si512(bits, flip);
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
         let key = _mm512_mask_mov_epi32(key, nan, all_ones);
-        let key_lo = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(key));
-        let key_hi = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64::<1>(key));
-        let pair_lo = _mm512_or_si512(_mm512_slli_epi64::<32>(key_lo), index_lo);
-        let pair_hi = _mm512_or_si512(_mm512_slli_epi64::<32>(key_hi), index_hi);
-        // SAFETY: `pairs` is 16 writable u64; unaligned stores are allowed.
-        unsafe {
-            _mm512_storeu_si512(pairs.as_mut_ptr().cast(), pair_lo);
-            _mm512_storeu_si512(pairs.as_mut_ptr().add(8).cast(), pair_hi);
-        }
-        index_lo = _mm512_add_epi64(index_lo, step);
-        index_hi = _mm512_add_epi64(index_hi, step);
+        // SAFETY: `out` is 16 writable u32; unaligned stores are allowed.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), key) };
     }
-    let tail_first = first_index + (key_chunks.len() * 16) as u32;
-    for (j, (&x, slot)) in key_tail.iter().zip(pair_tail.iter_mut()).enumerate() {
-        *slot = pack(ordered_key(x), tail_first + j as u32);
+    for (&x, slot) in key_tail.iter().zip(out_tail.iter_mut()) {
+        *slot = ordered_key(x);
     }
 }
 
 /// [`super::exclusive_prefix_sum_portable`] 16 counts per step: a log-step scan inside the
 /// vector (lanes shifted by 1, 2, 4, 8), plus the running total carried in a broadcast.
 #[target_feature(enable = "avx512f")]
-pub(super) fn exclusive_prefix_sum(histogram: &mut [u32; RADIX]) {
+pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
+    let (chunks, tail) = histogram.as_chunks_mut::<16>();
+    assert!(
+        tail.is_empty(),
+        "exclusive_prefix_sum: length not a multiple of 16"
+    );
     let zero = _mm512_setzero_si512();
     let last_lane = _mm512_set1_epi32(15);
     let mut carry = zero;
-    for chunk in histogram.as_chunks_mut::<16>().0 {
+    for chunk in chunks {
         // SAFETY: `chunk` is 16 readable u32; unaligned loads are allowed.
         let counts = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
         // `_mm512_alignr_epi32::<16 - s>(x, zero)` is `x` moved up by `s` lanes, zeros below.

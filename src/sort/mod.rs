@@ -5,62 +5,79 @@
 //!
 //! # Method
 //!
-//! Each key is mapped by [`ordered_key`] to a u32 whose unsigned order is the order above, and
-//! packed with its index as `(ordered_key << 32) | index` in a u64. One read of the keys packs
-//! them and counts every digit of every key (the histograms of all passes at once, counted
-//! from a packed block of 256 while it is in L1). Then an LSD radix sort scatters the pairs by
-//! 11-bit digits (3 passes: bits 0–10, 11–21, 22–31) between two ping-pong buffers, skipping
-//! every pass whose digit is the same for all keys. The last pass writes only the index,
-//! straight into the caller's permutation. LSD passes are stable, so equal keys keep their
-//! index order. Inputs of at most `SMALL_SORT_MAX` (384) keys sort the packed pairs with
-//! `sort_unstable` instead: the pairs are distinct, so the permutation is the same.
+//! Each key is mapped by [`ordered_key`] to a u32 whose unsigned order is the order above.
+//! One read of the keys maps them (vectorised, a block of 256 at a time) and counts every
+//! digit of every key from the block while it is in L1: the histograms of all passes at
+//! once. Then an LSD radix sort runs three passes over the digits bits 0–9, 10–19 and 20–31,
+//! skipping every pass whose digit is the same for all keys. What each pass moves shrinks:
+//!
+//! 1. pass 0 reads the ordered keys (4 bytes, the index is the position) and writes
+//!    `(key << 32) | index` pairs (8 bytes);
+//! 2. pass 1 reads the pairs and writes narrow words, `top digit << 20 | index` (4 bytes):
+//!    the last pass needs nothing else. Indices fit in 20 bits up to `NARROW_MAX` (2^20)
+//!    keys; longer segments keep 8-byte pairs, in a second buffer;
+//! 3. pass 2 reads the words and writes the bare index straight into the caller's
+//!    permutation.
+//!
+//! LSD passes are stable, so equal keys keep their index order. Inputs of at most
+//! `SMALL_SORT_MAX` (384) keys sort packed pairs with `sort_unstable` instead: the pairs are
+//! distinct, so the permutation is the same. Scratch: 12 bytes per key (20 past 2^20 keys)
+//! plus 24 KiB of counters.
 //!
 //! # Measurements behind the choices
 //!
-//! Intel Xeon (Sapphire Rapids), 2 vCPUs shared with other work, hash-like (Gaussian) keys.
+//! Intel Xeon (Sapphire Rapids), 2 vCPUs shared with other work, hash-like (Gaussian) keys,
+//! ns per key, best of 5 runs of an experiment harness (the criterion figures are in
+//! BENCHMARKS.md).
 //!
-//! Digit width, with the same code for both widths and a scalar histogram (ns per key):
+//! The first version moved 8-byte pairs through three 11-bit passes (bits 0–10, 11–21,
+//! 22–31): 4.4 ns at 16 Ki keys, 4.5 at 64 Ki, 6.0 at 1 Mi; phases at 16 Ki: mapping and
+//! counting 1.0, each 11-bit pass 1.0–1.2, the last 0.8. Then, each step measured on its own:
 //!
-//! | n     | 8-bit, 4 passes | 11-bit, 3 passes |
-//! |-------|-----------------|------------------|
-//! | 1 Ki  | 5.30            | 5.34             |
-//! | 4 Ki  | 6.88            | 4.92             |
-//! | 16 Ki | 5.94            | 5.24             |
-//! | 64 Ki | 6.00            | 5.34             |
-//! | 1 Mi  | 8.33            | 7.47             |
+//! - narrow words for the last pass (4 instead of 8 bytes read and written): −8%;
+//! - mapping into a u32 array and packing pairs in pass 0 instead of a packing pre-pass:
+//!   −10% at 16 Ki;
+//! - the digit split. Per pass, fewer buckets means fewer write streams (256 buckets stay in
+//!   L1, 2048 spill to L2); more buckets in the top digit cost little on hashes, whose top
+//!   bits (sign, exponent, a few mantissa bits) take few values. With the steps above, at
+//!   16 Ki / 64 Ki / 1 Mi: 11/11/10 3.7 / 3.9 / 5.2, 10/10/12 3.4 / 3.4 / 5.2, 9/9/14 3.3 /
+//!   3.3 / 5.2 (but 3.9 at 4 Ki against 3.5, and slower on uniformly random bit patterns,
+//!   whose 16384 top buckets are all live), 14/9/9 with 4-byte words from pass 0 on (indices
+//!   below 2^14) 4.1 at 16 Ki: its first pass is a random scatter. So 10/10/12;
+//! - the scatter loop unrolled by 4: −6% at 16 Ki;
+//! - not taken: four sub-histograms for the top digit (no gain: its buckets are few but not
+//!   so few that increments queue on one counter), counting the later passes' digits inside
+//!   the earlier scatters (the increments cost the same wherever they run), scattering only
+//!   indices and looking keys up (+15%), two interleaved halves per pass with their own
+//!   offsets (+5%: the extra counting costs more than the parallelism gains), an MSD pass on
+//!   the top 12 bits followed by small sorts per bucket (+70%: bucket fixed costs).
 //!
-//! An 8-bit pass keeps its 256 write streams in L1 (about 0.65–0.9 ns per key), an 11-bit
-//! pass spills its 2048 streams to L2 (about 1.0–1.2 ns), but one pass and one histogram
-//! increment fewer win from 4 Ki keys up, and they tie at 1 Ki. So 11 bits. (A 9/9/14-bit
-//! split, keeping the low passes in L1 and relying on hashes having few distinct top bits,
-//! measured 9–13% faster on Gaussian keys from 16 Ki to 1 Mi, but 19% slower on uniformly
-//! random bit patterns at 16 Ki and 28% slower on Gaussian keys at 4 Ki, so it was not
-//! taken.)
+//! Where the time goes now (perf, 16 Ki keys): mapping and counting 25%, the three passes
+//! 24%, 21%, 21%. Each pass is a load, a digit, a counter load, a store, a counter store per
+//! key: the loops run at 2–3 cycles per key, bound by those loads and stores; the 16 Ki sort
+//! executes about 45 instructions per key.
 //!
-//! The fixed cost of a radix sort here is clearing and scanning 3 × 2048 counters; the x86
-//! tiers scan 16 or 8 counters per step (a third of the time at 1 Ki keys before). With that,
-//! the radix sort overtakes `sort_unstable` on the packed pairs between 320 and 448 keys,
-//! hence `SMALL_SORT_MAX`.
+//! The fixed cost of a radix sort here is clearing and scanning 6144 counters; the x86 tiers
+//! scan 16 or 8 counters per step. The radix sort overtakes `sort_unstable` on the packed
+//! pairs between 320 and 448 keys, hence `SMALL_SORT_MAX`.
 //!
-//! The scatter writes stay bounds-checked: unchecked writes measured within noise at 16 Ki
-//! keys and up (5–8% faster at 4 Ki), not worth an `unsafe` whose soundness would rest on
-//! every tier's prefix sum being exact.
+//! The scatter writes stay bounds-checked: unchecked writes measured 3% faster at 16 Ki
+//! keys, not worth an `unsafe` whose soundness would rest on every tier's prefix sum being
+//! exact.
 //!
 //! Partial sort: SMYRF only needs each key's cluster. The least a radix partial sort could do
 //! is the histogram and one MSD pass on the top digit: 2.1 ns per key at 16 Ki against 4.8 for
-//! the full sort, measured together. But the order within a cluster is the order of the
-//! floating-point sums of the attention that follows, and the output must stay bitwise the
-//! same as with the full stable sort, so the sort stays full.
+//! the first full sort, measured together. But the order within a cluster is the order of
+//! the floating-point sums of the attention that follows, and the output must stay bitwise
+//! the same as with the full stable sort, so the sort stays full.
 //!
-//! Vectorised parts: the key map with the packing (`pack_block`) and the prefix sum
-//! (`exclusive_prefix_sum`), in `avx512.rs` and `avx2.rs`: the AVX-512 tier sorts 6–11%
-//! faster than the portable tier at 16 Ki keys and 18–37% at 1 Ki, the AVX2 tier 4–8% and
-//! 3–22% (BENCHMARKS.md, "Radix argsort (issue 4)", across two runs). The histogram
-//! increments and the scatter stay scalar in every tier: each is a load and a store on a
-//! bucket that depends on the key, and the loops are bound by those stores, which vector
-//! scatter instructions would still issue once per key (not tried). No NEON file: it could
-//! not be measured on this machine, and the portable tier's plain code is what the compiler
-//! vectorises for NEON.
+//! Vectorised parts: the key map (`map_block`) and the prefix sum (`exclusive_prefix_sum`),
+//! in `avx512.rs` and `avx2.rs` (gains over the portable tier in BENCHMARKS.md, "Radix
+//! argsort (issue 4)"). The histogram increments and the scatter stay scalar in every tier:
+//! each is a load and a store on a bucket that depends on the key, and the loops are bound
+//! by those stores, which vector scatter instructions would still issue once per key (not
+//! tried). No NEON file: it could not be measured on this machine, and the portable tier's
+//! plain code is what the compiler vectorises for NEON.
 
 use crate::isa::Isa;
 
@@ -84,50 +101,108 @@ pub fn ordered_key(x: f32) -> u32 {
     bits ^ mask
 }
 
-/// Bits per radix digit (see the module documentation for the measurement).
-const RADIX_BITS: u32 = 11;
-/// Buckets per pass.
-const RADIX: usize = 1 << RADIX_BITS;
-/// Passes needed to cover 32 key bits.
-const PASSES: usize = 32usize.div_ceil(RADIX_BITS as usize);
-/// Inputs up to this length are sorted by `sort_unstable` on the packed pairs, which measured
-/// faster than the radix passes there (their fixed cost is clearing and summing 3 × 2048
-/// counters).
+/// Bits of the two low digits (passes 0 and 1).
+const LOW_BITS: u32 = 10;
+/// Buckets of a low pass.
+const LOW_RADIX: usize = 1 << LOW_BITS;
+/// Where the top digit (pass 2) starts: it is the key's 12 high bits.
+const TOP_SHIFT: u32 = 2 * LOW_BITS;
+/// Buckets of the top pass.
+const TOP_RADIX: usize = 1 << (32 - TOP_SHIFT);
+/// The digit histograms, passes 0, 1 and 2 one after the other.
+const COUNTS_LEN: usize = 2 * LOW_RADIX + TOP_RADIX;
+/// Longest segment whose indices fit in the `TOP_SHIFT` low bits of a narrow word
+/// (`top digit << TOP_SHIFT | index`), the last pass's input.
+const NARROW_MAX: usize = 1 << TOP_SHIFT;
+/// Inputs up to this length are sorted by `sort_unstable` on packed `(key << 32) | index`
+/// pairs, which measured faster than the radix passes there (their fixed cost is clearing
+/// and summing the histograms).
 const SMALL_SORT_MAX: usize = 384;
-/// Keys packed per block before their digits are counted, so the count reads an L1-resident
+/// Keys mapped per block before their digits are counted, so the count reads an L1-resident
 /// block.
 const BLOCK: usize = 256;
 
-/// The digit histograms of all passes; after the prefix sum, the next write offsets.
-type Counts = [[u32; RADIX]; PASSES];
+/// A pass's digit: `(key >> shift) & mask`.
+#[derive(Clone, Copy)]
+struct Digit {
+    shift: u32,
+    mask: u32,
+}
+
+/// The digits of passes 0, 1, 2.
+const DIGITS: [Digit; 3] = [
+    Digit {
+        shift: 0,
+        mask: LOW_RADIX as u32 - 1,
+    },
+    Digit {
+        shift: LOW_BITS,
+        mask: LOW_RADIX as u32 - 1,
+    },
+    Digit {
+        shift: TOP_SHIFT,
+        mask: TOP_RADIX as u32 - 1,
+    },
+];
+
+impl Digit {
+    #[inline(always)]
+    fn of(self, key: u32) -> usize {
+        ((key >> self.shift) & self.mask) as usize
+    }
+}
 
 /// Reusable buffers for [`argsort_into`] and [`argsort_many`]; grows on demand (to the longest
 /// segment sorted) and is kept by the caller, so calls allocate nothing once it is large
 /// enough.
 #[derive(Default)]
 pub struct SortScratch {
-    /// Packed `(ordered_key << 32) | index` pairs; the ping buffer.
-    packed: Vec<u64>,
-    /// The pong buffer.
+    /// Ordered keys; later the narrow words of the last pass.
+    keys: Vec<u32>,
+    /// Packed `(ordered_key << 32) | index` pairs.
+    pairs: Vec<u64>,
+    /// The second pair buffer, used only when a segment is too long for narrow words.
     spare: Vec<u64>,
-    /// `PASSES` histograms (kept in a Vec so that `Default` and growth stay simple).
-    counts: Vec<[u32; RADIX]>,
+    /// The three digit histograms (`COUNTS_LEN` counters).
+    counts: Vec<u32>,
+}
+
+/// Bytes of [`SortScratch`] after sorting a segment of `n` keys: what `Plan::scratch_bytes`
+/// accounts for the sort.
+pub(crate) fn scratch_bytes(n: usize) -> usize {
+    let per_key = if n > NARROW_MAX { 4 + 8 + 8 } else { 4 + 8 };
+    n.saturating_mul(per_key).saturating_add(4 * COUNTS_LEN)
+}
+
+/// The scratch of one segment, split into its parts.
+struct Buffers<'a> {
+    keys: &'a mut [u32],
+    pairs: &'a mut [u64],
+    spare: &'a mut [u64],
+    counts: &'a mut [u32],
 }
 
 impl SortScratch {
-    /// Buffers for a segment of `n` keys, growing them if needed.
-    fn buffers(&mut self, n: usize) -> (&mut [u64], &mut [u64], &mut Counts) {
-        if self.packed.len() < n {
-            self.packed.resize(n, 0);
-            self.spare.resize(n, 0);
+    /// Buffers for a segment of `n` keys, growing them if needed. `spare` is empty unless
+    /// `n` is too long for narrow words.
+    fn buffers(&mut self, n: usize) -> Buffers<'_> {
+        if self.keys.len() < n {
+            self.keys.resize(n, 0);
+            self.pairs.resize(n, 0);
         }
-        if self.counts.len() < PASSES {
-            self.counts.resize(PASSES, [0; RADIX]);
+        let spare_len = if n > NARROW_MAX { n } else { 0 };
+        if self.spare.len() < spare_len {
+            self.spare.resize(spare_len, 0);
         }
-        let counts: &mut Counts = (&mut self.counts[..PASSES])
-            .try_into()
-            .expect("SortScratch: PASSES histograms");
-        (&mut self.packed[..n], &mut self.spare[..n], counts)
+        if self.counts.len() < COUNTS_LEN {
+            self.counts.resize(COUNTS_LEN, 0);
+        }
+        Buffers {
+            keys: &mut self.keys[..n],
+            pairs: &mut self.pairs[..n],
+            spare: &mut self.spare[..spare_len],
+            counts: &mut self.counts[..COUNTS_LEN],
+        }
     }
 }
 
@@ -151,10 +226,10 @@ pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut Sort
 /// receives, segment by segment, each segment's stable ascending permutation in
 /// segment-local indices.
 ///
-/// The segments are sorted one after the other; each one's packed pairs (16 bytes per key,
-/// both buffers) stay in cache while it is sorted. Sorting all segments at once with the
-/// segment id in the high key bits would need at least the passes of one sort of all the
-/// keys, which measured slower than the segments one by one (BENCHMARKS.md, `argsort_many`).
+/// The segments are sorted one after the other; each one's buffers (12 bytes per key) stay
+/// in cache while it is sorted. Sorting all segments at once with the segment id in the high
+/// key bits would need at least the passes of one sort of all the keys, which measured
+/// slower than the segments one by one (BENCHMARKS.md, `argsort_many`).
 ///
 /// # Panics
 /// If the lengths differ, if the segment lengths do not add up to `keys.len()`, if a segment
@@ -211,66 +286,124 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
         small_sort(isa, keys, perm, scratch);
         return;
     }
-    let (packed, spare, counts) = scratch.buffers(n);
-    for histogram in counts.iter_mut() {
-        histogram.fill(0);
-    }
-    pack_and_count(isa, keys, packed, counts);
+    let Buffers {
+        keys: ordered,
+        pairs,
+        spare,
+        counts,
+    } = scratch.buffers(n);
+    counts.fill(0);
+    let (low0, rest) = counts.split_at_mut(LOW_RADIX);
+    let (low1, top) = rest.split_at_mut(LOW_RADIX);
+    let low0: &mut [u32; LOW_RADIX] = low0.try_into().expect("LOW_RADIX counters");
+    let low1: &mut [u32; LOW_RADIX] = low1.try_into().expect("LOW_RADIX counters");
+    let top: &mut [u32; TOP_RADIX] = top.try_into().expect("TOP_RADIX counters");
+    map_and_count(isa, keys, ordered, low0, low1, top);
 
     // A pass where every key has the same digit leaves the order as it is: skip it. The
     // others get their histogram turned into starting offsets.
-    let first_key = (packed[0] >> 32) as u32;
-    let mut active = [0usize; PASSES];
-    let mut n_active = 0;
-    for (pass, histogram) in counts.iter_mut().enumerate() {
-        let digit = ((first_key >> (pass as u32 * RADIX_BITS)) as usize) & (RADIX - 1);
-        if histogram[digit] as usize != n {
+    let first_key = ordered[0];
+    let mut active = [false; 3];
+    for (pass, histogram) in [&mut low0[..], &mut low1[..], &mut top[..]]
+        .into_iter()
+        .enumerate()
+    {
+        if histogram[DIGITS[pass].of(first_key)] as usize != n {
             exclusive_prefix_sum(isa, histogram);
-            active[n_active] = pass;
-            n_active += 1;
+            active[pass] = true;
         }
     }
-    let Some((&last, middle)) = active[..n_active].split_last() else {
-        // Every key equal: the identity is the stable order.
-        for (i, slot) in perm.iter_mut().enumerate() {
-            *slot = i as u32;
+    let (d0, d1, d2) = (DIGITS[0], DIGITS[1], DIGITS[2]);
+    let index_of_key = |i: usize, _: u32| i as u32;
+    let index_of_pair = |_: usize, pair: u64| pair as u32;
+    let pair_of_key = |i: usize, key: u32| pack(key, i as u32);
+    let key_of_pair = |pair: u64| (pair >> 32) as u32;
+    let narrow_of_pair = |_: usize, pair: u64| narrow(key_of_pair(pair), pair as u32);
+    let narrow_index = |_: usize, word: u32| word & (NARROW_MAX as u32 - 1);
+    let narrow_digit = |word: u32| (word >> TOP_SHIFT) as usize;
+    match active {
+        [false, false, false] => {
+            // Every key equal: the identity is the stable order.
+            for (i, slot) in perm.iter_mut().enumerate() {
+                *slot = i as u32;
+            }
         }
-        return;
-    };
-    let (mut src, mut dst) = (packed, spare);
-    for &pass in middle {
-        scatter_pairs(src, dst, &mut counts[pass], pass as u32 * RADIX_BITS);
-        std::mem::swap(&mut src, &mut dst);
+        // One pass: straight from the keys to the permutation.
+        [true, false, false] => scatter(ordered, perm, low0, |k| d0.of(k), index_of_key),
+        [false, true, false] => scatter(ordered, perm, low1, |k| d1.of(k), index_of_key),
+        [false, false, true] => scatter(ordered, perm, top, |k| d2.of(k), index_of_key),
+        // Two passes: keys → pairs → permutation.
+        [true, true, false] => {
+            scatter(ordered, pairs, low0, |k| d0.of(k), pair_of_key);
+            scatter(pairs, perm, low1, |p| d1.of(key_of_pair(p)), index_of_pair);
+        }
+        [true, false, true] => {
+            scatter(ordered, pairs, low0, |k| d0.of(k), pair_of_key);
+            scatter(pairs, perm, top, |p| d2.of(key_of_pair(p)), index_of_pair);
+        }
+        [false, true, true] => {
+            scatter(ordered, pairs, low1, |k| d1.of(k), pair_of_key);
+            scatter(pairs, perm, top, |p| d2.of(key_of_pair(p)), index_of_pair);
+        }
+        // Three passes: keys → pairs → narrow words (in the keys' buffer, free by then) →
+        // permutation; pairs twice when the indices do not fit narrow words.
+        [true, true, true] => {
+            scatter(ordered, pairs, low0, |k| d0.of(k), pair_of_key);
+            if n <= NARROW_MAX {
+                let words = ordered;
+                scatter(
+                    pairs,
+                    words,
+                    low1,
+                    |p| d1.of(key_of_pair(p)),
+                    narrow_of_pair,
+                );
+                scatter(words, perm, top, narrow_digit, narrow_index);
+            } else {
+                scatter(pairs, spare, low1, |p| d1.of(key_of_pair(p)), |_, p| p);
+                scatter(spare, perm, top, |p| d2.of(key_of_pair(p)), index_of_pair);
+            }
+        }
     }
-    scatter_indices(src, perm, &mut counts[last], last as u32 * RADIX_BITS);
 }
 
-/// Packs `keys` into `packed` and counts their digits, one L1-sized block at a time.
-fn pack_and_count(isa: Isa, keys: &[f32], packed: &mut [u64], counts: &mut Counts) {
-    for (block, (keys, packed)) in keys.chunks(BLOCK).zip(packed.chunks_mut(BLOCK)).enumerate() {
-        pack_block(isa, keys, (block * BLOCK) as u32, packed);
-        count_block(packed, counts);
+/// Maps `keys` to ordered keys and counts their digits, one L1-sized block at a time.
+fn map_and_count(
+    isa: Isa,
+    keys: &[f32],
+    ordered: &mut [u32],
+    low0: &mut [u32; LOW_RADIX],
+    low1: &mut [u32; LOW_RADIX],
+    top: &mut [u32; TOP_RADIX],
+) {
+    for (keys, ordered) in keys.chunks(BLOCK).zip(ordered.chunks_mut(BLOCK)) {
+        map_block(isa, keys, ordered);
+        for &key in ordered.iter() {
+            low0[DIGITS[0].of(key) & (LOW_RADIX - 1)] += 1;
+            low1[DIGITS[1].of(key) & (LOW_RADIX - 1)] += 1;
+            top[DIGITS[2].of(key) & (TOP_RADIX - 1)] += 1;
+        }
     }
 }
 
-/// `packed[j] = (ordered_key(keys[j]) << 32) | (first_index + j)`, with `isa`'s key map.
-fn pack_block(isa: Isa, keys: &[f32], first_index: u32, packed: &mut [u64]) {
+/// `ordered[j] = ordered_key(keys[j])`, with `isa`'s key map.
+fn map_block(isa: Isa, keys: &[f32], ordered: &mut [u32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX-512F.
-        Isa::Avx512 => unsafe { avx512::pack_block(keys, first_index, packed) },
+        Isa::Avx512 => unsafe { avx512::map_block(keys, ordered) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX2.
-        Isa::Avx2 => unsafe { avx2::pack_block(keys, first_index, packed) },
-        _ => pack_block_portable(keys, first_index, packed),
+        Isa::Avx2 => unsafe { avx2::map_block(keys, ordered) },
+        _ => map_block_portable(keys, ordered),
     }
 }
 
 /// The portable tier's key map: plain code, which the compiler vectorises for the baseline
 /// target (SSE2 on x86-64, NEON on aarch64).
-fn pack_block_portable(keys: &[f32], first_index: u32, packed: &mut [u64]) {
-    for (j, (&x, slot)) in keys.iter().zip(packed.iter_mut()).enumerate() {
-        *slot = pack(ordered_key(x), first_index + j as u32);
+fn map_block_portable(keys: &[f32], ordered: &mut [u32]) {
+    for (&x, slot) in keys.iter().zip(ordered.iter_mut()) {
+        *slot = ordered_key(x);
     }
 }
 
@@ -281,21 +414,14 @@ fn pack(key: u32, index: u32) -> u64 {
     ((key as u64) << 32) | index as u64
 }
 
-/// Adds every digit of every packed key of a block to the histograms. Shared by all tiers:
-/// each increment is a scalar read-modify-write.
+/// A narrow word: the key's top digit above its index (which must be below `NARROW_MAX`).
 #[inline(always)]
-fn count_block(packed: &[u64], counts: &mut Counts) {
-    for &pair in packed {
-        let key = (pair >> 32) as u32;
-        for (pass, histogram) in counts.iter_mut().enumerate() {
-            let digit = (key >> (pass as u32 * RADIX_BITS)) as usize & (RADIX - 1);
-            histogram[digit] += 1;
-        }
-    }
+fn narrow(key: u32, index: u32) -> u32 {
+    ((key >> TOP_SHIFT) << TOP_SHIFT) | index
 }
 
 /// Replaces each count by the sum of the counts before it, with `isa`'s scan.
-fn exclusive_prefix_sum(isa: Isa, histogram: &mut [u32; RADIX]) {
+fn exclusive_prefix_sum(isa: Isa, histogram: &mut [u32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX-512F.
@@ -308,7 +434,7 @@ fn exclusive_prefix_sum(isa: Isa, histogram: &mut [u32; RADIX]) {
 }
 
 /// The portable scan: a running sum, one scalar store per count.
-fn exclusive_prefix_sum_portable(histogram: &mut [u32; RADIX]) {
+fn exclusive_prefix_sum_portable(histogram: &mut [u32]) {
     let mut sum = 0u32;
     for slot in histogram.iter_mut() {
         let count = *slot;
@@ -317,40 +443,53 @@ fn exclusive_prefix_sum_portable(histogram: &mut [u32; RADIX]) {
     }
 }
 
-/// One LSD pass: moves every pair of `src` to `dst[offsets[digit]]`, in `src` order.
+/// One LSD pass: moves `item(i, src[i])` to `dst[offsets[digit(src[i])]]`, in `src` order.
 ///
-/// `offsets` must be the exclusive prefix sum of the histogram of this digit over exactly the
-/// pairs of `src` (as `pack_and_count` counted them), so every write lands in bounds.
+/// `offsets` must be the exclusive prefix sum of the histogram of `digit` over exactly the
+/// elements of `src`, so every write lands in bounds (the writes stay bounds-checked all the
+/// same: see the module documentation).
 #[inline(always)]
-fn scatter_pairs(src: &[u64], dst: &mut [u64], offsets: &mut [u32; RADIX], shift: u32) {
+fn scatter<S: Copy, D, const R: usize>(
+    src: &[S],
+    dst: &mut [D],
+    offsets: &mut [u32; R],
+    digit: impl Fn(S) -> usize,
+    item: impl Fn(usize, S) -> D,
+) {
     debug_assert_eq!(src.len(), dst.len());
-    for &pair in src {
-        let digit = ((pair >> (32 + shift)) as usize) & (RADIX - 1);
-        let offset = offsets[digit];
-        dst[offset as usize] = pair;
-        offsets[digit] = offset + 1;
+    let (quads, tail) = src.as_chunks::<4>();
+    for (j, quad) in quads.iter().enumerate() {
+        for (k, &element) in quad.iter().enumerate() {
+            // Digits are below R already; the mask lets the compiler see it.
+            let bucket = digit(element) & (R - 1);
+            let offset = offsets[bucket];
+            dst[offset as usize] = item(4 * j + k, element);
+            offsets[bucket] = offset + 1;
+        }
     }
-}
-
-/// The last LSD pass: like [`scatter_pairs`], but writes only the index (the low half).
-#[inline(always)]
-fn scatter_indices(src: &[u64], perm: &mut [u32], offsets: &mut [u32; RADIX], shift: u32) {
-    debug_assert_eq!(src.len(), perm.len());
-    for &pair in src {
-        let digit = ((pair >> (32 + shift)) as usize) & (RADIX - 1);
-        let offset = offsets[digit];
-        perm[offset as usize] = pair as u32;
-        offsets[digit] = offset + 1;
+    let tail_start = src.len() - tail.len();
+    for (k, &element) in tail.iter().enumerate() {
+        let bucket = digit(element) & (R - 1);
+        let offset = offsets[bucket];
+        dst[offset as usize] = item(tail_start + k, element);
+        offsets[bucket] = offset + 1;
     }
 }
 
 /// Short inputs: sort the packed pairs. They are all distinct (the index breaks ties), so an
 /// unstable sort gives exactly the stable order.
 fn small_sort(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
-    let (packed, _, _) = scratch.buffers(keys.len());
-    pack_block(isa, keys, 0, packed);
-    packed.sort_unstable();
-    for (slot, &pair) in perm.iter_mut().zip(packed.iter()) {
+    let Buffers {
+        keys: ordered,
+        pairs,
+        ..
+    } = scratch.buffers(keys.len());
+    map_block(isa, keys, ordered);
+    for (i, (&key, pair)) in ordered.iter().zip(pairs.iter_mut()).enumerate() {
+        *pair = pack(key, i as u32);
+    }
+    pairs.sort_unstable();
+    for (slot, &pair) in perm.iter_mut().zip(pairs.iter()) {
         *slot = pair as u32;
     }
 }
@@ -381,19 +520,19 @@ mod tests {
     }
 
     #[test]
-    fn every_tier_packs_like_the_portable_code() {
+    fn every_tier_maps_like_the_portable_code() {
         // Every length up to a few vectors, so every tail length of 8 and 16 lanes.
         for n in 0..=70 {
             let keys = mixed_keys(n);
-            let mut expected = vec![0u64; n];
-            pack_block_portable(&keys, 1000, &mut expected);
-            for (j, (&x, &pair)) in keys.iter().zip(&expected).enumerate() {
-                assert_eq!(pair, ((ordered_key(x) as u64) << 32) | (1000 + j) as u64);
+            let mut expected = vec![0u32; n];
+            map_block_portable(&keys, &mut expected);
+            for (&x, &key) in keys.iter().zip(&expected) {
+                assert_eq!(key, ordered_key(x));
             }
             for isa in supported_tiers() {
-                let mut packed = vec![u64::MAX; n];
-                pack_block(isa, &keys, 1000, &mut packed);
-                assert_eq!(packed, expected, "{isa}, n = {n}");
+                let mut mapped = vec![u32::MAX - 1; n];
+                map_block(isa, &keys, &mut mapped);
+                assert_eq!(mapped, expected, "{isa}, n = {n}");
             }
         }
     }
@@ -401,7 +540,7 @@ mod tests {
     #[test]
     fn every_tier_scans_like_the_portable_code() {
         let mut state = 7u64;
-        let mut histogram = [0u32; RADIX];
+        let mut histogram = [0u32; TOP_RADIX];
         for slot in histogram.iter_mut() {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
@@ -417,9 +556,13 @@ mod tests {
         exclusive_prefix_sum_portable(&mut expected);
         assert_eq!(expected[0], 0);
         for isa in supported_tiers() {
-            let mut scanned = histogram;
-            exclusive_prefix_sum(isa, &mut scanned);
-            assert!(scanned == expected, "{isa}");
+            for len in [LOW_RADIX, TOP_RADIX] {
+                let mut scanned = histogram;
+                exclusive_prefix_sum(isa, &mut scanned[..len]);
+                let mut expected = histogram;
+                exclusive_prefix_sum_portable(&mut expected[..len]);
+                assert!(scanned == expected, "{isa}, {len} counters");
+            }
         }
     }
 }
