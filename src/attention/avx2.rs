@@ -2,8 +2,6 @@
 super::generic::attention_tier!(
     crate::simd::Avx2,
     "avx2,fma",
-    6,
-    2,
-    qk_avx2_6x16,
-    pv_avx2_6x16
+    qk: (6, 2, qk_avx2_6x16),
+    pv: (6, 2, pv_avx2_6x16)
 );

@@ -50,8 +50,8 @@ pub(crate) enum Epilogue {
 
 /// c (m × ncols, row stride ldc) from a (m × kdim, stride lda) times b (kdim × ncols, stride
 /// ldb), register-blocked in MR rows × NV vectors; ncols is a multiple of `S::LANES`. Edge
-/// rows use one-row tiles and edge columns one-vector tiles, so nothing past the given
-/// extents is read or written.
+/// rows use 4-, 2- and one-row tiles and edge columns one-vector tiles, so nothing past the
+/// given extents is read or written.
 ///
 /// # Safety
 /// Pointers valid for the extents named; the tier's instructions are available.
@@ -79,6 +79,16 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
             while i + MR <= m {
                 tile::<S, MR, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
                 i += MR;
+            }
+            // Edge rows in 4- and 2-row tiles where the full tile is taller, then single
+            // rows: a one-row tile does one FMA per load.
+            if MR > 4 && i + 4 <= m {
+                tile::<S, 4, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += 4;
+            }
+            if MR > 2 && i + 2 <= m {
+                tile::<S, 2, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+                i += 2;
             }
             while i < m {
                 tile::<S, 1, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
@@ -220,6 +230,11 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
 }
 
 /// Online-softmax step over padded rows.
+///
+/// Two sweeps over the rows: first every row's new maximum, then its exponentials and sum.
+/// Rows are independent in each sweep, so the out-of-order core overlaps one row's
+/// horizontal reduction with the next row's loads; within a row, two accumulators halve
+/// the dependency chain of the max and of the sum.
 #[inline(always)]
 pub(crate) unsafe fn softmax<S: SimdF32>(
     s: &mut [f32],
@@ -231,29 +246,51 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
 ) {
     assert!(s.len() >= m * ldk && ldk.is_multiple_of(S::LANES) && row_max.len() >= m);
     assert!(row_sum.len() >= m && corr.len() >= m);
+    let pairs_end = ldk / (2 * S::LANES) * (2 * S::LANES);
+    // Sweep 1: the new maximum of each row, parked in `corr` until sweep 2 needs it.
     for i in 0..m {
-        let row = s[i * ldk..(i + 1) * ldk].as_mut_ptr();
+        let row = s[i * ldk..(i + 1) * ldk].as_ptr();
         // SAFETY: every access is inside this row (ldk is a multiple of LANES).
         unsafe {
-            let mut vmax = S::splat(f32::NEG_INFINITY);
-            for at in (0..ldk).step_by(S::LANES) {
-                vmax = S::max(vmax, S::load(row.add(at)));
+            let (mut max_a, mut max_b) = (S::splat(f32::NEG_INFINITY), S::splat(f32::NEG_INFINITY));
+            for at in (0..pairs_end).step_by(2 * S::LANES) {
+                max_a = S::max(max_a, S::load(row.add(at)));
+                max_b = S::max(max_b, S::load(row.add(at + S::LANES)));
             }
-            let new_max = row_max[i].max(S::reduce_max(vmax));
-            let shift = if new_max == f32::NEG_INFINITY {
-                0.0
-            } else {
-                new_max
-            };
+            if pairs_end < ldk {
+                max_a = S::max(max_a, S::load(row.add(pairs_end)));
+            }
+            corr[i] = row_max[i].max(S::reduce_max(S::max(max_a, max_b)));
+        }
+    }
+    // Sweep 2: P = exp(S − max) in place, the row sums, the correction of the old sums.
+    for i in 0..m {
+        let row = s[i * ldk..(i + 1) * ldk].as_mut_ptr();
+        let new_max = corr[i];
+        let shift = if new_max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            new_max
+        };
+        // SAFETY: as in sweep 1.
+        unsafe {
             let vshift = S::splat(shift);
-            let mut vsum = S::splat(0.0);
-            for at in (0..ldk).step_by(S::LANES) {
-                let p = exp_v::<S>(S::sub(S::load(row.add(at)), vshift));
-                vsum = S::add(vsum, p);
-                S::store(row.add(at), p);
+            let (mut sum_a, mut sum_b) = (S::splat(0.0), S::splat(0.0));
+            for at in (0..pairs_end).step_by(2 * S::LANES) {
+                let pa = exp_v::<S>(S::sub(S::load(row.add(at)), vshift));
+                let pb = exp_v::<S>(S::sub(S::load(row.add(at + S::LANES)), vshift));
+                sum_a = S::add(sum_a, pa);
+                sum_b = S::add(sum_b, pb);
+                S::store(row.add(at), pa);
+                S::store(row.add(at + S::LANES), pb);
+            }
+            if pairs_end < ldk {
+                let pa = exp_v::<S>(S::sub(S::load(row.add(pairs_end)), vshift));
+                sum_a = S::add(sum_a, pa);
+                S::store(row.add(pairs_end), pa);
             }
             corr[i] = super::exp::exp_nonpositive(row_max[i] - shift);
-            row_sum[i] = row_sum[i] * corr[i] + S::reduce_add(vsum);
+            row_sum[i] = row_sum[i] * corr[i] + S::reduce_add(S::add(sum_a, sum_b));
             row_max[i] = new_max;
         }
     }
@@ -262,7 +299,12 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
 /// Declares a tier's attention kernels: `#[target_feature]` shims around the generic bodies,
 /// and safe wrappers for the kernel table.
 macro_rules! attention_tier {
-    ($simd:ty, $features:literal, $mr:literal, $nv:literal, $qk:ident, $pv:ident) => {
+    (
+        $simd:ty,
+        $features:literal,
+        qk: ($qk_mr:literal, $qk_nv:literal, $qk:ident),
+        pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident)
+    ) => {
         use super::generic;
         use $simd as S;
 
@@ -277,7 +319,7 @@ macro_rules! attention_tier {
             s: &mut [f32],
         ) {
             // SAFETY: the generic body checks extents; the features are enabled here.
-            unsafe { generic::qk::<S, $mr, $nv>(q, kt, m, d, ldk, scale, s) }
+            unsafe { generic::qk::<S, $qk_mr, $qk_nv>(q, kt, m, d, ldk, scale, s) }
         }
 
         #[target_feature(enable = $features)]
@@ -293,7 +335,7 @@ macro_rules! attention_tier {
             acc: &mut [f32],
         ) {
             // SAFETY: as above.
-            unsafe { generic::pv::<S, $mr, $nv>(p, v, m, n, ldk, ldv, corr, acc) }
+            unsafe { generic::pv::<S, $pv_mr, $pv_nv>(p, v, m, n, ldk, ldv, corr, acc) }
         }
 
         #[target_feature(enable = $features)]

@@ -92,7 +92,7 @@ const AVX2: AttentionKernels = AttentionKernels {
 const AVX512: AttentionKernels = AttentionKernels {
     qk: avx512::qk_avx512_8x32,
     softmax: avx512::softmax,
-    pv: avx512::pv_avx512_8x32,
+    pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
 };
 
