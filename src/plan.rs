@@ -3,7 +3,7 @@
 //! attention → round combine for every (batch, query head).
 
 use crate::alsh::{self, AlshKernels};
-use crate::attention::{self, exp_nonpositive, AttentionKernels, Rows};
+use crate::attention::{self, AttentionKernels, Rows};
 use crate::call::{check_call, valid_keys_into, CallShape, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::error::{Error, Result};
@@ -382,7 +382,12 @@ impl Plan {
                         // other thread touches row qi of (b, h) or its running lse.
                         let (row, acc) =
                             unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
-                        combine_round(r == 0, row, &mut acc[0], o, lse);
+                        if r == 0 {
+                            row.copy_from_slice(o);
+                            acc[0] = lse;
+                        } else {
+                            (self.attention.combine)(row, &mut acc[0], o, lse);
+                        }
                     },
                 );
             });
@@ -435,27 +440,4 @@ pub(crate) fn head_rows<'a>(view: &TensorView<'a>, b: usize, h: usize) -> Rows<'
 pub(crate) fn cut(c: usize, len: usize, parts: usize) -> (usize, usize) {
     let at = |i: usize| ((i as u64 * len as u64) / parts as u64) as usize;
     (at(c), at(c + 1))
-}
-
-/// Merges one round's output into the running result (design §1 step 6), online:
-/// L' = log(e^L + e^lse), out = out·e^(L − L') + o·e^(lse − L').
-#[inline(always)]
-fn combine_round(first: bool, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
-    if first {
-        row.copy_from_slice(o);
-        *running = lse;
-        return;
-    }
-    let top = running.max(lse);
-    if top == f32::NEG_INFINITY || top.is_nan() {
-        return;
-    }
-    // Both exponents are ≤ 0: the vector kernels' exp (≤ 4 ulp) in scalar form.
-    let (w_old, w_new) = (exp_nonpositive(*running - top), exp_nonpositive(lse - top));
-    let total = w_old + w_new;
-    let (w_old, w_new) = (w_old / total, w_new / total);
-    for (x, &y) in row.iter_mut().zip(o) {
-        *x = *x * w_old + y * w_new;
-    }
-    *running = top + total.ln();
 }

@@ -22,6 +22,13 @@ pub fn exp_in_place(isa: Isa, values: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Merges a round's output `o` (log-sum-exp `lse`) into `row` (running log-sum-exp
+/// `running`) with the given tier's round combine.
+pub fn combine(isa: Isa, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) -> Result<()> {
+    (attention::kernels(supported(isa)?).combine)(row, running, o, lse);
+    Ok(())
+}
+
 /// `s = scale · q·kt` (q: m × d, kt: d × ldk, ldk a multiple of 16).
 #[allow(clippy::too_many_arguments)]
 pub fn qk(

@@ -150,6 +150,67 @@ fn pv_and_softmax_every_tier_match_portable() {
 }
 
 #[test]
+fn round_combine_every_tier_matches_portable_and_f64() {
+    let mut rng = Rng(21);
+    // (running lse, round lse): ordinary, far apart both ways, one side −∞, both −∞, NaN.
+    let pairs = [
+        (0.3f32, -1.2f32),
+        (-40.0, 2.0),
+        (15.0, -60.0),
+        (f32::NEG_INFINITY, 1.5),
+        (0.7, f32::NEG_INFINITY),
+        (f32::NEG_INFINITY, f32::NEG_INFINITY),
+        (f32::NAN, 0.0),
+    ];
+    for &dv in &DIMS {
+        let row0_buf = unaligned(&mut rng, dv);
+        let o_buf = unaligned(&mut rng, dv);
+        let (row0, o) = (&row0_buf[1..], &o_buf[1..]);
+        for &(running0, lse) in &pairs {
+            let run = |isa: Isa| {
+                let (mut row, mut running) = (row0.to_vec(), running0);
+                testing::combine(isa, &mut row, &mut running, o, lse).unwrap();
+                (row, running)
+            };
+            let (base_row, base_running) = run(Isa::Portable);
+            // The portable combine against f64.
+            let top = running0.max(lse) as f64;
+            if running0.is_nan() || lse.is_nan() {
+                // A NaN log-sum-exp (NaN in the inputs) makes the row NaN, as it would any
+                // other output it reaches.
+                assert!(base_row.iter().all(|x| x.is_nan()) && base_running.is_nan());
+            } else if top.is_finite() {
+                let (w_old, w_new) = ((running0 as f64 - top).exp(), (lse as f64 - top).exp());
+                let total = w_old + w_new;
+                let expected: Vec<f32> = row0
+                    .iter()
+                    .zip(o)
+                    .map(|(&x, &y)| ((x as f64 * w_old + y as f64 * w_new) / total) as f32)
+                    .collect();
+                assert!(
+                    max_rel(&base_row, &expected) < 1e-6,
+                    "dv={dv} ({running0}, {lse})"
+                );
+                assert!((base_running as f64 - (top + total.ln())).abs() < 1e-5);
+            } else {
+                // No finite log-sum-exp on either side: nothing changes.
+                assert_eq!(base_row, row0, "dv={dv} ({running0}, {lse})");
+            }
+            for isa in supported_tiers() {
+                let (row, running) = run(isa);
+                // Two products and a sum per element in every tier: the same bits.
+                let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
+                assert!(
+                    row.iter().zip(&base_row).all(|(&a, &b)| same(a, b)),
+                    "{isa} dv={dv} ({running0}, {lse})"
+                );
+                assert!(same(running, base_running) || (running.is_nan() && base_running.is_nan()));
+            }
+        }
+    }
+}
+
+#[test]
 fn projection_every_tier_matches_portable_with_strides_and_indices() {
     let mut rng = Rng(13);
     for &d in &DIMS {

@@ -296,6 +296,38 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
     }
 }
 
+/// Merges one round's output `o` (log-sum-exp `lse`) into `row`, whose running
+/// log-sum-exp is `running` (design §1 step 6): L' = log(e^L + e^lse),
+/// row = row·e^(L − L') + o·e^(lse − L'). Each element is `x·w_old + y·w_new`, two products
+/// and a sum, as the scalar tail computes it, so every tier gives the same bits.
+#[inline(always)]
+pub(crate) unsafe fn combine<S: SimdF32>(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+    assert_eq!(row.len(), o.len(), "combine extents");
+    let top = running.max(lse);
+    if top == f32::NEG_INFINITY || top.is_nan() {
+        return;
+    }
+    let exp = super::exp::exp_nonpositive;
+    let (w_old, w_new) = (exp(*running - top), exp(lse - top));
+    let total = w_old + w_new;
+    let (w_old, w_new) = (w_old / total, w_new / total);
+    let whole = row.len() / S::LANES * S::LANES;
+    let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
+    // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's.
+    unsafe {
+        let (a, b) = (S::splat(w_old), S::splat(w_new));
+        for at in (0..whole).step_by(S::LANES) {
+            let x = S::load(x_ptr.add(at));
+            let y = S::load(y_ptr.add(at));
+            S::store(x_ptr.add(at), S::add(S::mul(x, a), S::mul(y, b)));
+        }
+    }
+    for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
+        *x = *x * w_old + y * w_new;
+    }
+    *running = top + total.ln();
+}
+
 /// Declares a tier's attention kernels: `#[target_feature]` shims around the generic bodies,
 /// and safe wrappers for the kernel table.
 macro_rules! attention_tier {
@@ -352,6 +384,12 @@ macro_rules! attention_tier {
         }
 
         #[target_feature(enable = $features)]
+        unsafe fn combine_impl(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+            // SAFETY: as above.
+            unsafe { generic::combine::<S>(row, running, o, lse) }
+        }
+
+        #[target_feature(enable = $features)]
         unsafe fn exp_impl(values: &mut [f32]) {
             // SAFETY: as above.
             unsafe { generic::exp_in_place::<S>(values) }
@@ -403,6 +441,11 @@ macro_rules! attention_tier {
         pub(crate) fn exp_in_place(values: &mut [f32]) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { exp_impl(values) }
+        }
+
+        pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { combine_impl(row, running, o, lse) }
         }
     };
 }

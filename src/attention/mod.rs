@@ -63,6 +63,10 @@ pub(crate) type PvFn = fn(
 );
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
+/// Round combine (design §1 step 6): merges a round's output row `o` with log-sum-exp `lse`
+/// into `row`, whose running log-sum-exp `running` is updated. Rows with no finite
+/// log-sum-exp on either side are left as they are.
+pub(crate) type CombineFn = fn(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32);
 
 /// One tier's attention kernels.
 #[derive(Clone, Copy)]
@@ -71,6 +75,7 @@ pub(crate) struct AttentionKernels {
     pub(crate) softmax: SoftmaxFn,
     pub(crate) pv: PvFn,
     pub(crate) exp: ExpFn,
+    pub(crate) combine: CombineFn,
 }
 
 const PORTABLE: AttentionKernels = AttentionKernels {
@@ -78,6 +83,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     softmax: portable::softmax,
     pv: portable::pv,
     exp: portable::exp_in_place,
+    combine: portable::combine,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -86,6 +92,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     softmax: avx2::softmax,
     pv: avx2::pv_avx2_6x16,
     exp: avx2::exp_in_place,
+    combine: avx2::combine,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -94,6 +101,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     softmax: avx512::softmax,
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
+    combine: avx512::combine,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -102,6 +110,7 @@ const NEON: AttentionKernels = AttentionKernels {
     softmax: neon::softmax,
     pv: neon::pv_neon_8x8,
     exp: neon::exp_in_place,
+    combine: neon::combine,
 };
 
 /// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched

@@ -141,3 +141,27 @@ pub(crate) fn pv(
         }
     }
 }
+
+/// Round combine ([`super::CombineFn`]), 8 lanes at a time: `x·w_old + y·w_new` per element,
+/// two products and a sum, the same bits as every other tier.
+pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+    assert_eq!(row.len(), o.len(), "combine extents");
+    let top = running.max(lse);
+    if top == f32::NEG_INFINITY || top.is_nan() {
+        return;
+    }
+    let exp = super::exp::exp_nonpositive;
+    let (w_old, w_new) = (exp(*running - top), exp(lse - top));
+    let total = w_old + w_new;
+    let (w_old, w_new) = (w_old / total, w_new / total);
+    let whole = row.len() / 8 * 8;
+    let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
+    for at in (0..whole).step_by(8) {
+        let merged = load(row, at) * a + load(o, at) * b;
+        store(row, at, merged);
+    }
+    for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
+        *x = *x * w_old + y * w_new;
+    }
+    *running = top + total.ln();
+}
