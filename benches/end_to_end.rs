@@ -3,8 +3,9 @@
 //! measured in the same run, the share of each pipeline stage, and the speed-up over dense.
 //!
 //! `cargo bench --bench end_to_end` (criterion on a few shapes, then the table), or
-//! `cargo bench --bench end_to_end -- --summary` for the table alone; `SMYRF_BENCH_N=4096,16384`
-//! restricts the lengths.
+//! `cargo bench --bench end_to_end -- --summary` for the tables alone; `SMYRF_BENCH_N=4096,16384`
+//! restricts the lengths of the main table. A second table times short sequences on one
+//! thread and reports the crossover length from which SMYRF is faster than dense attention.
 
 use criterion::{black_box, Criterion};
 use smyrf::testing::{self, profile_stages};
@@ -194,6 +195,48 @@ fn criterion_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The crossover: for each config, SMYRF and dense times on short sequences, one thread, and
+/// the shortest length from which SMYRF is faster.
+fn crossover() {
+    const LENGTHS: [usize; 8] = [64, 128, 192, 256, 320, 384, 512, 768];
+    println!("\ncrossover, 8 heads, d = dv = 64, 1 thread (times in µs)");
+    let header: Vec<String> = LENGTHS.iter().map(|n| format!("N={n}")).collect();
+    println!("| R | c | {} | SMYRF faster from |", header.join(" | "));
+    println!("|---|---|{}---|", "---|".repeat(LENGTHS.len()));
+    let mut inputs: Vec<Inputs> = LENGTHS.iter().map(|&n| Inputs::new(n)).collect();
+    let dense_us: Vec<f64> = inputs
+        .iter_mut()
+        .map(|x| with_threads(1, || best_time(20, || x.dense())) * 1e6)
+        .collect();
+    println!(
+        "| dense | - | {} | - |",
+        dense_us
+            .iter()
+            .map(|t| format!("{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    for (rounds, cluster) in CONFIGS {
+        let p = plan(rounds, cluster, 1);
+        let smyrf_us: Vec<f64> = inputs
+            .iter_mut()
+            .map(|x| best_time(20, || x.smyrf(&p)) * 1e6)
+            .collect();
+        // The shortest length from which SMYRF stays faster over the rest of the sweep.
+        let from = (0..LENGTHS.len())
+            .find(|&i| (i..LENGTHS.len()).all(|j| smyrf_us[j] < dense_us[j]))
+            .map_or("-".to_string(), |i| format!("N = {}", LENGTHS[i]));
+        println!(
+            "| {rounds} | {cluster} | {} | {from} |",
+            smyrf_us
+                .iter()
+                .map(|t| format!("{t:.0}"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--summary") {
         let mut c = Criterion::default().configure_from_args();
@@ -201,4 +244,5 @@ fn main() {
         c.final_summary();
     }
     summary();
+    crossover();
 }
