@@ -12,11 +12,14 @@ pub(crate) struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// The first `len` values, growing (zero-filled) when needed; contents are otherwise
-    /// whatever the last user left.
+    /// The first `len` values; contents are whatever the last user left, unless the buffer
+    /// has to grow: then it is replaced by a zero-filled one of exactly the new size (the
+    /// old one freed first, and no amortised doubling), so the scratch a call allocates is
+    /// exactly what its largest tiles need (`Plan::scratch_bytes` bounds it).
     pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
         let lines = len.div_ceil(16);
         if self.lines.len() < lines {
+            self.lines = Vec::new();
             self.lines.resize(lines, Line::default());
         }
         // SAFETY: `Line` is `repr(C)` over `[f32; 16]` with no padding (64 bytes), so the

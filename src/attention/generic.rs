@@ -82,7 +82,7 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
             }
             // Edge rows in 4- and 2-row tiles where the full tile is taller, then single
             // rows: a one-row tile does one FMA per load.
-            if MR > 4 && i + 4 <= m {
+            while MR > 4 && i + 4 <= m {
                 tile::<S, 4, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
                 i += 4;
             }

@@ -33,7 +33,7 @@ pub(crate) const Q_TILE: usize = 64;
 /// streaming the cluster's key tiles, so per-thread scratch is bounded.
 pub(crate) const Q_BLOCK: usize = 256;
 /// Keys per tile: larger clusters are processed in key tiles with an online softmax.
-pub(crate) const K_TILE: usize = 256;
+pub(crate) const K_TILE: usize = 128;
 /// Padding granule of tile rows: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 
@@ -97,7 +97,7 @@ const AVX2: AttentionKernels = AttentionKernels {
 
 #[cfg(target_arch = "x86_64")]
 const AVX512: AttentionKernels = AttentionKernels {
-    qk: avx512::qk_avx512_8x32,
+    qk: avx512::qk_avx512_12x32,
     softmax: avx512::softmax,
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
