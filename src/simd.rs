@@ -45,6 +45,17 @@ pub(crate) trait SimdF32 {
     }
     unsafe fn reduce_add(v: Self::V) -> f32;
     unsafe fn reduce_max(v: Self::V) -> f32;
+    /// `LANES` vectors: one accumulator per row of a row block.
+    type Block: Copy + AsRef<[Self::V]> + AsMut<[Self::V]>;
+    unsafe fn zero_block() -> Self::Block;
+    /// Transposing reduction: lane j of the result is the sum of the lanes of `block[j]`.
+    /// A pairwise shuffle-and-add tree, so `LANES` sums cost about two shuffles and one add
+    /// each instead of a full horizontal reduction apiece.
+    unsafe fn transpose_sum(block: &Self::Block) -> Self::V;
+    /// Hint that the cache line holding `p` will be read soon. Never faults, so `p` may be
+    /// any address. A no-op where the tier has no stable prefetch instruction.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -59,6 +70,46 @@ mod x86 {
     pub(crate) struct Avx2;
     /// AVX-512F, 16 lanes.
     pub(crate) struct Avx512;
+
+    // Levels of the transposing reductions. Every step works within 128-bit blocks except
+    // the last ones, which move whole blocks.
+    // SAFETY (these helpers): register-only AVX/AVX-512F intrinsics, called only from the
+    // `transpose_sum` of the tier whose features the running code has enabled.
+
+    /// Per 128-bit block of the pair (a, b): [a0+a2, b0+b2, a1+a3, b1+b3].
+    #[inline(always)]
+    unsafe fn pair256(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b))
+    }
+    /// Two `pair256` results (rows a, b and c, d) to per-block sums [a, b, c, d].
+    #[inline(always)]
+    unsafe fn quad256(ab: __m256, cd: __m256) -> __m256 {
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0x44>(ab, cd),
+            _mm256_shuffle_ps::<0xEE>(ab, cd),
+        )
+    }
+    /// As [`pair256`], in each of the four 128-bit blocks.
+    #[inline(always)]
+    unsafe fn pair512(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+    }
+    /// As [`quad256`], in each of the four 128-bit blocks.
+    #[inline(always)]
+    unsafe fn quad512(ab: __m512, cd: __m512) -> __m512 {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(ab, cd),
+            _mm512_shuffle_ps::<0xEE>(ab, cd),
+        )
+    }
+    /// Blocks [a0+a1, a2+a3, b0+b1, b2+b3].
+    #[inline(always)]
+    unsafe fn halves512(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
+    }
 
     // SAFETY (whole impl): each method is a single AVX/AVX2/FMA intrinsic sequence; callers
     // run it only inside `#[target_feature(enable = "avx2,fma")]` code on a CPU where the
@@ -138,6 +189,26 @@ mod x86 {
             let s = _mm_max_ss(s, _mm_movehdup_ps(s));
             _mm_cvtss_f32(s)
         }
+        type Block = [__m256; 8];
+        #[inline(always)]
+        unsafe fn zero_block() -> [__m256; 8] {
+            [_mm256_setzero_ps(); 8]
+        }
+        /// 8 → 4 → 2 → 1 vectors: 14 shuffles and 7 adds for 8 sums.
+        #[inline(always)]
+        unsafe fn transpose_sum(v: &[__m256; 8]) -> __m256 {
+            let q0 = quad256(pair256(v[0], v[1]), pair256(v[2], v[3]));
+            let q1 = quad256(pair256(v[4], v[5]), pair256(v[6], v[7]));
+            // Add the two halves: rows 0–3 from q0, rows 4–7 from q1.
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(q0, q1),
+                _mm256_permute2f128_ps::<0x31>(q0, q1),
+            )
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        }
     }
 
     // SAFETY (whole impl): as for `Avx2`, inside `#[target_feature(enable = "avx512f")]` code
@@ -216,6 +287,26 @@ mod x86 {
         #[inline(always)]
         unsafe fn reduce_max(v: __m512) -> f32 {
             _mm512_reduce_max_ps(v)
+        }
+        type Block = [__m512; 16];
+        #[inline(always)]
+        unsafe fn zero_block() -> [__m512; 16] {
+            [_mm512_setzero_ps(); 16]
+        }
+        /// 16 → 8 → 4 → 2 → 1 vectors: 30 shuffles and 15 adds for 16 sums.
+        #[inline(always)]
+        unsafe fn transpose_sum(v: &[__m512; 16]) -> __m512 {
+            let q0 = quad512(pair512(v[0], v[1]), pair512(v[2], v[3]));
+            let q1 = quad512(pair512(v[4], v[5]), pair512(v[6], v[7]));
+            let q2 = quad512(pair512(v[8], v[9]), pair512(v[10], v[11]));
+            let q3 = quad512(pair512(v[12], v[13]), pair512(v[14], v[15]));
+            // [rows 0–3: half, half, rows 4–7: half, half] and likewise for rows 8–15; one
+            // more level adds the halves and puts each group of four rows in its quarter.
+            halves512(halves512(q0, q1), halves512(q2, q3))
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast())
         }
     }
 }
@@ -303,6 +394,16 @@ mod arm {
         unsafe fn reduce_max(v: float32x4_t) -> f32 {
             vmaxnmvq_f32(v)
         }
+        type Block = [float32x4_t; 4];
+        #[inline(always)]
+        unsafe fn zero_block() -> [float32x4_t; 4] {
+            [vdupq_n_f32(0.0); 4]
+        }
+        /// Two levels of pairwise adds: 3 instructions for 4 sums.
+        #[inline(always)]
+        unsafe fn transpose_sum(v: &[float32x4_t; 4]) -> float32x4_t {
+            vpaddq_f32(vpaddq_f32(v[0], v[1]), vpaddq_f32(v[2], v[3]))
+        }
     }
 }
 
@@ -330,5 +431,95 @@ pub(crate) unsafe fn fma_peak<S: SimdF32>(iterations: usize, seed: f32) -> f32 {
             total = S::add(total, a);
         }
         S::reduce_add(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SimdF32;
+
+    /// Each tier's transposing reduction against plain sums, on values whose sums are exact
+    /// in f32 whatever the order (small integers) and on general values to a tolerance.
+    /// Inlined into a `#[target_feature]` shim per tier, as the kernels are.
+    #[inline(always)]
+    fn check_transpose_sum<S: SimdF32>() {
+        let lanes = S::LANES;
+        for exact in [true, false] {
+            let value = |j: usize, l: usize| {
+                if exact {
+                    (j * lanes + l) as f32 - 7.0
+                } else {
+                    ((j * 31 + l * 17) % 23) as f32 * 0.173 - 1.9
+                }
+            };
+            // SAFETY: only called for a tier the running CPU supports; every load and store
+            // covers LANES values of a buffer that long.
+            let got = unsafe {
+                let mut block = S::zero_block();
+                for (j, v) in block.as_mut().iter_mut().enumerate() {
+                    let row: Vec<f32> = (0..lanes).map(|l| value(j, l)).collect();
+                    *v = S::load(row.as_ptr());
+                }
+                let mut out = vec![0.0f32; lanes];
+                S::store(out.as_mut_ptr(), S::transpose_sum(&block));
+                out
+            };
+            for (j, &g) in got.iter().enumerate() {
+                let want: f64 = (0..lanes).map(|l| value(j, l) as f64).sum();
+                if exact {
+                    assert_eq!(g as f64, want, "lane {j}");
+                } else {
+                    assert!(
+                        (g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "lane {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn check_avx2() {
+        check_transpose_sum::<super::Avx2>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn check_avx512() {
+        check_transpose_sum::<super::Avx512>();
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    fn check_neon() {
+        check_transpose_sum::<super::Neon>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_sum_avx2() {
+        if crate::Isa::Avx2.is_supported() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { check_avx2() }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_sum_avx512() {
+        if crate::Isa::Avx512.is_supported() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA.
+            unsafe { check_avx512() }
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn transpose_sum_neon() {
+        if crate::Isa::Neon.is_supported() {
+            // SAFETY: the CPU has NEON.
+            unsafe { check_neon() }
+        }
     }
 }

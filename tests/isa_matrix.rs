@@ -281,6 +281,83 @@ fn projection_every_tier_matches_portable_with_strides_and_indices() {
     }
 }
 
+/// Row counts around the row blocks (4, 8 and 16 rows), long rows that take several tile
+/// segments, and the gathered path with repeated and shuffled indices: every tier against an
+/// f64 dot product, norms and hashes.
+#[test]
+fn projection_row_blocks_segments_and_gathered_rows() {
+    let mut rng = Rng(29);
+    for &d in &[1, 5, 16, 17, 64, 129, 300, 520] {
+        for &n in &[1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 40] {
+            for rounds in [1, 5] {
+                let stride = d + 3;
+                let rows_total = n + 7;
+                let data_buf = unaligned(&mut rng, rows_total * stride);
+                let data = &data_buf[1..];
+                let a_t = rng.vec(rounds * (d + 2));
+                // Shuffled, with repeats, reaching the last row.
+                let idx: Vec<u32> = (0..n)
+                    .map(|i| {
+                        if i == 0 {
+                            (rows_total - 1) as u32
+                        } else {
+                            rng.below(rows_total) as u32
+                        }
+                    })
+                    .collect();
+                for use_idx in [false, true] {
+                    let idx_opt = use_idx.then_some(&idx[..]);
+                    let row = |i: usize| {
+                        let r = if use_idx { idx[i] as usize } else { i };
+                        &data[r * stride..r * stride + d]
+                    };
+                    // m = 0: every lift term is 0, so the outputs are the raw dot products.
+                    for isa in supported_tiers() {
+                        let mut norms = vec![f32::NAN; n];
+                        let mut hashes = vec![f32::NAN; rounds * n];
+                        testing::project(
+                            isa,
+                            data,
+                            stride,
+                            d,
+                            idx_opt,
+                            0.0,
+                            &a_t,
+                            d + 1,
+                            &mut norms,
+                            &mut hashes,
+                        )
+                        .unwrap();
+                        for i in 0..n {
+                            let x = row(i);
+                            let want: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
+                            assert!(
+                                (norms[i] as f64 - want).abs() <= 1e-5 * want.max(1.0),
+                                "norm {isa} d={d} n={n} i={i} idx={use_idx}"
+                            );
+                            for r in 0..rounds {
+                                let a = &a_t[r * (d + 2)..r * (d + 2) + d];
+                                let want: f64 =
+                                    x.iter().zip(a).map(|(&v, &w)| v as f64 * w as f64).sum();
+                                let scale: f64 = x
+                                    .iter()
+                                    .zip(a)
+                                    .map(|(&v, &w)| (v as f64 * w as f64).abs())
+                                    .sum();
+                                assert!(
+                                    (hashes[r * n + i] as f64 - want).abs()
+                                        <= 1e-5 * scale.max(1.0),
+                                    "hash {isa} d={d} n={n} R={rounds} i={i} idx={use_idx}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn ulp_distance(a: f32, b: f32) -> u64 {
     let key = |x: f32| {
         let bits = x.to_bits() as i64;

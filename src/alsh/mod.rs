@@ -31,6 +31,7 @@ pub(crate) type ProjectFn =
     fn(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]);
 
 /// Adds the XBOX+ lift term to raw hashes: `out[r·n + i] += a_t[r][lift]·sqrt(max(M − norms[i], 0))`.
+/// The square roots are taken once per row, a chunk of rows at a time, not once per round.
 pub(crate) fn apply_lift(
     out: &mut [f32],
     norms: &[f32],
@@ -39,15 +40,21 @@ pub(crate) fn apply_lift(
     width: usize,
     lift: usize,
 ) {
+    const CHUNK: usize = 256;
     let n = norms.len();
-    for (r, hashes) in out
-        .chunks_exact_mut(n.max(1))
-        .enumerate()
-        .take(a_t.len() / width)
-    {
-        let a = a_t[r * width + lift];
-        for (h, &norm) in hashes.iter_mut().zip(norms) {
-            *h += a * (m - norm).max(0.0).sqrt();
+    let rounds = a_t.len() / width;
+    let mut lifts = [0.0f32; CHUNK];
+    for (c, chunk) in norms.chunks(CHUNK).enumerate() {
+        let i0 = c * CHUNK;
+        for (l, &norm) in lifts.iter_mut().zip(chunk) {
+            *l = (m - norm).max(0.0).sqrt();
+        }
+        for r in 0..rounds {
+            let a = a_t[r * width + lift];
+            let hashes = &mut out[r * n + i0..r * n + i0 + chunk.len()];
+            for (h, &l) in hashes.iter_mut().zip(&lifts) {
+                *h += a * l;
+            }
         }
     }
 }
@@ -64,15 +71,15 @@ const PORTABLE: AlshKernels = AlshKernels {
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: AlshKernels = AlshKernels {
-    project: avx2::project_avx2_r4,
+    project: avx2::project_avx2_8x1,
 };
 #[cfg(target_arch = "x86_64")]
 const AVX512: AlshKernels = AlshKernels {
-    project: avx512::project_avx512_r4,
+    project: avx512::project_avx512_16x1,
 };
 #[cfg(target_arch = "aarch64")]
 const NEON: AlshKernels = AlshKernels {
-    project: neon::project_neon_r4,
+    project: neon::project_neon_4x1,
 };
 
 /// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched

@@ -1,2 +1,3 @@
-//! NEON projection kernel (norms and hashes in one pass): 4 lanes along d, 4 rounds per pass over a row.
-super::generic::alsh_tier!(crate::simd::Neon, "neon", project_neon_r4);
+//! NEON projection kernel: blocks of 4 rows (one per lane), one round per pass over the
+//! block's tile, a 4 → 1 transposing reduction per round.
+super::generic::alsh_tier!(crate::simd::Neon, "neon", project_neon_4x1);
