@@ -193,7 +193,7 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
         println!(
             "note: seq_len {n} is below the crossover for this shape: dense attention is faster here \
              (SMYRF reads R·c keys per query against dense's N: measured crossover on a 2-core \
-             AVX-512 machine about 200-256 tokens for R = 2, c = 64, 8 heads, d = 64; see BENCHMARKS.md)"
+             AVX-512 machine about 256 tokens for R = 2, c = 64, 8 heads, d = 64, one thread; see BENCHMARKS.md)"
         );
     }
     Ok(())
