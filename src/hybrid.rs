@@ -307,7 +307,7 @@ impl HeadBlocks<'_> {
                 // SAFETY: within one phase of `run` every query belongs to exactly one task,
                 // so no other thread touches row qi of (b, h) or its running lse.
                 let (row, acc) = unsafe { (self.out.row(b, h, qi), running.range(qi, 1)) };
-                merge_block(row, &mut acc[0], o, lse);
+                merge_block(self.kern, row, &mut acc[0], o, lse);
             },
         );
     }
@@ -667,10 +667,11 @@ fn ordered_bits(x: f32) -> u32 {
     }
 }
 
-/// Merges one block into a query's running result by log-sum-exp (design §1 step 6, §8).
-/// A block that saw no key (lse −∞) contributes nothing; its output row, 0/0, is never read.
+/// Merges one block into a query's running result by log-sum-exp (design §1 step 6, §8),
+/// with the tier's round combine once both sides are present. A block that saw no key (lse
+/// −∞) contributes nothing; its output row, 0/0, is never read.
 #[inline(always)]
-fn merge_block(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+fn merge_block(kern: &AttentionKernels, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
     if lse == f32::NEG_INFINITY {
         return;
     }
@@ -679,14 +680,7 @@ fn merge_block(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
         *running = lse;
         return;
     }
-    let top = running.max(lse);
-    let (w_old, w_new) = ((*running - top).exp(), (lse - top).exp());
-    let total = w_old + w_new;
-    let (w_old, w_new) = (w_old / total, w_new / total);
-    for (x, &y) in row.iter_mut().zip(o) {
-        *x = *x * w_old + y * w_new;
-    }
-    *running = top + total.ln();
+    (kern.combine)(row, running, o, lse);
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.

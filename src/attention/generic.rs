@@ -50,8 +50,8 @@ pub(crate) enum Epilogue {
 
 /// c (m × ncols, row stride ldc) from a (m × kdim, stride lda) times b (kdim × ncols, stride
 /// ldb), register-blocked in MR rows × NV vectors; ncols is a multiple of `S::LANES`. Edge
-/// rows use 4-, 2- and one-row tiles and edge columns one-vector tiles, so nothing past the
-/// given extents is read or written.
+/// columns use two-vector tiles (where NV is wider) and then one-vector tiles, edge rows 4-,
+/// 2- and one-row tiles, so nothing past the given extents is read or written.
 ///
 /// # Safety
 /// Pointers valid for the extents named; the tier's instructions are available.
@@ -70,43 +70,64 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
     epilogue: Epilogue,
 ) {
     debug_assert!(ncols.is_multiple_of(S::LANES));
-    let block = NV * S::LANES;
     let mut j = 0;
-    // SAFETY (all tile calls): rows i..i+R ≤ m and columns j..j+W ≤ ncols by the loop bounds.
+    // SAFETY (all column blocks): columns j..j+W·LANES ≤ ncols by the loop bounds.
     unsafe {
-        while j + block <= ncols {
-            let mut i = 0;
-            while i + MR <= m {
-                tile::<S, MR, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += MR;
-            }
-            // Edge rows in 4- and 2-row tiles where the full tile is taller, then single
-            // rows: a one-row tile does one FMA per load.
-            while MR > 4 && i + 4 <= m {
-                tile::<S, 4, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += 4;
-            }
-            if MR > 2 && i + 2 <= m {
-                tile::<S, 2, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += 2;
-            }
-            while i < m {
-                tile::<S, 1, NV>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += 1;
-            }
-            j += block;
+        while j + NV * S::LANES <= ncols {
+            column_block::<S, MR, NV>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
+            j += NV * S::LANES;
+        }
+        // A narrower remainder (dv = 32 against a 64-wide tile, say) in two-vector tiles: a
+        // one-vector tile does one FMA per broadcast.
+        if NV > 2 && j + 2 * S::LANES <= ncols {
+            column_block::<S, MR, 2>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
+            j += 2 * S::LANES;
         }
         while j < ncols {
-            let mut i = 0;
-            while i + MR <= m {
-                tile::<S, MR, 1>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += MR;
-            }
-            while i < m {
-                tile::<S, 1, 1>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
-                i += 1;
-            }
+            column_block::<S, MR, 1>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
             j += S::LANES;
+        }
+    }
+}
+
+/// Every row of one block of W vector columns starting at column j: MR-row tiles, then edge
+/// rows in 4- and 2-row tiles where MR is taller, then single rows (a one-row tile does one
+/// FMA per load).
+///
+/// # Safety
+/// As for [`gemm`], with columns j..j+W·LANES inside the extents.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    j: usize,
+    kdim: usize,
+    epilogue: Epilogue,
+) {
+    let mut i = 0;
+    // SAFETY (all tile calls): rows i..i+R ≤ m by the loop bounds; columns by the caller.
+    unsafe {
+        while i + MR <= m {
+            tile::<S, MR, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            i += MR;
+        }
+        while MR > 4 && i + 4 <= m {
+            tile::<S, 4, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            i += 4;
+        }
+        if MR > 2 && i + 2 <= m {
+            tile::<S, 2, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            i += 2;
+        }
+        while i < m {
+            tile::<S, 1, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            i += 1;
         }
     }
 }
@@ -334,7 +355,7 @@ macro_rules! attention_tier {
     (
         $simd:ty,
         $features:literal,
-        qk: ($qk_mr:literal, $qk_nv:literal, $qk:ident),
+        qk: ($qk_mr:literal, $qk_nv:literal, $qk:ident, short: $qk_short_mr:literal),
         pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident)
     ) => {
         use super::generic;
@@ -350,8 +371,16 @@ macro_rules! attention_tier {
             scale: f32,
             s: &mut [f32],
         ) {
-            // SAFETY: the generic body checks extents; the features are enabled here.
-            unsafe { generic::qk::<S, $qk_mr, $qk_nv>(q, kt, m, d, ldk, scale, s) }
+            // Calls of fewer than two full tiles (window tiles of 16 queries, say) take the
+            // shorter tile, which leaves fewer edge rows. SAFETY: the generic body checks
+            // extents; the features are enabled here.
+            unsafe {
+                if m < 2 * $qk_mr {
+                    generic::qk::<S, $qk_short_mr, $qk_nv>(q, kt, m, d, ldk, scale, s)
+                } else {
+                    generic::qk::<S, $qk_mr, $qk_nv>(q, kt, m, d, ldk, scale, s)
+                }
+            }
         }
 
         #[target_feature(enable = $features)]

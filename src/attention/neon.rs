@@ -2,6 +2,6 @@
 super::generic::attention_tier!(
     crate::simd::Neon,
     "neon",
-    qk: (8, 2, qk_neon_8x8),
+    qk: (8, 2, qk_neon_8x8, short: 8),
     pv: (8, 2, pv_neon_8x8)
 );
