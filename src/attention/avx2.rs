@@ -3,5 +3,5 @@ super::generic::attention_tier!(
     crate::simd::Avx2,
     "avx2,fma",
     qk: (6, 2, qk_avx2_6x16, short: 6),
-    pv: (6, 2, pv_avx2_6x16)
+    pv: (6, 2, pv_avx2_6x16, narrow: (6, 2))
 );

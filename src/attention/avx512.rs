@@ -2,12 +2,13 @@
 //! 2 loads of Kᵀ and 12 broadcasts feed 24 FMAs), P·V in 6 × 64 tiles (24 accumulators; a
 //! 64-wide tile covers dv = 64 whole, so each P element is broadcast once and V streams from
 //! L1). Measured against 8 × 32 for both (qk 73% → 83% of peak, pv 57% → 86–95%, c = 128,
-//! d = dv = 64).
+//! d = dv = 64). Calls of fewer than 24 queries take 8-row Q·Kᵀ tiles (fewer edge rows), and
+//! value rows narrower than 64 (dv ≤ 48) 8 × 32 P·V tiles.
 super::generic::attention_tier!(
     crate::simd::Avx512,
     "avx512f,avx2,fma",
     qk: (12, 2, qk_avx512_12x32, short: 8),
-    pv: (6, 4, pv_avx512_6x64)
+    pv: (6, 4, pv_avx512_6x64, narrow: (8, 2))
 );
 
 /// Writes the 16 × 16 block `rows[r][t0..t0 + 16]` transposed: coordinate t0 + c of the 16

@@ -356,7 +356,7 @@ macro_rules! attention_tier {
         $simd:ty,
         $features:literal,
         qk: ($qk_mr:literal, $qk_nv:literal, $qk:ident, short: $qk_short_mr:literal),
-        pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident)
+        pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident, narrow: ($pv_narrow_mr:literal, $pv_narrow_nv:literal))
     ) => {
         use super::generic;
         use $simd as S;
@@ -395,8 +395,15 @@ macro_rules! attention_tier {
             corr: &[f32],
             acc: &mut [f32],
         ) {
-            // SAFETY: as above.
-            unsafe { generic::pv::<S, $pv_mr, $pv_nv>(p, v, m, n, ldk, ldv, corr, acc) }
+            // Value rows narrower than the full tile (dv = 32 against a 64-wide tile) take
+            // the narrow tile, which covers them whole. SAFETY: as above.
+            unsafe {
+                if ldv < $pv_nv * <S as crate::simd::SimdF32>::LANES {
+                    generic::pv::<S, $pv_narrow_mr, $pv_narrow_nv>(p, v, m, n, ldk, ldv, corr, acc)
+                } else {
+                    generic::pv::<S, $pv_mr, $pv_nv>(p, v, m, n, ldk, ldv, corr, acc)
+                }
+            }
         }
 
         #[target_feature(enable = $features)]

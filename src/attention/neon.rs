@@ -3,5 +3,5 @@ super::generic::attention_tier!(
     crate::simd::Neon,
     "neon",
     qk: (8, 2, qk_neon_8x8, short: 8),
-    pv: (8, 2, pv_neon_8x8)
+    pv: (8, 2, pv_neon_8x8, narrow: (8, 2))
 );
