@@ -324,14 +324,9 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
 #[inline(always)]
 pub(crate) unsafe fn combine<S: SimdF32>(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
     assert_eq!(row.len(), o.len(), "combine extents");
-    let top = running.max(lse);
-    if top == f32::NEG_INFINITY || top.is_nan() {
+    let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
         return;
-    }
-    let exp = super::exp::exp_nonpositive;
-    let (w_old, w_new) = (exp(*running - top), exp(lse - top));
-    let total = w_old + w_new;
-    let (w_old, w_new) = (w_old / total, w_new / total);
+    };
     let whole = row.len() / S::LANES * S::LANES;
     let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
     // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's.
@@ -346,7 +341,7 @@ pub(crate) unsafe fn combine<S: SimdF32>(row: &mut [f32], running: &mut f32, o: 
     for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
         *x = *x * w_old + y * w_new;
     }
-    *running = top + total.ln();
+    *running = merged;
 }
 
 /// Declares a tier's attention kernels: `#[target_feature]` shims around the generic bodies,

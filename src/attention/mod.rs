@@ -67,6 +67,21 @@ pub(crate) type ExpFn = fn(values: &mut [f32]);
 /// into `row`, whose running log-sum-exp `running` is updated. Rows with no finite
 /// log-sum-exp on either side are left as they are.
 pub(crate) type CombineFn = fn(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32);
+/// The weights of a round combine, shared by every tier's [`CombineFn`]: for a running
+/// log-sum-exp L and a round's `lse`, with L' = log(e^L + e^lse), returns
+/// (e^(L − L'), e^(lse − L'), L'). `None` when neither side is finite (or one is NaN and the
+/// other −∞): the row is left as it is.
+#[inline(always)]
+pub(crate) fn combine_weights(running: f32, lse: f32) -> Option<(f32, f32, f32)> {
+    let top = running.max(lse);
+    if top == f32::NEG_INFINITY || top.is_nan() {
+        return None;
+    }
+    let (w_old, w_new) = (exp_nonpositive(running - top), exp_nonpositive(lse - top));
+    let total = w_old + w_new;
+    Some((w_old / total, w_new / total, top + total.ln()))
+}
+
 /// Transposes coordinates t0..t0+16 of 16 key rows into 16 rows of `dst` at stride `ldk`
 /// (the Kᵀ tile), where a tier has a vector transpose.
 pub(crate) type Transpose16Fn = fn(rows: &[&[f32]; 16], t0: usize, dst: &mut [f32], ldk: usize);
@@ -404,21 +419,11 @@ fn gather_keys(
             for t0 in (0..whole).step_by(16) {
                 transpose16(&rows, t0, &mut kt[t0 * ldk + j0..], ldk);
             }
-            for t in whole..d {
-                let dst = &mut kt[t * ldk + j0..t * ldk + j0 + 16];
-                for (slot, row) in dst.iter_mut().zip(&rows) {
-                    *slot = row[t];
-                }
-            }
+            transpose_by_moves(&rows, whole..d, &mut kt[j0..], ldk);
         } else if block == TRANSPOSE_BLOCK {
             let rows: [&[f32]; TRANSPOSE_BLOCK] =
                 std::array::from_fn(|b| k.row(k_idx[j0 + b] as usize));
-            for t in 0..d {
-                let dst = &mut kt[t * ldk + j0..t * ldk + j0 + TRANSPOSE_BLOCK];
-                for (slot, row) in dst.iter_mut().zip(&rows) {
-                    *slot = row[t];
-                }
-            }
+            transpose_by_moves(&rows, 0..d, &mut kt[j0..], ldk);
         } else {
             for j in j0..n {
                 for (t, &x) in k.row(k_idx[j] as usize).iter().enumerate() {
@@ -436,6 +441,21 @@ fn gather_keys(
     if n < ldk {
         for row in kt.chunks_exact_mut(ldk) {
             row[n..].fill(0.0);
+        }
+    }
+}
+
+/// Coordinates `coords` of B key rows written transposed one element at a time: coordinate t
+/// of row b lands in `kt[t·ldk + b]` (B constant, so the copies unroll).
+fn transpose_by_moves<const B: usize>(
+    rows: &[&[f32]; B],
+    coords: std::ops::Range<usize>,
+    kt: &mut [f32],
+    ldk: usize,
+) {
+    for t in coords {
+        for (slot, row) in kt[t * ldk..t * ldk + B].iter_mut().zip(rows) {
+            *slot = row[t];
         }
     }
 }

@@ -146,14 +146,9 @@ pub(crate) fn pv(
 /// two products and a sum, the same bits as every other tier.
 pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
     assert_eq!(row.len(), o.len(), "combine extents");
-    let top = running.max(lse);
-    if top == f32::NEG_INFINITY || top.is_nan() {
+    let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
         return;
-    }
-    let exp = super::exp::exp_nonpositive;
-    let (w_old, w_new) = (exp(*running - top), exp(lse - top));
-    let total = w_old + w_new;
-    let (w_old, w_new) = (w_old / total, w_new / total);
+    };
     let whole = row.len() / 8 * 8;
     let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
     for at in (0..whole).step_by(8) {
@@ -163,5 +158,5 @@ pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
     for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
         *x = *x * w_old + y * w_new;
     }
-    *running = top + total.ln();
+    *running = merged;
 }
