@@ -302,12 +302,17 @@ fn from_ordered_key(key: u32) -> f32 {
 
 #[test]
 fn passes_are_skipped_when_digits_agree() {
-    // The sort's digits are key bits 0–9, 10–19 and 20–31 (src/sort/mod.rs); a pass whose
-    // digit is the same for every key is skipped, so each of the 8 subsets of varying digits
-    // takes its own path.
-    let digits = [(0u32, 10u32), (10, 10), (20, 12)];
+    // The sort's digits (src/sort/mod.rs) are key bits 0–8, 9–17 and 18–31 up to 2^18 keys,
+    // bits 0–9, 10–19 and 20–31 past that; a pass whose digit is the same for every key is
+    // skipped, so each of the 8 subsets of varying digits takes its own path, in both layouts.
     let mut rng = SplitMix64(5);
-    for n in [5000usize, 40_000] {
+    for n in [5000usize, 40_000, 300_000] {
+        let low_bits = if n <= 1 << 18 { 9 } else { 10 };
+        let digits = [
+            (0u32, low_bits),
+            (low_bits, low_bits),
+            (2 * low_bits, 32 - 2 * low_bits),
+        ];
         for subset in 0..8u32 {
             let base = 0x9234_5678u32; // a positive finite value's key
             let keys: Vec<f32> = (0..n)
@@ -316,10 +321,11 @@ fn passes_are_skipped_when_digits_agree() {
                     for (d, &(shift, bits)) in digits.iter().enumerate() {
                         if subset >> d & 1 == 1 {
                             let mask = ((1u64 << bits) - 1) as u32;
-                            // The top digit stays in 0x200..0xC00: finite values of both
-                            // signs (no NaN keys).
+                            // The top digit stays among the keys 0x2000_0000..0xC000_0000:
+                            // finite values of both signs (no NaN keys).
                             let value = if d == 2 {
-                                0x200 + rng.below(0xA00) as u32
+                                let (lo, hi) = (0x2000_0000u32 >> shift, 0xC000_0000u32 >> shift);
+                                lo + rng.below((hi - lo) as usize) as u32
                             } else {
                                 rng.next_u32() & mask
                             };
@@ -334,6 +340,45 @@ fn passes_are_skipped_when_digits_agree() {
                 &keys,
                 &oracle_perm(&keys),
                 &format!("varying digits {subset:03b}, n = {n}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn lengths_around_the_layout_switch() {
+    // Up to 2^18 keys the sort takes 9-bit low digits; past that, 10-bit ones.
+    check_lengths(&[1 << 18, (1 << 18) + 1], &[Dist::Hashes, Dist::RandomBits]);
+}
+
+#[test]
+fn scratch_is_reused_across_layouts_and_key_ranges() {
+    // The sort clears only the counters its previous call dirtied (the low histograms and the
+    // top digits between that call's least and greatest key): alternate layouts, narrow and
+    // wide key ranges through one scratch, every tier.
+    let segments = [
+        (Dist::RandomBits, 5000usize),
+        (Dist::Hashes, 300_000),
+        (Dist::AllEqual, 2000),
+        (Dist::Hashes, 5000),
+        (Dist::RandomBits, 270_000),
+        (Dist::Specials, 1000),
+        (Dist::FewDistinct, 300_000),
+        (Dist::Hashes, 20_000),
+    ];
+    for isa in supported_isas() {
+        let mut scratch = SortScratch::default();
+        for (s, &(dist, n)) in segments.iter().enumerate() {
+            let mut keys = make_keys(dist, n, s as u64);
+            if s == 3 {
+                // Tiny hashes: a different, narrow range of top digits.
+                keys.iter_mut().for_each(|x| *x *= 1e-3);
+            }
+            let mut perm = vec![u32::MAX; n];
+            argsort_into(isa, &keys, &mut perm, &mut scratch);
+            assert!(
+                perm == oracle_perm(&keys),
+                "{isa}, segment {s} ({dist:?}, n = {n})"
             );
         }
     }

@@ -8,11 +8,14 @@
 use super::ordered_key;
 use std::arch::x86_64::*;
 
-/// `ordered[j] = ordered_key(keys[j])`, 8 keys per step.
+/// `ordered[j] = ordered_key(keys[j])`, 8 keys per step; returns the least and the greatest
+/// ordered key (`(u32::MAX, 0)` for an empty block).
 #[target_feature(enable = "avx2")]
-pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
+pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
     assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm256_set1_epi32(i32::MIN);
+    let mut min_keys = _mm256_set1_epi32(-1);
+    let mut max_keys = _mm256_setzero_si256();
     let (key_chunks, key_tail) = keys.as_chunks::<8>();
     let (out_chunks, out_tail) = ordered.as_chunks_mut::<8>();
     for (chunk, out) in key_chunks.iter().zip(out_chunks.iter_mut()) {
@@ -24,12 +27,26 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
         let flip = _mm256_or_si256(_mm256_srai_epi32::<31>(bits), sign_bit);
         let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
         let key = _mm256_or_si256(_mm256_xor_si256(bits, flip), nan);
+        min_keys = _mm256_min_epu32(min_keys, key);
+        max_keys = _mm256_max_epu32(max_keys, key);
         // SAFETY: `out` is 8 writable u32; unaligned stores are allowed.
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), key) };
     }
-    for (&x, slot) in key_tail.iter().zip(out_tail.iter_mut()) {
-        *slot = ordered_key(x);
+    let (mut lanes_min, mut lanes_max) = ([0u32; 8], [0u32; 8]);
+    // SAFETY: each array is 8 writable u32; unaligned stores are allowed.
+    unsafe {
+        _mm256_storeu_si256(lanes_min.as_mut_ptr().cast(), min_keys);
+        _mm256_storeu_si256(lanes_max.as_mut_ptr().cast(), max_keys);
     }
+    let mut min_key = lanes_min.into_iter().fold(u32::MAX, u32::min);
+    let mut max_key = lanes_max.into_iter().fold(0, u32::max);
+    for (&x, slot) in key_tail.iter().zip(out_tail.iter_mut()) {
+        let key = ordered_key(x);
+        *slot = key;
+        min_key = min_key.min(key);
+        max_key = max_key.max(key);
+    }
+    (min_key, max_key)
 }
 
 /// [`super::exclusive_prefix_sum_portable`] 8 counts per step: a log-step scan inside each

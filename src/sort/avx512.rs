@@ -8,12 +8,15 @@
 use super::ordered_key;
 use std::arch::x86_64::*;
 
-/// `ordered[j] = ordered_key(keys[j])`, 16 keys per step.
+/// `ordered[j] = ordered_key(keys[j])`, 16 keys per step; returns the least and the greatest
+/// ordered key (`(u32::MAX, 0)` for an empty block).
 #[target_feature(enable = "avx512f")]
-pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
+pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
     assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm512_set1_epi32(i32::MIN);
     let all_ones = _mm512_set1_epi32(-1);
+    let mut min_keys = all_ones;
+    let mut max_keys = _mm512_setzero_si512();
     let (key_chunks, key_tail) = keys.as_chunks::<16>();
     let (out_chunks, out_tail) = ordered.as_chunks_mut::<16>();
     for (chunk, out) in key_chunks.iter().zip(out_chunks.iter_mut()) {
@@ -25,12 +28,22 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) {
         let key = _mm512_xor_si512(bits, flip);
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
         let key = _mm512_mask_mov_epi32(key, nan, all_ones);
+        min_keys = _mm512_min_epu32(min_keys, key);
+        max_keys = _mm512_max_epu32(max_keys, key);
         // SAFETY: `out` is 16 writable u32; unaligned stores are allowed.
         unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), key) };
     }
+    let (mut min_key, mut max_key) = (
+        _mm512_reduce_min_epu32(min_keys),
+        _mm512_reduce_max_epu32(max_keys),
+    );
     for (&x, slot) in key_tail.iter().zip(out_tail.iter_mut()) {
-        *slot = ordered_key(x);
+        let key = ordered_key(x);
+        *slot = key;
+        min_key = min_key.min(key);
+        max_key = max_key.max(key);
     }
+    (min_key, max_key)
 }
 
 /// [`super::exclusive_prefix_sum_portable`] 16 counts per step: a log-step scan inside the

@@ -8,21 +8,28 @@
 //! Each key is mapped by [`ordered_key`] to a u32 whose unsigned order is the order above.
 //! One read of the keys maps them (vectorised, a block of 256 at a time) and counts every
 //! digit of every key from the block while it is in L1: the histograms of all passes at
-//! once. Then an LSD radix sort runs three passes over the digits bits 0–9, 10–19 and 20–31,
-//! skipping every pass whose digit is the same for all keys. What each pass moves shrinks:
+//! once. Then an LSD radix sort runs three passes over two low digits and a top digit,
+//! skipping every pass whose digit is the same for all keys. Segments of up to 2^18 keys
+//! take digits of bits 0–8, 9–17 and 18–31 (512-bucket low passes, whose write streams stay
+//! in L1); longer ones bits 0–9, 10–19 and 20–31. What each pass moves shrinks:
 //!
 //! 1. pass 0 reads the ordered keys (4 bytes, the index is the position) and writes
 //!    `(key << 32) | index` pairs (8 bytes);
-//! 2. pass 1 reads the pairs and writes narrow words, `top digit << 20 | index` (4 bytes):
-//!    the last pass needs nothing else. Indices fit in 20 bits up to `NARROW_MAX` (2^20)
-//!    keys; longer segments keep 8-byte pairs, in a second buffer;
+//! 2. pass 1 reads the pairs and writes narrow words, `top digit << s | index` (4 bytes,
+//!    s = 18 or 20 index bits): the last pass needs nothing else. Segments longer than 2^20
+//!    keys keep 8-byte pairs, in a second buffer;
 //! 3. pass 2 reads the words and writes the bare index straight into the caller's
 //!    permutation.
+//!
+//! The top histogram (16384 or 4096 counters) is scanned only between the least and the
+//! greatest key's top digit (the map returns both), and the next sort clears only the
+//! counters this one dirtied: hash keys span a few thousand top buckets, a few hundred of
+//! them live.
 //!
 //! LSD passes are stable, so equal keys keep their index order. Inputs of at most
 //! `SMALL_SORT_MAX` (384) keys sort packed pairs with `sort_unstable` instead: the pairs are
 //! distinct, so the permutation is the same. Scratch: 12 bytes per key (20 past 2^20 keys)
-//! plus 24 KiB of counters.
+//! plus 68 KiB of counters.
 //!
 //! # Measurements behind the choices
 //!
@@ -43,7 +50,13 @@
 //!   16 Ki / 64 Ki / 1 Mi: 11/11/10 3.7 / 3.9 / 5.2, 10/10/12 3.4 / 3.4 / 5.2, 9/9/14 3.3 /
 //!   3.3 / 5.2 (but 3.9 at 4 Ki against 3.5, and slower on uniformly random bit patterns,
 //!   whose 16384 top buckets are all live), 14/9/9 with 4-byte words from pass 0 on (indices
-//!   below 2^14) 4.1 at 16 Ki: its first pass is a random scatter. So 10/10/12;
+//!   below 2^14) 4.1 at 16 Ki: its first pass is a random scatter. So 10/10/12 at first;
+//! - then 9/9/14 up to 2^18 keys, with the top histogram cleared and scanned over its live
+//!   range only (which removes the fixed cost that held 9/9/14 back): 16 Ki 3.3 → 3.0,
+//!   64 Ki 3.4 → 3.0, in alternating runs against the 10/10/12 build. 8/8/16 measured
+//!   slower (3.8 at 16 Ki: 65536 top counters to count and a top pass of many streams).
+//!   On uniformly random bit patterns (every top bucket live) the 9/9/14 layout is 2–5%
+//!   slower than 10/10/12 was (3.9 against 3.8 at 16 Ki);
 //! - the scatter loop unrolled by 4: −6% at 16 Ki;
 //! - not taken: four sub-histograms for the top digit (no gain: its buckets are few but not
 //!   so few that increments queue on one counter), counting the later passes' digits inside
@@ -52,18 +65,20 @@
 //!   offsets (+5%: the extra counting costs more than the parallelism gains), an MSD pass on
 //!   the top 12 bits followed by small sorts per bucket (+70%: bucket fixed costs).
 //!
-//! Where the time goes now (perf, 16 Ki keys): mapping and counting 25%, the three passes
-//! 24%, 21%, 21%. Each pass is a load, a digit, a counter load, a store, a counter store per
-//! key: the loops run at 2–3 cycles per key, bound by those loads and stores; the 16 Ki sort
-//! executes about 45 instructions per key.
+//! Where the time goes now (16 Ki keys, ns per key): mapping and counting 1.0, passes 0.7,
+//! 0.7, 0.6. A core here commits about one store per cycle to distinct cache lines (a
+//! one-histogram count loop runs at 0.35 ns per key, three histograms at 0.77, a scatter
+//! with offsets at 0.8), and the sort stores 9 times per key (3 counter increments, then per
+//! pass an element and its bucket's offset): about 2.3 ns at 3.9 GHz is the floor of this
+//! method, the rest is the low passes' write streams missing L1.
 //!
-//! The fixed cost of a radix sort here is clearing and scanning 6144 counters; the x86 tiers
-//! scan 16 or 8 counters per step. The radix sort overtakes `sort_unstable` on the packed
+//! The fixed cost of a radix sort here is clearing and scanning the low histograms and the
+//! live part of the top one; the x86 tiers scan 16 or 8 counters per step. The radix sort overtakes `sort_unstable` on the packed
 //! pairs between 320 and 448 keys, hence `SMALL_SORT_MAX`.
 //!
 //! The scatter writes stay bounds-checked: unchecked writes measured 3% faster at 16 Ki
-//! keys, not worth an `unsafe` whose soundness would rest on every tier's prefix sum being
-//! exact.
+//! keys with the first layout and no faster than run-to-run noise with the second, not worth
+//! an `unsafe` whose soundness would rest on every tier's prefix sum being exact.
 //!
 //! Partial sort: SMYRF only needs each key's cluster. The least a radix partial sort could do
 //! is the histogram and one MSD pass on the top digit: 2.1 ns per key at 16 Ki against 4.8 for
@@ -101,19 +116,27 @@ pub fn ordered_key(x: f32) -> u32 {
     bits ^ mask
 }
 
-/// Bits of the two low digits (passes 0 and 1).
-const LOW_BITS: u32 = 10;
-/// Buckets of a low pass.
-const LOW_RADIX: usize = 1 << LOW_BITS;
-/// Where the top digit (pass 2) starts: it is the key's 12 high bits.
-const TOP_SHIFT: u32 = 2 * LOW_BITS;
-/// Buckets of the top pass.
-const TOP_RADIX: usize = 1 << (32 - TOP_SHIFT);
-/// The digit histograms, passes 0, 1 and 2 one after the other.
-const COUNTS_LEN: usize = 2 * LOW_RADIX + TOP_RADIX;
-/// Longest segment whose indices fit in the `TOP_SHIFT` low bits of a narrow word
-/// (`top digit << TOP_SHIFT | index`), the last pass's input.
-const NARROW_MAX: usize = 1 << TOP_SHIFT;
+/// The digit layout of segments up to `SHORT_MAX` keys: low digits of 9 bits (512 buckets,
+/// whose write streams stay in L1), a 14-bit top digit.
+const SHORT_LOW_BITS: u32 = 9;
+/// The digit layout of longer segments: low digits of 10 bits, a 12-bit top digit, so that
+/// narrow words (20 index bits) last up to 2^20 keys.
+const LONG_LOW_BITS: u32 = 10;
+/// Longest segment sorted with the short layout: its narrow words hold 18 index bits.
+const SHORT_MAX: usize = 1 << (2 * SHORT_LOW_BITS);
+/// Counters of the larger layout: two low histograms and the top one, one after the other.
+const COUNTS_LEN: usize = {
+    let short = 2 * (1 << SHORT_LOW_BITS) + (1 << (32 - 2 * SHORT_LOW_BITS));
+    let long = 2 * (1 << LONG_LOW_BITS) + (1 << (32 - 2 * LONG_LOW_BITS));
+    if short > long {
+        short
+    } else {
+        long
+    }
+};
+/// The scans work on whole groups of this many counters, so the live range of the top
+/// histogram is widened to multiples of it.
+const SCAN_GROUP: usize = 16;
 /// Inputs up to this length are sorted by `sort_unstable` on packed `(key << 32) | index`
 /// pairs, which measured faster than the radix passes there (their fixed cost is clearing
 /// and summing the histograms).
@@ -128,22 +151,6 @@ struct Digit {
     shift: u32,
     mask: u32,
 }
-
-/// The digits of passes 0, 1, 2.
-const DIGITS: [Digit; 3] = [
-    Digit {
-        shift: 0,
-        mask: LOW_RADIX as u32 - 1,
-    },
-    Digit {
-        shift: LOW_BITS,
-        mask: LOW_RADIX as u32 - 1,
-    },
-    Digit {
-        shift: TOP_SHIFT,
-        mask: TOP_RADIX as u32 - 1,
-    },
-];
 
 impl Digit {
     #[inline(always)]
@@ -163,14 +170,20 @@ pub struct SortScratch {
     pairs: Vec<u64>,
     /// The second pair buffer, used only when a segment is too long for narrow words.
     spare: Vec<u64>,
-    /// The three digit histograms (`COUNTS_LEN` counters).
+    /// The digit histograms (`COUNTS_LEN` counters). Every counter outside `counts[..dirty_low]`
+    /// and `counts[dirty_top]` is zero between sorts, so a sort clears only those.
     counts: Vec<u32>,
+    /// Counters from 0 up to here may be nonzero (the last sort's low histograms).
+    dirty_low: usize,
+    /// The last sort's live top-digit counters, which may be nonzero.
+    dirty_top: std::ops::Range<usize>,
 }
 
 /// Bytes of [`SortScratch`] after sorting a segment of `n` keys: what `Plan::scratch_bytes`
 /// accounts for the sort.
 pub(crate) fn scratch_bytes(n: usize) -> usize {
-    let per_key = if n > NARROW_MAX { 4 + 8 + 8 } else { 4 + 8 };
+    let narrow_max = 1usize << (2 * LONG_LOW_BITS);
+    let per_key = if n > narrow_max { 4 + 8 + 8 } else { 4 + 8 };
     n.saturating_mul(per_key).saturating_add(4 * COUNTS_LEN)
 }
 
@@ -179,30 +192,20 @@ struct Buffers<'a> {
     keys: &'a mut [u32],
     pairs: &'a mut [u64],
     spare: &'a mut [u64],
-    counts: &'a mut [u32],
 }
 
 impl SortScratch {
-    /// Buffers for a segment of `n` keys, growing them if needed. `spare` is empty unless
-    /// `n` is too long for narrow words.
-    fn buffers(&mut self, n: usize) -> Buffers<'_> {
-        if self.keys.len() < n {
-            self.keys.resize(n, 0);
-            self.pairs.resize(n, 0);
-        }
-        let spare_len = if n > NARROW_MAX { n } else { 0 };
-        if self.spare.len() < spare_len {
-            self.spare.resize(spare_len, 0);
-        }
+    /// Zeroes every counter a sort with `low_len` low counters may read before counting, and
+    /// records the pessimistic dirty ranges (all the low counters and the whole top histogram
+    /// at `top`) until the sort narrows them, so an interrupted sort leaves nothing stale.
+    fn clear_counts(&mut self, low_len: usize, top: std::ops::Range<usize>) {
         if self.counts.len() < COUNTS_LEN {
             self.counts.resize(COUNTS_LEN, 0);
         }
-        Buffers {
-            keys: &mut self.keys[..n],
-            pairs: &mut self.pairs[..n],
-            spare: &mut self.spare[..spare_len],
-            counts: &mut self.counts[..COUNTS_LEN],
-        }
+        self.counts[..self.dirty_low.max(low_len)].fill(0);
+        self.counts[self.dirty_top.clone()].fill(0);
+        self.dirty_low = low_len;
+        self.dirty_top = top;
     }
 }
 
@@ -284,43 +287,97 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
     assert!(n <= u32::MAX as usize, "argsort: more than u32::MAX keys");
     if n <= SMALL_SORT_MAX {
         small_sort(isa, keys, perm, scratch);
-        return;
+    } else if n <= SHORT_MAX {
+        radix_sort::<{ SHORT_LOW_BITS }, { 1 << SHORT_LOW_BITS }, { 1 << (32 - 2 * SHORT_LOW_BITS) }>(
+            isa, keys, perm, scratch,
+        );
+    } else {
+        radix_sort::<{ LONG_LOW_BITS }, { 1 << LONG_LOW_BITS }, { 1 << (32 - 2 * LONG_LOW_BITS) }>(
+            isa, keys, perm, scratch,
+        );
     }
+}
+
+/// The LSD radix sort of one segment with low digits of `LOW_BITS` bits (`LOW` buckets) and
+/// a top digit of the remaining bits (`TOP` buckets).
+fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
+    isa: Isa,
+    keys: &[f32],
+    perm: &mut [u32],
+    scratch: &mut SortScratch,
+) {
+    const { assert!(LOW == 1 << LOW_BITS && TOP == 1 << (32 - 2 * LOW_BITS)) };
+    const { assert!(2 * LOW + TOP <= COUNTS_LEN && TOP.is_multiple_of(SCAN_GROUP)) };
+    let top_shift = 2 * LOW_BITS;
+    // Narrow words hold the top digit above `top_shift` index bits.
+    let narrow_max = 1usize << top_shift;
+    let n = keys.len();
+    let spare_len = if n > narrow_max { n } else { 0 };
+    scratch.clear_counts(2 * LOW, 2 * LOW..2 * LOW + TOP);
+    let counts = &mut scratch.counts[..2 * LOW + TOP];
+    let (low0, rest) = counts.split_at_mut(LOW);
+    let (low1, top) = rest.split_at_mut(LOW);
+    let low0: &mut [u32; LOW] = low0.try_into().expect("LOW counters");
+    let low1: &mut [u32; LOW] = low1.try_into().expect("LOW counters");
+    let top: &mut [u32; TOP] = top.try_into().expect("TOP counters");
     let Buffers {
         keys: ordered,
         pairs,
         spare,
-        counts,
-    } = scratch.buffers(n);
-    counts.fill(0);
-    let (low0, rest) = counts.split_at_mut(LOW_RADIX);
-    let (low1, top) = rest.split_at_mut(LOW_RADIX);
-    let low0: &mut [u32; LOW_RADIX] = low0.try_into().expect("LOW_RADIX counters");
-    let low1: &mut [u32; LOW_RADIX] = low1.try_into().expect("LOW_RADIX counters");
-    let top: &mut [u32; TOP_RADIX] = top.try_into().expect("TOP_RADIX counters");
-    map_and_count(isa, keys, ordered, low0, low1, top);
+    } = scratch_buffers(
+        &mut scratch.keys,
+        &mut scratch.pairs,
+        &mut scratch.spare,
+        n,
+        spare_len,
+    );
+    let digits = [
+        Digit {
+            shift: 0,
+            mask: LOW as u32 - 1,
+        },
+        Digit {
+            shift: LOW_BITS,
+            mask: LOW as u32 - 1,
+        },
+        Digit {
+            shift: top_shift,
+            mask: TOP as u32 - 1,
+        },
+    ];
+    let (min_key, max_key) = map_and_count(isa, keys, ordered, low0, low1, top, digits);
+    // Only the top digits between the least and the greatest key can be counted: scan those
+    // (hash keys use a few hundred of the 16384 top buckets) and clear only them next time.
+    let live_top = (digits[2].of(min_key) / SCAN_GROUP * SCAN_GROUP)
+        ..(digits[2].of(max_key) + 1).next_multiple_of(SCAN_GROUP);
+    scratch.dirty_top = 2 * LOW + live_top.start..2 * LOW + live_top.end;
 
     // A pass where every key has the same digit leaves the order as it is: skip it. The
     // others get their histogram turned into starting offsets.
     let first_key = ordered[0];
     let mut active = [false; 3];
-    for (pass, histogram) in [&mut low0[..], &mut low1[..], &mut top[..]]
+    for (pass, histogram) in [&mut low0[..], &mut low1[..], &mut top[live_top.clone()]]
         .into_iter()
         .enumerate()
     {
-        if histogram[DIGITS[pass].of(first_key)] as usize != n {
+        let first_digit = match pass {
+            2 => digits[2].of(first_key) - live_top.start,
+            _ => digits[pass].of(first_key),
+        };
+        if histogram[first_digit] as usize != n {
             exclusive_prefix_sum(isa, histogram);
             active[pass] = true;
         }
     }
-    let (d0, d1, d2) = (DIGITS[0], DIGITS[1], DIGITS[2]);
+    let [d0, d1, d2] = digits;
     let index_of_key = |i: usize, _: u32| i as u32;
     let index_of_pair = |_: usize, pair: u64| pair as u32;
     let pair_of_key = |i: usize, key: u32| pack(key, i as u32);
     let key_of_pair = |pair: u64| (pair >> 32) as u32;
-    let narrow_of_pair = |_: usize, pair: u64| narrow(key_of_pair(pair), pair as u32);
-    let narrow_index = |_: usize, word: u32| word & (NARROW_MAX as u32 - 1);
-    let narrow_digit = |word: u32| (word >> TOP_SHIFT) as usize;
+    let narrow_of_pair =
+        |_: usize, pair: u64| ((key_of_pair(pair) >> top_shift) << top_shift) | pair as u32;
+    let narrow_index = |_: usize, word: u32| word & (narrow_max as u32 - 1);
+    let narrow_digit = |word: u32| (word >> top_shift) as usize;
     match active {
         [false, false, false] => {
             // Every key equal: the identity is the stable order.
@@ -349,7 +406,7 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
         // permutation; pairs twice when the indices do not fit narrow words.
         [true, true, true] => {
             scatter(ordered, pairs, low0, |k| d0.of(k), pair_of_key);
-            if n <= NARROW_MAX {
+            if n <= narrow_max {
                 let words = ordered;
                 scatter(
                     pairs,
@@ -367,27 +424,57 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
     }
 }
 
-/// Maps `keys` to ordered keys and counts their digits, one L1-sized block at a time.
-fn map_and_count(
-    isa: Isa,
-    keys: &[f32],
-    ordered: &mut [u32],
-    low0: &mut [u32; LOW_RADIX],
-    low1: &mut [u32; LOW_RADIX],
-    top: &mut [u32; TOP_RADIX],
-) {
-    for (keys, ordered) in keys.chunks(BLOCK).zip(ordered.chunks_mut(BLOCK)) {
-        map_block(isa, keys, ordered);
-        for &key in ordered.iter() {
-            low0[DIGITS[0].of(key) & (LOW_RADIX - 1)] += 1;
-            low1[DIGITS[1].of(key) & (LOW_RADIX - 1)] += 1;
-            top[DIGITS[2].of(key) & (TOP_RADIX - 1)] += 1;
-        }
+/// The key buffers of a segment of `n` keys, growing them if needed; `spare` gets
+/// `spare_len` elements (0 unless the segment is too long for narrow words).
+fn scratch_buffers<'a>(
+    keys: &'a mut Vec<u32>,
+    pairs: &'a mut Vec<u64>,
+    spare: &'a mut Vec<u64>,
+    n: usize,
+    spare_len: usize,
+) -> Buffers<'a> {
+    if keys.len() < n {
+        keys.resize(n, 0);
+        pairs.resize(n, 0);
+    }
+    if spare.len() < spare_len {
+        spare.resize(spare_len, 0);
+    }
+    Buffers {
+        keys: &mut keys[..n],
+        pairs: &mut pairs[..n],
+        spare: &mut spare[..spare_len],
     }
 }
 
-/// `ordered[j] = ordered_key(keys[j])`, with `isa`'s key map.
-fn map_block(isa: Isa, keys: &[f32], ordered: &mut [u32]) {
+/// Maps `keys` to ordered keys and counts their digits, one L1-sized block at a time.
+/// Returns the least and the greatest ordered key.
+fn map_and_count<const LOW: usize, const TOP: usize>(
+    isa: Isa,
+    keys: &[f32],
+    ordered: &mut [u32],
+    low0: &mut [u32; LOW],
+    low1: &mut [u32; LOW],
+    top: &mut [u32; TOP],
+    digits: [Digit; 3],
+) -> (u32, u32) {
+    let (mut min_key, mut max_key) = (u32::MAX, 0);
+    for (keys, ordered) in keys.chunks(BLOCK).zip(ordered.chunks_mut(BLOCK)) {
+        let (block_min, block_max) = map_block(isa, keys, ordered);
+        min_key = min_key.min(block_min);
+        max_key = max_key.max(block_max);
+        for &key in ordered.iter() {
+            low0[digits[0].of(key) & (LOW - 1)] += 1;
+            low1[digits[1].of(key) & (LOW - 1)] += 1;
+            top[digits[2].of(key) & (TOP - 1)] += 1;
+        }
+    }
+    (min_key, max_key)
+}
+
+/// `ordered[j] = ordered_key(keys[j])`, with `isa`'s key map; returns the least and the
+/// greatest ordered key (`(u32::MAX, 0)` for an empty block).
+fn map_block(isa: Isa, keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX-512F.
@@ -401,10 +488,15 @@ fn map_block(isa: Isa, keys: &[f32], ordered: &mut [u32]) {
 
 /// The portable tier's key map: plain code, which the compiler vectorises for the baseline
 /// target (SSE2 on x86-64, NEON on aarch64).
-fn map_block_portable(keys: &[f32], ordered: &mut [u32]) {
+fn map_block_portable(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
+    let (mut min_key, mut max_key) = (u32::MAX, 0);
     for (&x, slot) in keys.iter().zip(ordered.iter_mut()) {
-        *slot = ordered_key(x);
+        let key = ordered_key(x);
+        *slot = key;
+        min_key = min_key.min(key);
+        max_key = max_key.max(key);
     }
+    (min_key, max_key)
 }
 
 /// One packed pair: the key in the high half, so that u64 order is key order then index
@@ -412,12 +504,6 @@ fn map_block_portable(keys: &[f32], ordered: &mut [u32]) {
 #[inline(always)]
 fn pack(key: u32, index: u32) -> u64 {
     ((key as u64) << 32) | index as u64
-}
-
-/// A narrow word: the key's top digit above its index (which must be below `NARROW_MAX`).
-#[inline(always)]
-fn narrow(key: u32, index: u32) -> u32 {
-    ((key >> TOP_SHIFT) << TOP_SHIFT) | index
 }
 
 /// Replaces each count by the sum of the counts before it, with `isa`'s scan.
@@ -483,7 +569,13 @@ fn small_sort(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratc
         keys: ordered,
         pairs,
         ..
-    } = scratch.buffers(keys.len());
+    } = scratch_buffers(
+        &mut scratch.keys,
+        &mut scratch.pairs,
+        &mut scratch.spare,
+        keys.len(),
+        0,
+    );
     map_block(isa, keys, ordered);
     for (i, (&key, pair)) in ordered.iter().zip(pairs.iter_mut()).enumerate() {
         *pair = pack(key, i as u32);
@@ -525,14 +617,18 @@ mod tests {
         for n in 0..=70 {
             let keys = mixed_keys(n);
             let mut expected = vec![0u32; n];
-            map_block_portable(&keys, &mut expected);
+            let range = map_block_portable(&keys, &mut expected);
             for (&x, &key) in keys.iter().zip(&expected) {
                 assert_eq!(key, ordered_key(x));
             }
+            let least = expected.iter().copied().min().unwrap_or(u32::MAX);
+            let greatest = expected.iter().copied().max().unwrap_or(0);
+            assert_eq!(range, (least, greatest), "n = {n}");
             for isa in supported_tiers() {
                 let mut mapped = vec![u32::MAX - 1; n];
-                map_block(isa, &keys, &mut mapped);
+                let tier_range = map_block(isa, &keys, &mut mapped);
                 assert_eq!(mapped, expected, "{isa}, n = {n}");
+                assert_eq!(tier_range, range, "{isa}, n = {n}");
             }
         }
     }
@@ -540,7 +636,7 @@ mod tests {
     #[test]
     fn every_tier_scans_like_the_portable_code() {
         let mut state = 7u64;
-        let mut histogram = [0u32; TOP_RADIX];
+        let mut histogram = [0u32; 1 << 14];
         for slot in histogram.iter_mut() {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
@@ -556,7 +652,8 @@ mod tests {
         exclusive_prefix_sum_portable(&mut expected);
         assert_eq!(expected[0], 0);
         for isa in supported_tiers() {
-            for len in [LOW_RADIX, TOP_RADIX] {
+            // Every histogram length of both layouts, and a live range of the top one.
+            for len in [1 << 9, 1 << 10, 1 << 12, 1 << 14, SCAN_GROUP] {
                 let mut scanned = histogram;
                 exclusive_prefix_sum(isa, &mut scanned[..len]);
                 let mut expected = histogram;
