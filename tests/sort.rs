@@ -302,12 +302,12 @@ fn from_ordered_key(key: u32) -> f32 {
 
 #[test]
 fn passes_are_skipped_when_digits_agree() {
-    // The sort's digits (src/sort/mod.rs) are key bits 0–8, 9–17 and 18–31 up to 2^18 keys,
-    // bits 0–9, 10–19 and 20–31 past that; a pass whose digit is the same for every key is
+    // The sort's digits (src/sort/mod.rs) are key bits 0–8, 9–17 and 18–31 from 4096 to 2^18
+    // keys, bits 0–9, 10–19 and 20–31 otherwise; a pass whose digit is the same for every key is
     // skipped, so each of the 8 subsets of varying digits takes its own path, in both layouts.
     let mut rng = SplitMix64(5);
-    for n in [5000usize, 40_000, 300_000] {
-        let low_bits = if n <= 1 << 18 { 9 } else { 10 };
+    for n in [3000usize, 5000, 40_000, 300_000] {
+        let low_bits = if (4096..=1 << 18).contains(&n) { 9 } else { 10 };
         let digits = [
             (0u32, low_bits),
             (low_bits, low_bits),
@@ -347,8 +347,11 @@ fn passes_are_skipped_when_digits_agree() {
 
 #[test]
 fn lengths_around_the_layout_switch() {
-    // Up to 2^18 keys the sort takes 9-bit low digits; past that, 10-bit ones.
-    check_lengths(&[1 << 18, (1 << 18) + 1], &[Dist::Hashes, Dist::RandomBits]);
+    // From 4096 to 2^18 keys the sort takes 9-bit low digits; otherwise 10-bit ones.
+    check_lengths(
+        &[4095, 4096, 1 << 18, (1 << 18) + 1],
+        &[Dist::Hashes, Dist::RandomBits],
+    );
 }
 
 #[test]
@@ -363,6 +366,7 @@ fn scratch_is_reused_across_layouts_and_key_ranges() {
         (Dist::Hashes, 5000),
         (Dist::RandomBits, 270_000),
         (Dist::Specials, 1000),
+        (Dist::Hashes, 3000),
         (Dist::FewDistinct, 300_000),
         (Dist::Hashes, 20_000),
     ];

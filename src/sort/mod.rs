@@ -9,9 +9,9 @@
 //! One read of the keys maps them (vectorised, a block of 256 at a time) and counts every
 //! digit of every key from the block while it is in L1: the histograms of all passes at
 //! once. Then an LSD radix sort runs three passes over two low digits and a top digit,
-//! skipping every pass whose digit is the same for all keys. Segments of up to 2^18 keys
+//! skipping every pass whose digit is the same for all keys. Segments of 4096 to 2^18 keys
 //! take digits of bits 0–8, 9–17 and 18–31 (512-bucket low passes, whose write streams stay
-//! in L1); longer ones bits 0–9, 10–19 and 20–31. What each pass moves shrinks:
+//! in L1); shorter and longer ones bits 0–9, 10–19 and 20–31. What each pass moves shrinks:
 //!
 //! 1. pass 0 reads the ordered keys (4 bytes, the index is the position) and writes
 //!    `(key << 32) | index` pairs (8 bytes);
@@ -51,7 +51,7 @@
 //!   3.3 / 5.2 (but 3.9 at 4 Ki against 3.5, and slower on uniformly random bit patterns,
 //!   whose 16384 top buckets are all live), 14/9/9 with 4-byte words from pass 0 on (indices
 //!   below 2^14) 4.1 at 16 Ki: its first pass is a random scatter. So 10/10/12 at first;
-//! - then 9/9/14 up to 2^18 keys, with the top histogram cleared and scanned over its live
+//! - then 9/9/14 from 4 Ki to 2^18 keys, with the top histogram cleared and scanned over its live
 //!   range only (which removes the fixed cost that held 9/9/14 back): 16 Ki 3.3 → 3.0,
 //!   64 Ki 3.4 → 3.0, in alternating runs against the 10/10/12 build. 8/8/16 measured
 //!   slower (3.8 at 16 Ki: 65536 top counters to count and a top pass of many streams).
@@ -116,18 +116,22 @@ pub fn ordered_key(x: f32) -> u32 {
     bits ^ mask
 }
 
-/// The digit layout of segments up to `SHORT_MAX` keys: low digits of 9 bits (512 buckets,
-/// whose write streams stay in L1), a 14-bit top digit.
-const SHORT_LOW_BITS: u32 = 9;
-/// The digit layout of longer segments: low digits of 10 bits, a 12-bit top digit, so that
-/// narrow words (20 index bits) last up to 2^20 keys.
-const LONG_LOW_BITS: u32 = 10;
-/// Longest segment sorted with the short layout: its narrow words hold 18 index bits.
-const SHORT_MAX: usize = 1 << (2 * SHORT_LOW_BITS);
+/// The digit layout of segments of `MID_MIN` to `MID_MAX` keys: low digits of 9 bits (512
+/// buckets, whose write streams stay in L1), a 14-bit top digit.
+const MID_LOW_BITS: u32 = 9;
+/// The digit layout of shorter and longer segments: low digits of 10 bits, a 12-bit top
+/// digit, so that narrow words (20 index bits) last up to 2^20 keys.
+const WIDE_LOW_BITS: u32 = 10;
+/// Longest segment sorted with the mid layout: its narrow words hold 18 index bits.
+const MID_MAX: usize = 1 << (2 * MID_LOW_BITS);
+/// Shortest segment sorted with the mid layout: below it, the fixed cost of its larger top
+/// histogram (the live range of 16384 counters, cleared and scanned per sort) outweighs the
+/// cheaper low passes (1 Ki keys: 243 against 305 Melem/s with the wide layout).
+const MID_MIN: usize = 4096;
 /// Counters of the larger layout: two low histograms and the top one, one after the other.
 const COUNTS_LEN: usize = {
-    let short = 2 * (1 << SHORT_LOW_BITS) + (1 << (32 - 2 * SHORT_LOW_BITS));
-    let long = 2 * (1 << LONG_LOW_BITS) + (1 << (32 - 2 * LONG_LOW_BITS));
+    let short = 2 * (1 << MID_LOW_BITS) + (1 << (32 - 2 * MID_LOW_BITS));
+    let long = 2 * (1 << WIDE_LOW_BITS) + (1 << (32 - 2 * WIDE_LOW_BITS));
     if short > long {
         short
     } else {
@@ -182,7 +186,7 @@ pub struct SortScratch {
 /// Bytes of [`SortScratch`] after sorting a segment of `n` keys: what `Plan::scratch_bytes`
 /// accounts for the sort.
 pub(crate) fn scratch_bytes(n: usize) -> usize {
-    let narrow_max = 1usize << (2 * LONG_LOW_BITS);
+    let narrow_max = 1usize << (2 * WIDE_LOW_BITS);
     let per_key = if n > narrow_max { 4 + 8 + 8 } else { 4 + 8 };
     n.saturating_mul(per_key).saturating_add(4 * COUNTS_LEN)
 }
@@ -287,12 +291,12 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
     assert!(n <= u32::MAX as usize, "argsort: more than u32::MAX keys");
     if n <= SMALL_SORT_MAX {
         small_sort(isa, keys, perm, scratch);
-    } else if n <= SHORT_MAX {
-        radix_sort::<{ SHORT_LOW_BITS }, { 1 << SHORT_LOW_BITS }, { 1 << (32 - 2 * SHORT_LOW_BITS) }>(
+    } else if (MID_MIN..=MID_MAX).contains(&n) {
+        radix_sort::<{ MID_LOW_BITS }, { 1 << MID_LOW_BITS }, { 1 << (32 - 2 * MID_LOW_BITS) }>(
             isa, keys, perm, scratch,
         );
     } else {
-        radix_sort::<{ LONG_LOW_BITS }, { 1 << LONG_LOW_BITS }, { 1 << (32 - 2 * LONG_LOW_BITS) }>(
+        radix_sort::<{ WIDE_LOW_BITS }, { 1 << WIDE_LOW_BITS }, { 1 << (32 - 2 * WIDE_LOW_BITS) }>(
             isa, keys, perm, scratch,
         );
     }
