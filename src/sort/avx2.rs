@@ -51,7 +51,7 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
 
 /// [`super::exclusive_prefix_sum_portable`] 8 counts per step: a log-step scan inside each
 /// 128-bit half, the low half's total added to the high half, and the running total carried
-/// in a broadcast.
+/// in a broadcast; a group of 8 empty buckets is skipped (it stays zero and adds nothing).
 #[target_feature(enable = "avx2")]
 pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
     let (chunks, tail) = histogram.as_chunks_mut::<8>();
@@ -65,6 +65,10 @@ pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
     for chunk in chunks {
         // SAFETY: `chunk` is 8 readable u32; unaligned loads are allowed.
         let counts = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+        if _mm256_testz_si256(counts, counts) != 0 {
+            continue;
+        }
+        let empty = _mm256_cmpeq_epi32(counts, _mm256_setzero_si256());
         // Byte shifts move lanes up within each 128-bit half.
         let mut scan = _mm256_add_epi32(counts, _mm256_slli_si256::<4>(counts));
         scan = _mm256_add_epi32(scan, _mm256_slli_si256::<8>(scan));
@@ -78,7 +82,8 @@ pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
         unsafe {
             _mm256_storeu_si256(
                 chunk.as_mut_ptr().cast(),
-                _mm256_sub_epi32(inclusive, counts),
+                // Empty buckets keep their zero.
+                _mm256_andnot_si256(empty, _mm256_sub_epi32(inclusive, counts)),
             )
         };
         carry = _mm256_permutevar8x32_epi32(inclusive, lane_7);

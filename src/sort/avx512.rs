@@ -47,7 +47,8 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
 }
 
 /// [`super::exclusive_prefix_sum_portable`] 16 counts per step: a log-step scan inside the
-/// vector (lanes shifted by 1, 2, 4, 8), plus the running total carried in a broadcast.
+/// vector (lanes shifted by 1, 2, 4, 8), plus the running total carried in a broadcast; a
+/// group of 16 empty buckets is skipped (it stays zero and adds nothing to the total).
 #[target_feature(enable = "avx512f")]
 pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
     let (chunks, tail) = histogram.as_chunks_mut::<16>();
@@ -61,19 +62,20 @@ pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
     for chunk in chunks {
         // SAFETY: `chunk` is 16 readable u32; unaligned loads are allowed.
         let counts = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
+        let non_empty = _mm512_test_epi32_mask(counts, counts);
+        if non_empty == 0 {
+            continue;
+        }
         // `_mm512_alignr_epi32::<16 - s>(x, zero)` is `x` moved up by `s` lanes, zeros below.
         let mut scan = _mm512_add_epi32(counts, _mm512_alignr_epi32::<15>(counts, zero));
         scan = _mm512_add_epi32(scan, _mm512_alignr_epi32::<14>(scan, zero));
         scan = _mm512_add_epi32(scan, _mm512_alignr_epi32::<12>(scan, zero));
         scan = _mm512_add_epi32(scan, _mm512_alignr_epi32::<8>(scan, zero));
         let inclusive = _mm512_add_epi32(scan, carry);
+        // Empty buckets keep their zero.
+        let offsets = _mm512_maskz_sub_epi32(non_empty, inclusive, counts);
         // SAFETY: `chunk` is 16 writable u32; unaligned stores are allowed.
-        unsafe {
-            _mm512_storeu_si512(
-                chunk.as_mut_ptr().cast(),
-                _mm512_sub_epi32(inclusive, counts),
-            )
-        };
+        unsafe { _mm512_storeu_si512(chunk.as_mut_ptr().cast(), offsets) };
         carry = _mm512_permutexvar_epi32(last_lane, inclusive);
     }
 }

@@ -510,7 +510,10 @@ fn pack(key: u32, index: u32) -> u64 {
     ((key as u64) << 32) | index as u64
 }
 
-/// Replaces each count by the sum of the counts before it, with `isa`'s scan.
+/// Replaces each nonzero count by the sum of the counts before it (its bucket's starting
+/// offset) and leaves zero counts zero, with `isa`'s scan. Empty buckets need no offset, and
+/// keeping them zero lets the vector tiers skip whole groups of empty buckets, which is most
+/// of a hash histogram's top digits.
 fn exclusive_prefix_sum(isa: Isa, histogram: &mut [u32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -528,7 +531,7 @@ fn exclusive_prefix_sum_portable(histogram: &mut [u32]) {
     let mut sum = 0u32;
     for slot in histogram.iter_mut() {
         let count = *slot;
-        *slot = sum;
+        *slot = if count == 0 { 0 } else { sum };
         sum += count;
     }
 }
@@ -641,12 +644,14 @@ mod tests {
     fn every_tier_scans_like_the_portable_code() {
         let mut state = 7u64;
         let mut histogram = [0u32; 1 << 14];
-        for slot in histogram.iter_mut() {
+        for (i, slot) in histogram.iter_mut().enumerate() {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1);
-            // Mostly empty buckets, as in real histograms, and some large counts.
+            // Mostly empty buckets, as in real histograms, whole groups of 16 empty buckets
+            // (every third group), and some large counts.
             *slot = match state >> 61 {
+                _ if (i / 16) % 3 == 1 => 0,
                 0..=4 => 0,
                 5 | 6 => (state >> 50) as u32 & 0xFF,
                 _ => (state >> 40) as u32 & 0xF_FFFF,
@@ -655,6 +660,12 @@ mod tests {
         let mut expected = histogram;
         exclusive_prefix_sum_portable(&mut expected);
         assert_eq!(expected[0], 0);
+        // Against plain running sums: offsets for non-empty buckets, zero for empty ones.
+        let mut sum = 0;
+        for (&count, &offset) in histogram.iter().zip(&expected) {
+            assert_eq!(offset, if count == 0 { 0 } else { sum });
+            sum += count;
+        }
         for isa in supported_tiers() {
             // Every histogram length of both layouts, and a live range of the top one.
             for len in [1 << 9, 1 << 10, 1 << 12, 1 << 14, SCAN_GROUP] {
