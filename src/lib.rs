@@ -34,6 +34,7 @@ mod hybrid;
 pub mod isa;
 mod parallel;
 mod plan;
+mod prefetch;
 mod profile;
 mod simd;
 pub mod sort;

@@ -281,22 +281,11 @@ impl RowWriter<'_> {
     /// Hints the CPU to bring row (b, h, i) into L2 for writing soon (no effect on results).
     #[inline(always)]
     pub(crate) fn prefetch(&self, b: usize, h: usize, i: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let start = self.shape.row_offset(b, h, i);
-            let p = self.ptr.wrapping_add(start).cast::<i8>();
-            for line in 0..(self.shape.dim * 4).div_ceil(64).min(8) {
-                // SAFETY: `_mm_prefetch` is baseline SSE on x86-64 and never faults; the
-                // address is only formed with wrapping arithmetic, never dereferenced.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                        p.wrapping_add(line * 64),
-                    )
-                };
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (b, h, i);
+        let start = self.shape.row_offset(b, h, i);
+        crate::prefetch::prefetch_span::<{ crate::prefetch::HINT_L2 }>(
+            self.ptr.wrapping_add(start),
+            self.shape.dim,
+        );
     }
 
     /// Row (b, h, i) as a mutable slice.

@@ -22,6 +22,7 @@ pub(crate) mod portable;
 
 use crate::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
+use crate::prefetch::{prefetch_span, HINT_L1, HINT_L2};
 use crate::profile::{Stage, StageTimer};
 use std::cell::RefCell;
 
@@ -334,49 +335,23 @@ const TRANSPOSE_BLOCK: usize = 8;
 /// How many rows ahead the gathers prefetch: cluster rows are scattered in memory.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Hints the CPU to fetch the row that `offset` points at (a no-op off x86-64).
+/// Hints the CPU to fetch the row that `offset` points at into L1 (a no-op off x86-64).
 #[inline(always)]
 fn prefetch_row(data: &[f32], offset: usize, dim: usize) {
-    #[cfg(target_arch = "x86_64")]
     if offset < data.len() {
-        let p = data[offset..].as_ptr().cast::<i8>();
-        let lines = (dim * 4).div_ceil(64).min(8);
-        for line in 0..lines {
-            // SAFETY: `_mm_prefetch` is SSE (baseline on x86-64) and never faults, even for an
-            // address past the buffer; the address is computed with wrapping arithmetic.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.wrapping_add(line * 64),
-                )
-            };
-        }
+        prefetch_span::<{ HINT_L1 }>(data[offset..].as_ptr(), dim);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, offset, dim);
 }
 
 /// Hints the CPU to bring the rows `ids` into L2 (a no-op off x86-64): the pipeline calls it
 /// for the next cluster while the current one computes, so its scattered rows arrive in time.
 pub(crate) fn prefetch_rows_l2(rows: Rows<'_>, ids: &[u32]) {
-    #[cfg(target_arch = "x86_64")]
     for &id in ids {
         let offset = rows.base + id as usize * rows.stride;
-        if offset >= rows.data.len() {
-            continue;
-        }
-        let p = rows.data[offset..].as_ptr().cast::<i8>();
-        for line in 0..(rows.dim * 4).div_ceil(64).min(8) {
-            // SAFETY: `_mm_prefetch` is baseline SSE on x86-64 and never faults; the address
-            // is only formed with wrapping arithmetic, never dereferenced.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                    p.wrapping_add(line * 64),
-                )
-            };
+        if offset < rows.data.len() {
+            prefetch_span::<{ HINT_L2 }>(rows.data[offset..].as_ptr(), rows.dim);
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (rows, ids);
 }
 
 /// Gathers keys transposed (d × ldk) and values (n × ldv), zero padded.
