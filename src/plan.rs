@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::hybrid::{self, HybridScratch};
 use crate::isa::{resolve_isa, Isa};
 use crate::parallel::{for_each_index, Threads};
+use crate::prefetch::{self, LineQueue};
 use crate::profile::{Stage, StageTimer};
 use crate::sort::{self, SortScratch};
 use crate::view::{RowWriter, TensorView, TensorViewMut};
@@ -168,7 +169,9 @@ impl Plan {
             largest_call.max(nq).min(attention::Q_BLOCK),
             self.head_dim,
             dv,
-        );
+        )
+        // The prefetch queue of the next cluster.
+        .saturating_add(prefetch::QUEUE_BYTES);
         let per_head =
             per_head.saturating_add(hybrid::scratch_bytes(&self.config, nq, nk, self.head_dim));
         threads.saturating_mul(per_head.saturating_add(tiles))
@@ -359,16 +362,22 @@ impl Plan {
                 let (k0, k1) = cut(c, nv, clusters);
                 let members = &q_perm[q0..q1];
                 let keys = &key_order[k0..k1];
+                // Cluster rows are scattered: queue the next cluster's for the kernels to
+                // prefetch while this one computes (`LineQueue`).
                 if c + 1 < clusters {
-                    // Cluster rows are scattered: fetch the next cluster's while this one runs.
                     let (n0, n1) = cut(c + 1, nq, clusters);
                     let (m0, m1) = cut(c + 1, nv, clusters);
-                    attention::prefetch_rows_l2(q, &q_perm[n0..n1]);
-                    attention::prefetch_rows_l2(k, &key_order[m0..m1]);
-                    attention::prefetch_rows_l2(v, &key_order[m0..m1]);
-                    for &i in &q_perm[n0..n1] {
-                        call.out.prefetch(b, h, i as usize);
-                    }
+                    let (next_queries, next_keys) = (&q_perm[n0..n1], &key_order[m0..m1]);
+                    LineQueue::refill(|queue| {
+                        for &i in next_queries {
+                            queue.push_span(q.row_start(i as usize), d);
+                            queue.push_span(call.out.row_start(b, h, i as usize), v.dim);
+                        }
+                        for &j in next_keys {
+                            queue.push_span(k.row_start(j as usize), d);
+                            queue.push_span(v.row_start(j as usize), v.dim);
+                        }
+                    });
                 }
                 attention::attend(
                     self.attention,
@@ -393,6 +402,8 @@ impl Plan {
                         }
                     },
                 );
+                // Whatever the kernels did not get to, before the next cluster's gathers.
+                LineQueue::drain();
             });
         }
         if let Some(lse) = call.lse {

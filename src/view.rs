@@ -278,14 +278,13 @@ unsafe impl Send for RowWriter<'_> {}
 unsafe impl Sync for RowWriter<'_> {}
 
 impl RowWriter<'_> {
-    /// Hints the CPU to bring row (b, h, i) into L2 for writing soon (no effect on results).
+    /// Where row (b, h, i) starts, for a prefetch: formed with wrapping arithmetic, never
+    /// read, no reference made.
     #[inline(always)]
-    pub(crate) fn prefetch(&self, b: usize, h: usize, i: usize) {
-        let start = self.shape.row_offset(b, h, i);
-        crate::prefetch::prefetch_span::<{ crate::prefetch::HINT_L2 }>(
-            self.ptr.wrapping_add(start),
-            self.shape.dim,
-        );
+    pub(crate) fn row_start(&self, b: usize, h: usize, i: usize) -> *const f32 {
+        self.ptr
+            .wrapping_add(self.shape.row_offset(b, h, i))
+            .cast_const()
     }
 
     /// Row (b, h, i) as a mutable slice.

@@ -2,6 +2,7 @@
 //! instantiate them with their tile shapes. Contracts are those of [`super::AttentionKernels`].
 
 use super::exp::{EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
+use crate::prefetch::LineQueue;
 use crate::simd::SimdF32;
 
 /// Vector exp for x ≤ 0: the steps of [`super::exp::exp_nonpositive`].
@@ -57,7 +58,49 @@ pub(crate) enum Epilogue {
 /// Pointers valid for the extents named; the tier's instructions are available.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
+pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize, const PF: bool>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    m: usize,
+    kdim: usize,
+    ncols: usize,
+    epilogue: Epilogue,
+    queue: &mut LineQueue,
+) {
+    debug_assert!(ncols.is_multiple_of(S::LANES));
+    let mut j = 0;
+    // SAFETY (all column blocks): columns j..j+W·LANES ≤ ncols by the loop bounds.
+    unsafe {
+        while j + NV * S::LANES <= ncols {
+            column_block::<S, MR, NV, PF>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue, queue);
+            j += NV * S::LANES;
+        }
+        // A narrower remainder (dv = 32 against a 64-wide tile, say) in two-vector tiles: a
+        // one-vector tile does one FMA per broadcast.
+        if NV > 2 && j + 2 * S::LANES <= ncols {
+            column_block::<S, MR, 2, PF>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue, queue);
+            j += 2 * S::LANES;
+        }
+        while j < ncols {
+            column_block::<S, MR, 1, PF>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue, queue);
+            j += S::LANES;
+        }
+    }
+}
+
+/// [`gemm`] with this thread's prefetch queue: the variant whose tiles issue the queued
+/// lines when some are pending (a cluster of the SMYRF pipeline), the plain one otherwise
+/// (dense attention, the §8 blocks), which keeps its inner loop free of the checks.
+///
+/// # Safety
+/// As for [`gemm`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_queued<S: SimdF32, const MR: usize, const NV: usize>(
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -69,25 +112,16 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
     ncols: usize,
     epilogue: Epilogue,
 ) {
-    debug_assert!(ncols.is_multiple_of(S::LANES));
-    let mut j = 0;
-    // SAFETY (all column blocks): columns j..j+W·LANES ≤ ncols by the loop bounds.
+    let mut queue = LineQueue::take();
+    // SAFETY: the caller's extents, passed through.
     unsafe {
-        while j + NV * S::LANES <= ncols {
-            column_block::<S, MR, NV>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
-            j += NV * S::LANES;
-        }
-        // A narrower remainder (dv = 32 against a 64-wide tile, say) in two-vector tiles: a
-        // one-vector tile does one FMA per broadcast.
-        if NV > 2 && j + 2 * S::LANES <= ncols {
-            column_block::<S, MR, 2>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
-            j += 2 * S::LANES;
-        }
-        while j < ncols {
-            column_block::<S, MR, 1>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue);
-            j += S::LANES;
+        if queue.is_pending() {
+            gemm::<S, MR, NV, true>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, &mut queue);
+        } else {
+            gemm::<S, MR, NV, false>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, &mut queue);
         }
     }
+    queue.put_back();
 }
 
 /// Every row of one block of W vector columns starting at column j: MR-row tiles, then edge
@@ -98,7 +132,7 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize>(
 /// As for [`gemm`], with columns j..j+W·LANES inside the extents.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize>(
+unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize, const PF: bool>(
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -109,24 +143,25 @@ unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize>(
     j: usize,
     kdim: usize,
     epilogue: Epilogue,
+    queue: &mut LineQueue,
 ) {
     let mut i = 0;
     // SAFETY (all tile calls): rows i..i+R ≤ m by the loop bounds; columns by the caller.
     unsafe {
         while i + MR <= m {
-            tile::<S, MR, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            tile::<S, MR, W, PF>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue, queue);
             i += MR;
         }
         while MR > 4 && i + 4 <= m {
-            tile::<S, 4, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            tile::<S, 4, W, PF>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue, queue);
             i += 4;
         }
         if MR > 2 && i + 2 <= m {
-            tile::<S, 2, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            tile::<S, 2, W, PF>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue, queue);
             i += 2;
         }
         while i < m {
-            tile::<S, 1, W>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue);
+            tile::<S, 1, W, PF>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue, queue);
             i += 1;
         }
     }
@@ -134,7 +169,7 @@ unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize>(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<S: SimdF32, const R: usize, const W: usize>(
+unsafe fn tile<S: SimdF32, const R: usize, const W: usize, const PF: bool>(
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -145,6 +180,7 @@ unsafe fn tile<S: SimdF32, const R: usize, const W: usize>(
     j0: usize,
     kdim: usize,
     epilogue: Epilogue,
+    queue: &mut LineQueue,
 ) {
     // SAFETY: the caller keeps rows i0..i0+R and columns j0..j0+W·LANES inside a, b, c.
     unsafe {
@@ -158,6 +194,10 @@ unsafe fn tile<S: SimdF32, const R: usize, const W: usize>(
             }
         }
         for t in 0..kdim {
+            // The queued lines of the next cluster, one every other step (see `LineQueue`).
+            if PF && t % 2 == 0 {
+                queue.issue_next();
+            }
             let brow = b.add(t * ldb + j0);
             let mut bv = [S::splat(0.0); W];
             for (w, x) in bv.iter_mut().enumerate() {
@@ -200,7 +240,7 @@ pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
     );
     // SAFETY: extents asserted above; the tier is the caller's.
     unsafe {
-        gemm::<S, MR, NV>(
+        gemm_queued::<S, MR, NV>(
             q.as_ptr(),
             d,
             kt.as_ptr(),
@@ -235,7 +275,7 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
     assert!(corr.len() >= m && ldv.is_multiple_of(16), "pv extents");
     // SAFETY: extents asserted above; the tier is the caller's.
     unsafe {
-        gemm::<S, MR, NV>(
+        gemm_queued::<S, MR, NV>(
             p.as_ptr(),
             ldk,
             v.as_ptr(),

@@ -22,7 +22,7 @@ pub(crate) mod portable;
 
 use crate::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
-use crate::prefetch::{prefetch_span, HINT_L1, HINT_L2};
+use crate::prefetch::{prefetch_span, HINT_L1};
 use crate::profile::{Stage, StageTimer};
 use std::cell::RefCell;
 
@@ -168,6 +168,14 @@ impl<'a> Rows<'a> {
     pub(crate) fn row(&self, i: usize) -> &'a [f32] {
         let start = self.base + i * self.stride;
         &self.data[start..start + self.dim]
+    }
+
+    /// Where row i starts, for a prefetch: formed with wrapping arithmetic, never read.
+    #[inline(always)]
+    pub(crate) fn row_start(&self, i: usize) -> *const f32 {
+        self.data
+            .as_ptr()
+            .wrapping_add(self.base.wrapping_add(i.wrapping_mul(self.stride)))
     }
 }
 
@@ -340,17 +348,6 @@ const PREFETCH_AHEAD: usize = 8;
 fn prefetch_row(data: &[f32], offset: usize, dim: usize) {
     if offset < data.len() {
         prefetch_span::<{ HINT_L1 }>(data[offset..].as_ptr(), dim);
-    }
-}
-
-/// Hints the CPU to bring the rows `ids` into L2 (a no-op off x86-64): the pipeline calls it
-/// for the next cluster while the current one computes, so its scattered rows arrive in time.
-pub(crate) fn prefetch_rows_l2(rows: Rows<'_>, ids: &[u32]) {
-    for &id in ids {
-        let offset = rows.base + id as usize * rows.stride;
-        if offset < rows.data.len() {
-            prefetch_span::<{ HINT_L2 }>(rows.data[offset..].as_ptr(), rows.dim);
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! Contracts are those of [`super::AttentionKernels`].
 
 use super::exp::{EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
+use crate::prefetch::LineQueue;
 use wide::{bytemuck::cast, f32x8, i32x8};
 
 #[inline(always)]
@@ -57,12 +58,17 @@ pub(crate) fn exp_in_place(values: &mut [f32]) {
 /// S = scale · Q·Kᵀ, one row of Q against 16 columns of Kᵀ at a time.
 pub(crate) fn qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
     let scale = f32x8::splat(scale);
+    // The queued lines of the next cluster, one every 8 steps (see `LineQueue`).
+    let mut queue = LineQueue::take();
     for i in 0..m {
         let q_row = &q[i * d..(i + 1) * d];
         for jb in (0..ldk).step_by(16) {
             let mut acc0 = f32x8::ZERO;
             let mut acc1 = f32x8::ZERO;
             for (t, &qt) in q_row.iter().enumerate() {
+                if t % 8 == 0 {
+                    queue.issue_next();
+                }
                 let qt = f32x8::splat(qt);
                 acc0 = qt.mul_add(load(kt, t * ldk + jb), acc0);
                 acc1 = qt.mul_add(load(kt, t * ldk + jb + 8), acc1);
@@ -71,6 +77,7 @@ pub(crate) fn qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f
             store(s, i * ldk + jb + 8, acc1 * scale);
         }
     }
+    queue.put_back();
 }
 
 /// Online-softmax step over full padded rows (padding already −∞).
@@ -124,6 +131,7 @@ pub(crate) fn pv(
     corr: &[f32],
     acc: &mut [f32],
 ) {
+    let mut queue = LineQueue::take();
     for i in 0..m {
         let p_row = &p[i * ldk..i * ldk + n];
         let c = f32x8::splat(corr[i]);
@@ -132,6 +140,9 @@ pub(crate) fn pv(
             let mut acc0 = load(acc, at) * c;
             let mut acc1 = load(acc, at + 8) * c;
             for (j, &pj) in p_row.iter().enumerate() {
+                if j % 8 == 0 {
+                    queue.issue_next();
+                }
                 let pj = f32x8::splat(pj);
                 acc0 = pj.mul_add(load(v, j * ldv + cb), acc0);
                 acc1 = pj.mul_add(load(v, j * ldv + cb + 8), acc1);
@@ -140,6 +151,7 @@ pub(crate) fn pv(
             store(acc, at + 8, acc1);
         }
     }
+    queue.put_back();
 }
 
 /// Round combine ([`super::CombineFn`]), 8 lanes at a time: `x·w_old + y·w_new` per element,
