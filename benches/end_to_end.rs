@@ -6,6 +6,11 @@
 //! `cargo bench --bench end_to_end -- --summary` for the tables alone; `SMYRF_BENCH_N=4096,16384`
 //! restricts the lengths of the main table. A second table times short sequences on one
 //! thread and reports the crossover length from which SMYRF is faster than dense attention.
+//!
+//! Tensors start on a 64-byte boundary, as inference engines allocate them (PyTorch's CPU
+//! allocator, ggml, ONNX Runtime): a 256-byte row then spans four cache lines.
+//! `SMYRF_BENCH_SKEW=16` starts them 16 bytes past one instead, as a plain `malloc` or `Vec`
+//! may, so that every row spans five.
 
 use criterion::{black_box, Criterion};
 use smyrf::testing::{self, profile_stages};
@@ -16,44 +21,74 @@ const HEADS: usize = 8;
 const D: usize = 64;
 const CONFIGS: [(usize, usize); 4] = [(1, 128), (2, 64), (4, 32), (2, 128)];
 
+/// A tensor buffer whose data starts `skew` bytes past a 64-byte boundary.
+struct Buffer {
+    store: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Buffer {
+    fn new(values: impl ExactSizeIterator<Item = f32>) -> Buffer {
+        let skew: usize = std::env::var("SMYRF_BENCH_SKEW")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let len = values.len();
+        let mut store = Vec::with_capacity(len + 32);
+        let to_boundary = (64 - store.as_ptr() as usize % 64) % 64;
+        let start = (to_boundary + skew % 64) / 4;
+        store.resize(start, 0.0);
+        store.extend(values);
+        Buffer { store, start, len }
+    }
+    fn get(&self) -> &[f32] {
+        &self.store[self.start..self.start + self.len]
+    }
+    fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.store[self.start..self.start + self.len]
+    }
+}
+
 struct Inputs {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    out: Vec<f32>,
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
+    out: Buffer,
     n: usize,
 }
 
 impl Inputs {
     fn new(n: usize) -> Inputs {
         let len = HEADS * n * D;
-        let gen = |seed: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| (((i * 2654435761 + seed) >> 7) % 2001) as f32 / 1000.0 - 1.0)
-                .collect()
+        let gen = |seed: usize| {
+            Buffer::new(
+                (0..len)
+                    .map(move |i| (((i * 2654435761 + seed) >> 7) % 2001) as f32 / 1000.0 - 1.0),
+            )
         };
         Inputs {
             q: gen(1),
             k: gen(2),
             v: gen(3),
-            out: vec![0.0; len],
+            out: Buffer::new(std::iter::repeat_n(0.0, len)),
             n,
         }
     }
     fn smyrf(&mut self, plan: &Plan) {
         let n = self.n;
-        let q = TensorView::bhnd(&self.q, 1, HEADS, n, D).unwrap();
-        let k = TensorView::bhnd(&self.k, 1, HEADS, n, D).unwrap();
-        let v = TensorView::bhnd(&self.v, 1, HEADS, n, D).unwrap();
-        let mut out = TensorViewMut::bhnd(&mut self.out, 1, HEADS, n, D).unwrap();
+        let q = TensorView::bhnd(self.q.get(), 1, HEADS, n, D).unwrap();
+        let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
+        let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
+        let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
         plan.attention(&q, &k, &v, None, &mut out, None).unwrap();
     }
     fn dense(&mut self) {
         let n = self.n;
-        let q = TensorView::bhnd(&self.q, 1, HEADS, n, D).unwrap();
-        let k = TensorView::bhnd(&self.k, 1, HEADS, n, D).unwrap();
-        let v = TensorView::bhnd(&self.v, 1, HEADS, n, D).unwrap();
-        let mut out = TensorViewMut::bhnd(&mut self.out, 1, HEADS, n, D).unwrap();
+        let q = TensorView::bhnd(self.q.get(), 1, HEADS, n, D).unwrap();
+        let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
+        let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
+        let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
         dense_attention(&q, &k, &v, None, None, &mut out, None).unwrap();
     }
 }
@@ -82,27 +117,27 @@ fn best_time(runs: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// FMA peak of `threads` cores running the tier's peak loop at once, GFLOP/s.
+/// FMA peak of `threads` cores running the tier's peak loop at once, GFLOP/s: the sum of the
+/// rates each thread measures over its own loop (so a thread that starts late does not count
+/// as slow), best of 7 runs (a 2-vCPU guest loses a run now and then to the hypervisor).
 fn all_core_peak(threads: usize) -> f64 {
     let isa = detected_isa();
     let iterations = 20_000_000;
-    (0..3)
+    (0..7)
         .map(|_| {
-            let t = Instant::now();
-            let flops: f64 = std::thread::scope(|s| {
+            std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
-                    .map(|_| s.spawn(move || testing::fma_peak(isa, iterations).unwrap()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        let (f, v) = h.join().unwrap();
-                        black_box(v);
-                        f
+                    .map(|_| {
+                        s.spawn(move || {
+                            let t = Instant::now();
+                            let (flops, v) = testing::fma_peak(isa, iterations).unwrap();
+                            black_box(v);
+                            flops / t.elapsed().as_secs_f64() / 1e9
+                        })
                     })
-                    .sum()
-            });
-            flops / t.elapsed().as_secs_f64() / 1e9
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum::<f64>()
+            })
         })
         .fold(0.0, f64::max)
 }
