@@ -38,6 +38,7 @@ mod prefetch;
 mod profile;
 mod simd;
 pub mod sort;
+mod stream;
 #[doc(hidden)]
 pub mod testing;
 mod view;

@@ -13,6 +13,7 @@ use crate::parallel::{for_each_index, Threads};
 use crate::prefetch::{self, LineQueue};
 use crate::profile::{Stage, StageTimer};
 use crate::sort::{self, SortScratch};
+use crate::stream;
 use crate::view::{RowWriter, TensorView, TensorViewMut};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -349,6 +350,9 @@ impl Plan {
         s.lse.resize(nq, 0.0);
         s.key_order.resize(nv, 0);
         let running_lse = SharedSlice::new(&mut s.lse);
+        // Output rows on whole cache lines take streaming stores in round 0.
+        let out_streams =
+            (0..nq.min(2)).all(|i| stream::can_stream(call.out.row_start(b, h, i), v.dim));
         for r in 0..rounds {
             let q_perm = &s.perm[r * nq..(r + 1) * nq];
             let k_perm = &s.perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
@@ -371,7 +375,10 @@ impl Plan {
                     LineQueue::refill(|queue| {
                         for &i in next_queries {
                             queue.push_span(q.row_start(i as usize), d);
-                            queue.push_span(call.out.row_start(b, h, i as usize), v.dim);
+                            // Rows written by streaming stores need no fetch.
+                            if !(r == 0 && out_streams) {
+                                queue.push_span(call.out.row_start(b, h, i as usize), v.dim);
+                            }
                         }
                         for &j in next_keys {
                             queue.push_span(k.row_start(j as usize), d);
@@ -395,7 +402,8 @@ impl Plan {
                         let (row, acc) =
                             unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
                         if r == 0 {
-                            row.copy_from_slice(o);
+                            // Overwritten whole: streamed, so the row is never read first.
+                            stream::copy_row(row, o);
                             acc[0] = lse;
                         } else {
                             (self.attention.combine)(row, &mut acc[0], o, lse);
@@ -404,6 +412,10 @@ impl Plan {
                 );
                 // Whatever the kernels did not get to, before the next cluster's gathers.
                 LineQueue::drain();
+                if r == 0 {
+                    // Round 0's streamed rows before anything that publishes them.
+                    stream::fence();
+                }
             });
         }
         if let Some(lse) = call.lse {

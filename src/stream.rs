@@ -1,0 +1,86 @@
+//! Non-temporal stores of whole output rows (x86-64; a plain copy elsewhere).
+//!
+//! The first round of a SMYRF call overwrites every output row whole. An ordinary store
+//! first reads the row's lines into the cache (a scattered read of the caller's output, one
+//! per line) only to overwrite them; a streaming store writes full lines without reading
+//! them. Measured at N = 16384, 8 heads, d = 64, one thread, aligned tensors: R = 1, c = 128
+//! 54.6 → 51.8 ms; R = 2, c = 64 76.7 → 74.2 ms (three alternating runs each).
+
+/// True when rows of `len` f32 starting at `start` can take streaming stores: whole 64-byte
+/// lines (the row starts on a line and is a whole number of lines) on x86-64. Not under
+/// Miri, which has no store fence: there every row takes plain stores.
+#[inline(always)]
+pub(crate) fn can_stream(start: *const f32, len: usize) -> bool {
+    cfg!(all(target_arch = "x86_64", not(miri)))
+        && start.addr().is_multiple_of(64)
+        && len.is_multiple_of(16)
+}
+
+/// `dst.copy_from_slice(src)`, with non-temporal stores when [`can_stream`] allows. After
+/// streaming stores the caller must call [`fence`] before other threads may read `dst` or the
+/// call returns.
+///
+/// # Panics
+/// If the lengths differ.
+#[inline(always)]
+pub(crate) fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "stream::copy_row lengths");
+    #[cfg(target_arch = "x86_64")]
+    if can_stream(dst.as_ptr(), dst.len()) {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        for (to, from) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+            // SAFETY: SSE is baseline on x86-64; `to` is 4 writable f32 at a 16-byte aligned
+            // address (the row starts on a 64-byte line and chunks are 16 bytes), `from` 4
+            // readable f32 (unaligned loads are allowed).
+            unsafe { _mm_stream_ps(to.as_mut_ptr(), _mm_loadu_ps(from.as_ptr())) };
+        }
+        return;
+    }
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's streaming stores before its later stores (and so before the release
+/// that publishes them to other threads).
+#[inline(always)]
+pub(crate) fn fence() {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: SSE is baseline on x86-64; a store fence has no other effect.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_copied_whatever_their_alignment() {
+        let src: Vec<f32> = (0..200).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for offset in 0..20 {
+            for len in [1, 15, 16, 17, 64, 100] {
+                let mut store = vec![f32::NAN; 256];
+                let dst = &mut store[offset..offset + len];
+                copy_row(dst, &src[..len]);
+                fence();
+                assert_eq!(&store[offset..offset + len], &src[..len]);
+                assert!(store[..offset]
+                    .iter()
+                    .chain(&store[offset + len..])
+                    .all(|x| x.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn only_whole_aligned_lines_stream() {
+        let store = vec![0.0f32; 64];
+        let p = store.as_ptr();
+        let aligned = p.wrapping_add((64 - p.addr() % 64) % 64 / 4);
+        let streams = cfg!(all(target_arch = "x86_64", not(miri)));
+        assert_eq!(can_stream(aligned, 16), streams);
+        assert_eq!(can_stream(aligned, 64), streams);
+        assert!(!can_stream(aligned, 24));
+        assert!(!can_stream(aligned.wrapping_add(4), 16));
+    }
+}
