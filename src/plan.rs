@@ -350,9 +350,10 @@ impl Plan {
         s.lse.resize(nq, 0.0);
         s.key_order.resize(nv, 0);
         let running_lse = SharedSlice::new(&mut s.lse);
-        // Output rows on whole cache lines take streaming stores in round 0.
-        let out_streams =
-            (0..nq.min(2)).all(|i| stream::can_stream(call.out.row_start(b, h, i), v.dim));
+        // Output rows on whole cache lines take streaming stores in round 0, when the head's
+        // output is too large to stay in cache anyway.
+        let out_streams = stream::worth_streaming(nq, v.dim)
+            && (0..nq.min(2)).all(|i| stream::can_stream(call.out.row_start(b, h, i), v.dim));
         for r in 0..rounds {
             let q_perm = &s.perm[r * nq..(r + 1) * nq];
             let k_perm = &s.perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
@@ -403,7 +404,7 @@ impl Plan {
                             unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
                         if r == 0 {
                             // Overwritten whole: streamed, so the row is never read first.
-                            stream::copy_row(row, o);
+                            stream::copy_row(row, o, out_streams);
                             acc[0] = lse;
                         } else {
                             (self.attention.combine)(row, &mut acc[0], o, lse);

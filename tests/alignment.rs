@@ -1,7 +1,8 @@
 //! Results do not depend on where the caller's buffers start: output rows on whole cache
-//! lines take streaming stores in the first round (src/stream.rs), others plain stores, and
-//! inputs at any 4-byte offset span one cache line more per row for the prefetches. Every
-//! supported tier, one and two threads, R = 1 and R = 2: bit-identical outputs and lse.
+//! lines take streaming stores in the first round (src/stream.rs; heads of at least 2 MiB of
+//! output, so 16384 rows of 32 here), others plain stores, and inputs at any 4-byte offset
+//! span one cache line more per row for the prefetches. Every supported tier, one and two
+//! threads, R = 1, 2, 3: bit-identical outputs and lse.
 
 mod common;
 use common::Rng;
@@ -19,12 +20,12 @@ fn placed(store: &mut Vec<f32>, len: usize, skew: usize) -> std::ops::Range<usiz
 
 #[test]
 fn outputs_are_the_same_at_every_buffer_alignment() {
-    let (b, h, n, d) = (1, 3, 700, 32);
+    let (b, h, n, d) = (1, 2, 16384, 32);
     let len = b * h * n * d;
     let mut rng = Rng(9);
     let (q, k, v) = (rng.vec(len), rng.vec(len), rng.vec(len));
     for isa in Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
-        for (rounds, threads) in [(1, 1), (2, 1), (2, 2), (3, 2)] {
+        for (rounds, threads) in [(1, 1), (2, 2), (3, 1)] {
             let plan = Plan::new(
                 Config {
                     n_hashes: rounds,
@@ -37,7 +38,7 @@ fn outputs_are_the_same_at_every_buffer_alignment() {
             )
             .unwrap();
             let mut reference: Option<(Vec<u32>, Vec<u32>)> = None;
-            for skew in [0, 16, 4, 48] {
+            for skew in [0, 16, 48] {
                 let (mut qs, mut ks, mut vs, mut os) = (vec![], vec![], vec![], vec![]);
                 let (qr, kr, vr, or) = (
                     placed(&mut qs, len, (skew + 16) % 64),
