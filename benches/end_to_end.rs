@@ -142,6 +142,15 @@ fn all_core_peak(threads: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Times in µs as table cells: `a | b | …`.
+fn cells(times_us: &[f64]) -> String {
+    times_us
+        .iter()
+        .map(|t| format!("{t:.0}"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// Useful flops of SMYRF (design §7) for this shape: 2·R·Nq·(n'/C)·(d + dv) per head.
 fn smyrf_flops(n: usize, rounds: usize, cluster: usize) -> f64 {
     let clusters = n.div_ceil(cluster).max(1) as f64;
@@ -243,14 +252,7 @@ fn crossover() {
         .iter_mut()
         .map(|x| with_threads(1, || best_time(20, || x.dense())) * 1e6)
         .collect();
-    println!(
-        "| dense | - | {} | - |",
-        dense_us
-            .iter()
-            .map(|t| format!("{t:.0}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
+    println!("| dense | - | {} | - |", cells(&dense_us));
     for (rounds, cluster) in CONFIGS {
         let p = plan(rounds, cluster, 1);
         let smyrf_us: Vec<f64> = inputs
@@ -261,14 +263,7 @@ fn crossover() {
         let from = (0..LENGTHS.len())
             .find(|&i| (i..LENGTHS.len()).all(|j| smyrf_us[j] < dense_us[j]))
             .map_or("-".to_string(), |i| format!("N = {}", LENGTHS[i]));
-        println!(
-            "| {rounds} | {cluster} | {} | {from} |",
-            smyrf_us
-                .iter()
-                .map(|t| format!("{t:.0}"))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+        println!("| {rounds} | {cluster} | {} | {from} |", cells(&smyrf_us));
     }
 }
 

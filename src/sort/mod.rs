@@ -132,14 +132,15 @@ const MID_MAX: usize = 1 << (2 * MID_LOW_BITS);
 /// histogram (the live range of 16384 counters, cleared and scanned per sort) outweighs the
 /// cheaper low passes (1 Ki keys: 243 against 305 Melem/s with the wide layout).
 const MID_MIN: usize = 4096;
-/// Counters of the larger layout: two low histograms and the top one, one after the other.
+/// Counters of the larger layout (the mid one): two low histograms and the top one, one
+/// after the other.
 const COUNTS_LEN: usize = {
-    let short = 2 * (1 << MID_LOW_BITS) + (1 << (32 - 2 * MID_LOW_BITS));
-    let long = 2 * (1 << WIDE_LOW_BITS) + (1 << (32 - 2 * WIDE_LOW_BITS));
-    if short > long {
-        short
+    let mid = 2 * (1 << MID_LOW_BITS) + (1 << (32 - 2 * MID_LOW_BITS));
+    let wide = 2 * (1 << WIDE_LOW_BITS) + (1 << (32 - 2 * WIDE_LOW_BITS));
+    if mid > wide {
+        mid
     } else {
-        long
+        wide
     }
 };
 /// The scans work on whole groups of this many counters, so the live range of the top
@@ -172,12 +173,8 @@ impl Digit {
 /// enough.
 #[derive(Default)]
 pub struct SortScratch {
-    /// Ordered keys; later the narrow words of the last pass.
-    keys: Vec<u32>,
-    /// Packed `(ordered_key << 32) | index` pairs.
-    pairs: Vec<u64>,
-    /// The second pair buffer, used only when a segment is too long for narrow words.
-    spare: Vec<u64>,
+    /// The per-key buffers.
+    buffers: KeyBuffers,
     /// The digit histograms (`COUNTS_LEN` counters). Every counter outside `counts[..dirty_low]`
     /// and `counts[dirty_top]` is zero between sorts, so a sort clears only those.
     counts: Vec<u32>,
@@ -332,13 +329,7 @@ fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
         keys: ordered,
         pairs,
         spare,
-    } = scratch_buffers(
-        &mut scratch.keys,
-        &mut scratch.pairs,
-        &mut scratch.spare,
-        n,
-        spare_len,
-    );
+    } = scratch.buffers.get(n, spare_len);
     let digits = [
         Digit {
             shift: 0,
@@ -432,26 +423,34 @@ fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
     }
 }
 
-/// The key buffers of a segment of `n` keys, growing them if needed; `spare` gets
-/// `spare_len` elements (0 unless the segment is too long for narrow words).
-fn scratch_buffers<'a>(
-    keys: &'a mut Vec<u32>,
-    pairs: &'a mut Vec<u64>,
-    spare: &'a mut Vec<u64>,
-    n: usize,
-    spare_len: usize,
-) -> Buffers<'a> {
-    if keys.len() < n {
-        keys.resize(n, 0);
-        pairs.resize(n, 0);
-    }
-    if spare.len() < spare_len {
-        spare.resize(spare_len, 0);
-    }
-    Buffers {
-        keys: &mut keys[..n],
-        pairs: &mut pairs[..n],
-        spare: &mut spare[..spare_len],
+/// The per-key buffers of [`SortScratch`], apart from its counters so both can be borrowed
+/// at once.
+#[derive(Default)]
+struct KeyBuffers {
+    /// Ordered keys; later the narrow words of the last pass.
+    keys: Vec<u32>,
+    /// Packed `(ordered_key << 32) | index` pairs.
+    pairs: Vec<u64>,
+    /// The second pair buffer, used only when a segment is too long for narrow words.
+    spare: Vec<u64>,
+}
+
+impl KeyBuffers {
+    /// The buffers of a segment of `n` keys, growing them if needed; `spare` gets
+    /// `spare_len` elements (0 unless the segment is too long for narrow words).
+    fn get(&mut self, n: usize, spare_len: usize) -> Buffers<'_> {
+        if self.keys.len() < n {
+            self.keys.resize(n, 0);
+            self.pairs.resize(n, 0);
+        }
+        if self.spare.len() < spare_len {
+            self.spare.resize(spare_len, 0);
+        }
+        Buffers {
+            keys: &mut self.keys[..n],
+            pairs: &mut self.pairs[..n],
+            spare: &mut self.spare[..spare_len],
+        }
     }
 }
 
@@ -580,13 +579,7 @@ fn small_sort(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratc
         keys: ordered,
         pairs,
         ..
-    } = scratch_buffers(
-        &mut scratch.keys,
-        &mut scratch.pairs,
-        &mut scratch.spare,
-        keys.len(),
-        0,
-    );
+    } = scratch.buffers.get(keys.len(), 0);
     map_block(isa, keys, ordered);
     for (i, (&key, pair)) in ordered.iter().zip(pairs.iter_mut()).enumerate() {
         *pair = pack(key, i as u32);
