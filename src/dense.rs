@@ -67,9 +67,10 @@ pub fn dense_attention(
                 keys,
                 scale,
                 None,
-                |i, o, row_lse| {
+                |i, o, inv_sum, row_lse| {
                     // SAFETY: this task alone owns the rows and lse entries of its query block.
-                    unsafe { writer.row(b, h, members[i] as usize) }.copy_from_slice(o);
+                    let row = unsafe { writer.row(b, h, members[i] as usize) };
+                    (kern.scale_store)(row, o, inv_sum, false);
                     if let Some(lse) = &lse {
                         // SAFETY: as above.
                         unsafe { lse.set(lse_base + i, row_lse) };

@@ -302,12 +302,12 @@ impl HeadBlocks<'_> {
             keys,
             self.scale,
             adjust,
-            |i, o, lse| {
+            |i, o, inv_sum, lse| {
                 let qi = members[i] as usize;
                 // SAFETY: within one phase of `run` every query belongs to exactly one task,
                 // so no other thread touches row qi of (b, h) or its running lse.
                 let (row, acc) = unsafe { (self.out.row(b, h, qi), running.range(qi, 1)) };
-                merge_block(self.kern, row, &mut acc[0], o, lse);
+                merge_block(self.kern, row, &mut acc[0], o, inv_sum, lse);
             },
         );
     }
@@ -669,18 +669,26 @@ fn ordered_bits(x: f32) -> u32 {
 
 /// Merges one block into a query's running result by log-sum-exp (design §1 step 6, §8),
 /// with the tier's round combine once both sides are present. A block that saw no key (lse
-/// −∞) contributes nothing; its output row, 0/0, is never read.
+/// −∞) contributes nothing; its output row, 0/0, is never read. The block's output row is
+/// `o · inv_sum`.
 #[inline(always)]
-fn merge_block(kern: &AttentionKernels, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+fn merge_block(
+    kern: &AttentionKernels,
+    row: &mut [f32],
+    running: &mut f32,
+    o: &[f32],
+    inv_sum: f32,
+    lse: f32,
+) {
     if lse == f32::NEG_INFINITY {
         return;
     }
     if *running == f32::NEG_INFINITY {
-        row.copy_from_slice(o);
+        (kern.scale_store)(row, o, inv_sum, false);
         *running = lse;
         return;
     }
-    (kern.combine)(row, running, o, lse);
+    (kern.combine)(row, running, o, inv_sum, lse);
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.

@@ -396,18 +396,18 @@ impl Plan {
                     keys,
                     scale,
                     None,
-                    |i, o, lse| {
+                    |i, o, inv_sum, lse| {
                         let qi = members[i] as usize;
                         // SAFETY: within a round every query is in exactly one cluster, so no
                         // other thread touches row qi of (b, h) or its running lse.
-                        let (row, acc) =
+                        let (row, running) =
                             unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
                         if r == 0 {
                             // Overwritten whole: streamed, so the row is never read first.
-                            stream::copy_row(row, o, out_streams);
-                            acc[0] = lse;
+                            (self.attention.scale_store)(row, o, inv_sum, out_streams);
+                            running[0] = lse;
                         } else {
-                            (self.attention.combine)(row, &mut acc[0], o, lse);
+                            (self.attention.combine)(row, &mut running[0], o, inv_sum, lse);
                         }
                     },
                 );

@@ -12,6 +12,14 @@ pub(crate) trait SimdF32 {
     unsafe fn load(p: *const f32) -> Self::V;
     /// Unaligned store of `LANES` values.
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// Non-temporal store of `LANES` values at `p`, aligned to a whole vector (see
+    /// `crate::stream`); a plain store where the tier has none. Followed by
+    /// `crate::stream::fence` before the values are published.
+    #[inline(always)]
+    unsafe fn stream(p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's pointer, valid for `LANES` values.
+        unsafe { Self::store(p, v) }
+    }
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
@@ -130,6 +138,11 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn stream(p: *mut f32, v: __m256) {
+            // 32-byte alignment: the caller's contract.
+            unsafe { _mm256_stream_ps(p, v) }
+        }
+        #[inline(always)]
         unsafe fn add(a: __m256, b: __m256) -> __m256 {
             _mm256_add_ps(a, b)
         }
@@ -227,6 +240,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn stream(p: *mut f32, v: __m512) {
+            // 64-byte alignment: the caller's contract.
+            unsafe { _mm512_stream_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn add(a: __m512, b: __m512) -> __m512 {

@@ -22,10 +22,25 @@ pub fn exp_in_place(isa: Isa, values: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Merges a round's output `o` (log-sum-exp `lse`) into `row` (running log-sum-exp
-/// `running`) with the given tier's round combine.
-pub fn combine(isa: Isa, row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) -> Result<()> {
-    (attention::kernels(supported(isa)?).combine)(row, running, o, lse);
+/// Merges a round's output `o · o_scale` (log-sum-exp `lse`) into `row` (running
+/// log-sum-exp `running`) with the given tier's round combine.
+pub fn combine(
+    isa: Isa,
+    row: &mut [f32],
+    running: &mut f32,
+    o: &[f32],
+    o_scale: f32,
+    lse: f32,
+) -> Result<()> {
+    (attention::kernels(supported(isa)?).combine)(row, running, o, o_scale, lse);
+    Ok(())
+}
+
+/// `row = o · scale` with the given tier's store of a round's first output, streamed when
+/// `stream` is set and `row` lies on whole cache lines (a store fence follows).
+pub fn scale_store(isa: Isa, row: &mut [f32], o: &[f32], scale: f32, stream: bool) -> Result<()> {
+    (attention::kernels(supported(isa)?).scale_store)(row, o, scale, stream);
+    crate::stream::fence();
     Ok(())
 }
 

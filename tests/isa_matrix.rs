@@ -166,10 +166,11 @@ fn round_combine_every_tier_matches_portable_and_f64() {
         let row0_buf = unaligned(&mut rng, dv);
         let o_buf = unaligned(&mut rng, dv);
         let (row0, o) = (&row0_buf[1..], &o_buf[1..]);
-        for &(running0, lse) in &pairs {
+        // The round's row arrives unnormalised with its 1/row sum, or already normalised.
+        for (&(running0, lse), o_scale) in pairs.iter().flat_map(|p| [(p, 1.0f32), (p, 0.37)]) {
             let run = |isa: Isa| {
                 let (mut row, mut running) = (row0.to_vec(), running0);
-                testing::combine(isa, &mut row, &mut running, o, lse).unwrap();
+                testing::combine(isa, &mut row, &mut running, o, o_scale, lse).unwrap();
                 (row, running)
             };
             let (base_row, base_running) = run(Isa::Portable);
@@ -185,7 +186,9 @@ fn round_combine_every_tier_matches_portable_and_f64() {
                 let expected: Vec<f32> = row0
                     .iter()
                     .zip(o)
-                    .map(|(&x, &y)| ((x as f64 * w_old + y as f64 * w_new) / total) as f32)
+                    .map(|(&x, &y)| {
+                        ((x as f64 * w_old + y as f64 * o_scale as f64 * w_new) / total) as f32
+                    })
                     .collect();
                 assert!(
                     max_rel(&base_row, &expected) < 1e-6,
@@ -198,13 +201,44 @@ fn round_combine_every_tier_matches_portable_and_f64() {
             }
             for isa in supported_tiers() {
                 let (row, running) = run(isa);
-                // Two products and a sum per element in every tier: the same bits.
+                // Three products and a sum per element in every tier: the same bits.
                 let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
                 assert!(
                     row.iter().zip(&base_row).all(|(&a, &b)| same(a, b)),
                     "{isa} dv={dv} ({running0}, {lse})"
                 );
                 assert!(same(running, base_running) || (running.is_nan() && base_running.is_nan()));
+            }
+        }
+    }
+}
+
+#[test]
+fn scaled_store_every_tier_is_exact_at_every_alignment() {
+    let mut rng = Rng(22);
+    for &dv in &DIMS {
+        let o_buf = unaligned(&mut rng, dv);
+        let o = &o_buf[1..];
+        let expected: Vec<f32> = o.iter().map(|&y| y * 0.37).collect();
+        // Room for a row at every offset from a 64-byte line (streamed when on the line).
+        let mut store = vec![f32::NAN; dv + 32];
+        let line = (64 - store.as_ptr().addr() % 64) % 64 / 4;
+        for isa in supported_tiers() {
+            for offset in [line, line + 1, line + 4, line + 8] {
+                for stream in [false, true] {
+                    store.fill(f32::NAN);
+                    let row = &mut store[offset..offset + dv];
+                    testing::scale_store(isa, row, o, 0.37, stream).unwrap();
+                    let same = row
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{isa} dv={dv} offset {offset} stream {stream}");
+                    assert!(store[..offset]
+                        .iter()
+                        .chain(&store[offset + dv..])
+                        .all(|x| x.is_nan()));
+                }
             }
         }
     }

@@ -357,12 +357,19 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
     }
 }
 
-/// Merges one round's output `o` (log-sum-exp `lse`) into `row`, whose running
+/// Merges one round's output `o · o_scale` (log-sum-exp `lse`) into `row`, whose running
 /// log-sum-exp is `running` (design §1 step 6): L' = log(e^L + e^lse),
-/// row = row·e^(L − L') + o·e^(lse − L'). Each element is `x·w_old + y·w_new`, two products
-/// and a sum, as the scalar tail computes it, so every tier gives the same bits.
+/// row = row·e^(L − L') + (o·o_scale)·e^(lse − L'). Each element is `x·w_old + (y·s)·w_new`,
+/// three products and a sum, as the scalar tail computes it, so every tier gives the same
+/// bits.
 #[inline(always)]
-pub(crate) unsafe fn combine<S: SimdF32>(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+pub(crate) unsafe fn combine<S: SimdF32>(
+    row: &mut [f32],
+    running: &mut f32,
+    o: &[f32],
+    o_scale: f32,
+    lse: f32,
+) {
     assert_eq!(row.len(), o.len(), "combine extents");
     let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
         return;
@@ -371,17 +378,44 @@ pub(crate) unsafe fn combine<S: SimdF32>(row: &mut [f32], running: &mut f32, o: 
     let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
     // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's.
     unsafe {
-        let (a, b) = (S::splat(w_old), S::splat(w_new));
+        let (a, b, s) = (S::splat(w_old), S::splat(w_new), S::splat(o_scale));
         for at in (0..whole).step_by(S::LANES) {
             let x = S::load(x_ptr.add(at));
-            let y = S::load(y_ptr.add(at));
+            let y = S::mul(S::load(y_ptr.add(at)), s);
             S::store(x_ptr.add(at), S::add(S::mul(x, a), S::mul(y, b)));
         }
     }
     for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
-        *x = *x * w_old + y * w_new;
+        *x = *x * w_old + (y * o_scale) * w_new;
     }
     *running = merged;
+}
+
+/// `row = o · scale` ([`super::ScaleStoreFn`]): non-temporal stores when `stream` is set and
+/// the row lies on whole cache lines, plain stores otherwise.
+#[inline(always)]
+pub(crate) unsafe fn scale_store<S: SimdF32>(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
+    assert_eq!(row.len(), o.len(), "scale_store extents");
+    let streamed = stream && crate::stream::can_stream(row.as_ptr(), row.len());
+    let whole = row.len() / S::LANES * S::LANES;
+    let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
+    // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's. Streamed
+    // rows start on a 64-byte line and are whole lines (`can_stream`), so every vector store
+    // is aligned to its width (at most 64 bytes) and `whole` is the whole row.
+    unsafe {
+        let s = S::splat(scale);
+        for at in (0..whole).step_by(S::LANES) {
+            let y = S::mul(S::load(y_ptr.add(at)), s);
+            if streamed {
+                S::stream(x_ptr.add(at), y);
+            } else {
+                S::store(x_ptr.add(at), y);
+            }
+        }
+    }
+    for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
+        *x = y * scale;
+    }
 }
 
 /// Declares a tier's attention kernels: `#[target_feature]` shims around the generic bodies,
@@ -455,9 +489,21 @@ macro_rules! attention_tier {
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn combine_impl(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+        unsafe fn combine_impl(
+            row: &mut [f32],
+            running: &mut f32,
+            o: &[f32],
+            o_scale: f32,
+            lse: f32,
+        ) {
             // SAFETY: as above.
-            unsafe { generic::combine::<S>(row, running, o, lse) }
+            unsafe { generic::combine::<S>(row, running, o, o_scale, lse) }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn scale_store_impl(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
+            // SAFETY: as above.
+            unsafe { generic::scale_store::<S>(row, o, scale, stream) }
         }
 
         #[target_feature(enable = $features)]
@@ -514,9 +560,20 @@ macro_rules! attention_tier {
             unsafe { exp_impl(values) }
         }
 
-        pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+        pub(crate) fn combine(
+            row: &mut [f32],
+            running: &mut f32,
+            o: &[f32],
+            o_scale: f32,
+            lse: f32,
+        ) {
             // SAFETY: as for the Q·Kᵀ entry.
-            unsafe { combine_impl(row, running, o, lse) }
+            unsafe { combine_impl(row, running, o, o_scale, lse) }
+        }
+
+        pub(crate) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { scale_store_impl(row, o, scale, stream) }
         }
     };
 }

@@ -64,10 +64,16 @@ pub(crate) type PvFn = fn(
 );
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
-/// Round combine (design §1 step 6): merges a round's output row `o` with log-sum-exp `lse`
-/// into `row`, whose running log-sum-exp `running` is updated. Rows with no finite
-/// log-sum-exp on either side are left as they are.
-pub(crate) type CombineFn = fn(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32);
+/// Round combine (design §1 step 6): merges a round's output row `o · o_scale` with
+/// log-sum-exp `lse` into `row`, whose running log-sum-exp `running` is updated. Rows with no
+/// finite log-sum-exp on either side are left as they are. (`o_scale` is the softmax's
+/// 1/row sum: the normalisation rides along in the same pass over the row.)
+pub(crate) type CombineFn =
+    fn(row: &mut [f32], running: &mut f32, o: &[f32], o_scale: f32, lse: f32);
+/// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
+/// when `stream` is set and the row lies on whole cache lines (`crate::stream::can_stream`);
+/// the caller fences (`crate::stream::fence`) after streaming.
+pub(crate) type ScaleStoreFn = fn(row: &mut [f32], o: &[f32], scale: f32, stream: bool);
 /// The weights of a round combine, shared by every tier's [`CombineFn`]: for a running
 /// log-sum-exp L and a round's `lse`, with L' = log(e^L + e^lse), returns
 /// (e^(L − L'), e^(lse − L'), L'). `None` when neither side is finite (or one is NaN and the
@@ -95,6 +101,7 @@ pub(crate) struct AttentionKernels {
     pub(crate) pv: PvFn,
     pub(crate) exp: ExpFn,
     pub(crate) combine: CombineFn,
+    pub(crate) scale_store: ScaleStoreFn,
     pub(crate) transpose16: Option<Transpose16Fn>,
 }
 
@@ -104,6 +111,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     pv: portable::pv,
     exp: portable::exp_in_place,
     combine: portable::combine,
+    scale_store: portable::scale_store,
     transpose16: None,
 };
 
@@ -114,6 +122,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     pv: avx2::pv_avx2_6x16,
     exp: avx2::exp_in_place,
     combine: avx2::combine,
+    scale_store: avx2::scale_store,
     transpose16: None,
 };
 
@@ -124,6 +133,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
     combine: avx512::combine,
+    scale_store: avx512::scale_store,
     transpose16: Some(avx512::transpose16),
 };
 
@@ -134,6 +144,7 @@ const NEON: AttentionKernels = AttentionKernels {
     pv: neon::pv_neon_8x8,
     exp: neon::exp_in_place,
     combine: neon::combine,
+    scale_store: neon::scale_store,
     transpose16: None,
 };
 
@@ -220,7 +231,9 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
 pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], &[u32], &mut [f32], usize) + Sync);
 
 /// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
-/// sets). For every query, in order, calls `sink(position in q_idx, output row, lse)`.
+/// sets). For every query, in order, calls `sink(position in q_idx, acc, inv_sum, lse)`: the
+/// output row is `acc · inv_sum` (the sink normalises while it stores, see [`CombineFn`] and
+/// [`ScaleStoreFn`]).
 ///
 /// Blocking: the queries are gathered once; keys stream in tiles of `K_TILE` (each gathered
 /// once, transposed) and every 64-query sub-tile is updated with an online softmax, so a
@@ -236,14 +249,22 @@ pub(crate) fn attend(
     k_idx: &[u32],
     scale: f32,
     adjust: Option<TileAdjust<'_>>,
-    mut sink: impl FnMut(usize, &[f32], f32),
+    mut sink: impl FnMut(usize, &[f32], f32, f32),
 ) {
     // Query blocks bound the per-thread scratch whatever the cluster size.
     for q0 in (0..q_idx.len()).step_by(Q_BLOCK) {
         let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
-        attend_block(kern, q, block, k, v, k_idx, scale, adjust, |i, o, lse| {
-            sink(q0 + i, o, lse)
-        });
+        attend_block(
+            kern,
+            q,
+            block,
+            k,
+            v,
+            k_idx,
+            scale,
+            adjust,
+            |i, acc, inv, lse| sink(q0 + i, acc, inv, lse),
+        );
     }
 }
 
@@ -258,7 +279,7 @@ fn attend_block(
     k_idx: &[u32],
     scale: f32,
     adjust: Option<TileAdjust<'_>>,
-    mut sink: impl FnMut(usize, &[f32], f32),
+    mut sink: impl FnMut(usize, &[f32], f32, f32),
 ) {
     let d = q.dim;
     let dv = v.dim;
@@ -327,12 +348,8 @@ fn attend_block(
         let acc = t.acc.get(m_total * ldv);
         for i in 0..m_total {
             let inv = 1.0 / t.row_sum[i];
-            let out = &mut acc[i * ldv..i * ldv + dv];
-            for x in out.iter_mut() {
-                *x *= inv;
-            }
             let lse = t.row_max[i] + t.row_sum[i].ln();
-            sink(i, out, lse);
+            sink(i, &acc[i * ldv..i * ldv + dv], inv, lse);
         }
     });
 }

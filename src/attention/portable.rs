@@ -154,21 +154,30 @@ pub(crate) fn pv(
     queue.put_back();
 }
 
-/// Round combine ([`super::CombineFn`]), 8 lanes at a time: `x·w_old + y·w_new` per element,
-/// two products and a sum, the same bits as every other tier.
-pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], lse: f32) {
+/// Round combine ([`super::CombineFn`]), 8 lanes at a time: `x·w_old + (y·s)·w_new` per
+/// element, three products and a sum, the same bits as every other tier.
+pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], o_scale: f32, lse: f32) {
     assert_eq!(row.len(), o.len(), "combine extents");
     let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
         return;
     };
     let whole = row.len() / 8 * 8;
-    let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
+    let (a, b, s) = (
+        f32x8::splat(w_old),
+        f32x8::splat(w_new),
+        f32x8::splat(o_scale),
+    );
     for at in (0..whole).step_by(8) {
-        let merged = load(row, at) * a + load(o, at) * b;
+        let merged = load(row, at) * a + (load(o, at) * s) * b;
         store(row, at, merged);
     }
     for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
-        *x = *x * w_old + y * w_new;
+        *x = *x * w_old + (y * o_scale) * w_new;
     }
     *running = merged;
+}
+
+/// `row = o · scale` ([`super::ScaleStoreFn`]), streamed where allowed.
+pub(crate) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
+    crate::stream::scale_row(row, o, scale, stream);
 }
