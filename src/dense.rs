@@ -58,25 +58,15 @@ pub fn dense_attention(
                 return;
             }
             let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
-            attention::attend(
-                kern,
-                qr,
-                members,
-                kr,
-                vr,
-                keys,
-                scale,
-                None,
-                |i, o, inv_sum, row_lse| {
-                    // SAFETY: this task alone owns the rows and lse entries of its query block.
-                    let row = unsafe { writer.row(b, h, members[i] as usize) };
-                    (kern.scale_store)(row, o, inv_sum, false);
-                    if let Some(lse) = &lse {
-                        // SAFETY: as above.
-                        unsafe { lse.set(lse_base + i, row_lse) };
-                    }
-                },
-            );
+            attention::attend(kern, qr, members, kr, vr, keys, scale, None, |i, result| {
+                // SAFETY: this task alone owns the rows and lse entries of its query block.
+                let row = unsafe { writer.row(b, h, members[i] as usize) };
+                (kern.scale_store)(row, result.acc, result.inv_sum(), false);
+                if let Some(lse) = &lse {
+                    // SAFETY: as above.
+                    unsafe { lse.set(lse_base + i, result.lse()) };
+                }
+            });
         });
     Ok(())
 }

@@ -12,11 +12,11 @@
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
 use crate::attention::{self, AttentionKernels, Rows, LANES};
-use crate::call::SharedSlice;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::parallel::for_each_index;
 use crate::plan::cut;
+use crate::running::Running;
 use crate::view::{RowWriter, TensorView};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -237,8 +237,8 @@ pub(crate) struct HeadBlocks<'a> {
 }
 
 impl HeadBlocks<'_> {
-    /// Runs every block and merges each into the output rows of (b, h) and into `lse`
-    /// (Nq entries; −∞ for a query no block reached).
+    /// Runs every block and merges each into the output rows of (b, h) and their running
+    /// results (a query no block reached keeps a zero row and (−∞, 0)).
     ///
     /// Blocks that share their queries share one attention call, which computes exactly the
     /// log-sum-exp merge of their separate softmaxes: the sinks, round 0's cluster and the
@@ -248,14 +248,12 @@ impl HeadBlocks<'_> {
     ///
     /// Every attention call gets its queries and keys sorted by position, so the hook finds
     /// a query's window as one run of columns, moving two cursors down the rows.
-    pub(crate) fn run(&self, lse: &mut [f32], s: &mut HybridScratch) {
+    pub(crate) fn run(&self, running: &Running<'_>, s: &mut HybridScratch) {
         let (b, h, nq) = (self.b, self.h, self.nq);
         for i in 0..nq {
             // SAFETY: this task alone owns the rows of (b, h).
             unsafe { self.out.row(b, h, i) }.fill(0.0);
         }
-        lse.fill(f32::NEG_INFINITY);
-        let running = SharedSlice::new(lse);
         self.select_sinks(s);
         s.candidates.clear();
         s.candidates.extend(
@@ -268,11 +266,11 @@ impl HeadBlocks<'_> {
         if self.config.window > 0 {
             s.query_ids.clear();
             s.query_ids.extend(0..nq as u32);
-            self.window_block(&s.query_ids, &s.candidates, &running);
+            self.window_block(&s.query_ids, &s.candidates, running);
         }
-        self.round_zero(s, &running);
+        self.round_zero(s, running);
         for r in 1..self.config.n_hashes {
-            self.cluster_round(r, s, &running);
+            self.cluster_round(r, s, running);
         }
     }
 
@@ -287,7 +285,7 @@ impl HeadBlocks<'_> {
         members: &[u32],
         keys: &[u32],
         adjust: Option<attention::TileAdjust<'_>>,
-        running: &SharedSlice<'_>,
+        running: &Running<'_>,
     ) {
         if keys.is_empty() || members.is_empty() {
             return;
@@ -302,12 +300,11 @@ impl HeadBlocks<'_> {
             keys,
             self.scale,
             adjust,
-            |i, o, inv_sum, lse| {
+            |i, result| {
                 let qi = members[i] as usize;
                 // SAFETY: within one phase of `run` every query belongs to exactly one task,
-                // so no other thread touches row qi of (b, h) or its running lse.
-                let (row, acc) = unsafe { (self.out.row(b, h, qi), running.range(qi, 1)) };
-                merge_block(self.kern, row, &mut acc[0], o, inv_sum, lse);
+                // so no other thread touches row qi of (b, h) or its running result.
+                unsafe { running.merge(self.kern, qi, self.out.row(b, h, qi), result, false) };
             },
         );
     }
@@ -375,7 +372,7 @@ impl HeadBlocks<'_> {
 
     /// Tiles of consecutive queries against the contiguous run of candidate keys covering
     /// their band; the hook keeps each query's own window.
-    fn window_block(&self, query_ids: &[u32], candidates: &[u32], running: &SharedSlice<'_>) {
+    fn window_block(&self, query_ids: &[u32], candidates: &[u32], running: &Running<'_>) {
         let half = self.half();
         let keep_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
             let n = k_ids.len();
@@ -464,7 +461,7 @@ impl HeadBlocks<'_> {
 
     /// Round r ≥ 1 (design §1 step 5) without the sinks and, per query, without the keys of
     /// its window.
-    fn cluster_round(&self, r: usize, s: &mut HybridScratch, running: &SharedSlice<'_>) {
+    fn cluster_round(&self, r: usize, s: &mut HybridScratch, running: &Running<'_>) {
         self.build_round(r, usize::MAX, s);
         let half = self.half();
         let drop_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
@@ -488,7 +485,7 @@ impl HeadBlocks<'_> {
     /// `sample_group` consecutive queries of a round-0 cluster, `n_samples` keys drawn
     /// without replacement from the candidates outside that cluster, their logits raised by
     /// ln(n_eligible / n_drawn). Without samples a group is the whole cluster.
-    fn round_zero(&self, s: &mut HybridScratch, running: &SharedSlice<'_>) {
+    fn round_zero(&self, s: &mut HybridScratch, running: &Running<'_>) {
         let sampling = self.config.n_samples > 0;
         let group_size = if sampling {
             sample_group(self.config)
@@ -554,7 +551,7 @@ impl HeadBlocks<'_> {
         self.run_round_zero_batch(s, running);
     }
 
-    fn run_round_zero_batch(&self, s: &HybridScratch, running: &SharedSlice<'_>) {
+    fn run_round_zero_batch(&self, s: &HybridScratch, running: &Running<'_>) {
         let (half, window) = (self.half(), self.config.window > 0);
         for_each_index(self.parallel, s.blocks.len(), |i| {
             let block = s.blocks[i];
@@ -665,30 +662,6 @@ fn ordered_bits(x: f32) -> u32 {
     } else {
         bits | 1 << 31
     }
-}
-
-/// Merges one block into a query's running result by log-sum-exp (design §1 step 6, §8),
-/// with the tier's round combine once both sides are present. A block that saw no key (lse
-/// −∞) contributes nothing; its output row, 0/0, is never read. The block's output row is
-/// `o · inv_sum`.
-#[inline(always)]
-fn merge_block(
-    kern: &AttentionKernels,
-    row: &mut [f32],
-    running: &mut f32,
-    o: &[f32],
-    inv_sum: f32,
-    lse: f32,
-) {
-    if lse == f32::NEG_INFINITY {
-        return;
-    }
-    if *running == f32::NEG_INFINITY {
-        (kern.scale_store)(row, o, inv_sum, false);
-        *running = lse;
-        return;
-    }
-    (kern.combine)(row, running, o, inv_sum, lse);
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.

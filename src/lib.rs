@@ -36,6 +36,7 @@ mod parallel;
 mod plan;
 mod prefetch;
 mod profile;
+mod running;
 mod simd;
 pub mod sort;
 mod stream;

@@ -12,6 +12,7 @@ use crate::isa::{resolve_isa, Isa};
 use crate::parallel::{for_each_index, Threads};
 use crate::prefetch::{self, LineQueue};
 use crate::profile::{Stage, StageTimer};
+use crate::running::{self, Running};
 use crate::sort::{self, SortScratch};
 use crate::stream;
 use crate::view::{RowWriter, TensorView, TensorViewMut};
@@ -47,6 +48,7 @@ struct HeadScratch {
     segments: Vec<usize>,
     key_order: Vec<u32>,
     lse: Vec<f32>,
+    run_sum: Vec<f32>,
     sort: SortScratch,
     hybrid: HybridScratch,
 }
@@ -151,7 +153,8 @@ impl Plan {
         let per_token = 4 // norms
             + 4 * rounds // hashes
             + 4 * rounds // permutations
-            + 4; // key order (keys), lse (queries)
+            + 4 // key order (keys), lse or running max (queries)
+            + 4; // running sums (queries)
         let per_head = nq
             .saturating_add(nk)
             .saturating_mul(per_token)
@@ -314,9 +317,13 @@ impl Plan {
         let ck = config::key_cluster_size(&self.config, nq, shape.nk);
         let clusters = config::cluster_count(ck, nv, nq);
         drop(sort_timer);
+        // Steps 5–6 merge into each query's running result (`Running`): (max, sum) pairs in
+        // `lse` and `run_sum`, turned into log-sum-exps at the end.
+        s.lse.resize(nq, 0.0);
+        s.run_sum.resize(nq, 0.0);
+        let running = Running::new(&mut s.lse, &mut s.run_sum);
         if self.config.has_hybrid_blocks() {
             // Design §8: sinks, window and residual samples around the cluster rounds.
-            s.lse.resize(nq, 0.0);
             let blocks = hybrid::HeadBlocks {
                 config: &self.config,
                 kern: self.attention,
@@ -337,31 +344,64 @@ impl Plan {
                 out: call.out,
                 parallel,
             };
-            blocks.run(&mut s.lse, &mut s.hybrid);
-            if let Some(lse) = call.lse {
-                // SAFETY: this task alone owns the lse entries of (b, h).
-                unsafe { lse.range(lse_offset, nq) }.copy_from_slice(&s.lse);
-            }
-            return;
+            blocks.run(&running, &mut s.hybrid);
+        } else {
+            let perm = &s.perm[..];
+            self.cluster_rounds(
+                call,
+                b,
+                h,
+                parallel,
+                perm,
+                &mut s.key_order,
+                valid,
+                clusters,
+                &running,
+            );
         }
+        if let Some(lse) = call.lse {
+            // SAFETY: this task alone owns the lse entries of (b, h).
+            let lse = unsafe { lse.range(lse_offset, nq) };
+            running::log_sum_exp(&s.lse, &s.run_sum, lse);
+        }
+    }
 
-        // Steps 5–6: attention inside each cluster, combined into the output round by round.
+    /// Steps 5–6 without §8 blocks: attention inside each cluster, merged into `running`
+    /// round by round.
+    #[allow(clippy::too_many_arguments)]
+    fn cluster_rounds(
+        &self,
+        call: &Call<'_>,
+        b: usize,
+        h: usize,
+        parallel: bool,
+        perm: &[u32],
+        key_order: &mut Vec<u32>,
+        valid: &[u32],
+        clusters: usize,
+        running: &Running<'_>,
+    ) {
+        let shape = call.shape;
+        let (nq, d, nv, rounds) = (shape.nq, shape.d, valid.len(), self.config.n_hashes);
+        let hk = h / shape.group();
+        let (q, k, v) = (
+            head_rows(call.q, b, h),
+            head_rows(call.k, b, hk),
+            head_rows(call.v, b, hk),
+        );
         let scale = self.scale();
-        s.lse.resize(nq, 0.0);
-        s.key_order.resize(nv, 0);
-        let running_lse = SharedSlice::new(&mut s.lse);
+        key_order.resize(nv, 0);
         // Output rows on whole cache lines take streaming stores in round 0, when the head's
         // output is too large to stay in cache anyway.
         let out_streams = stream::worth_streaming(nq, v.dim)
             && (0..nq.min(2)).all(|i| stream::can_stream(call.out.row_start(b, h, i), v.dim));
         for r in 0..rounds {
-            let q_perm = &s.perm[r * nq..(r + 1) * nq];
-            let k_perm = &s.perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
-            for (slot, &rank) in s.key_order.iter_mut().zip(k_perm) {
+            let q_perm = &perm[r * nq..(r + 1) * nq];
+            let k_perm = &perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
+            for (slot, &rank) in key_order.iter_mut().zip(k_perm) {
                 *slot = valid[rank as usize];
             }
-            let key_order = &s.key_order[..];
-            let running_lse = &running_lse;
+            let key_order = &key_order[..];
             for_each_index(parallel, clusters, |c| {
                 let (q0, q1) = cut(c, nq, clusters);
                 let (k0, k1) = cut(c, nv, clusters);
@@ -396,19 +436,15 @@ impl Plan {
                     keys,
                     scale,
                     None,
-                    |i, o, inv_sum, lse| {
+                    |i, result| {
                         let qi = members[i] as usize;
                         // SAFETY: within a round every query is in exactly one cluster, so no
-                        // other thread touches row qi of (b, h) or its running lse.
-                        let (row, running) =
-                            unsafe { (call.out.row(b, h, qi), running_lse.range(qi, 1)) };
-                        if r == 0 {
-                            // Overwritten whole: streamed, so the row is never read first.
-                            (self.attention.scale_store)(row, o, inv_sum, out_streams);
-                            running[0] = lse;
-                        } else {
-                            (self.attention.combine)(row, &mut running[0], o, inv_sum, lse);
-                        }
+                        // other thread touches row qi of (b, h) or its running result. Round
+                        // 0 overwrites every row whole: streamed, it is never read first.
+                        unsafe {
+                            let row = call.out.row(b, h, qi);
+                            running.merge(self.attention, qi, row, result, r == 0 && out_streams)
+                        };
                     },
                 );
                 // Whatever the kernels did not get to, before the next cluster's gathers.
@@ -418,10 +454,6 @@ impl Plan {
                     stream::fence();
                 }
             });
-        }
-        if let Some(lse) = call.lse {
-            // SAFETY: this task alone owns the lse entries of (b, h).
-            unsafe { lse.range(lse_offset, nq) }.copy_from_slice(&s.lse);
         }
     }
 }

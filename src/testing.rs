@@ -22,17 +22,20 @@ pub fn exp_in_place(isa: Isa, values: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Merges a round's output `o · o_scale` (log-sum-exp `lse`) into `row` (running
-/// log-sum-exp `running`) with the given tier's round combine.
-pub fn combine(
+/// Merges a round's result (unnormalised row `acc`, softmax `max` and `sum`) into `row`,
+/// whose running result is the pair (`run_max`, `run_sum`), with the given tier's round
+/// merge: the log-sum-exp merge of `row` (log-sum-exp `run_max + ln(run_sum)`) and
+/// `acc / sum` (log-sum-exp `max + ln(sum)`).
+pub fn merge(
     isa: Isa,
     row: &mut [f32],
-    running: &mut f32,
-    o: &[f32],
-    o_scale: f32,
-    lse: f32,
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
 ) -> Result<()> {
-    (attention::kernels(supported(isa)?).combine)(row, running, o, o_scale, lse);
+    (attention::kernels(supported(isa)?).merge)(row, run_max, run_sum, acc, max, sum);
     Ok(())
 }
 

@@ -150,64 +150,65 @@ fn pv_and_softmax_every_tier_match_portable() {
 }
 
 #[test]
-fn round_combine_every_tier_matches_portable_and_f64() {
+fn round_merge_every_tier_matches_portable_and_f64() {
     let mut rng = Rng(21);
-    // (running lse, round lse): ordinary, far apart both ways, one side −∞, both −∞, NaN.
-    let pairs = [
-        (0.3f32, -1.2f32),
-        (-40.0, 2.0),
-        (15.0, -60.0),
-        (f32::NEG_INFINITY, 1.5),
-        (0.7, f32::NEG_INFINITY),
-        (f32::NEG_INFINITY, f32::NEG_INFINITY),
-        (f32::NAN, 0.0),
+    // (running max, running sum, round max, round sum): ordinary, far apart both ways,
+    // nothing merged yet, a round without keys, neither side, NaN.
+    let cases = [
+        (0.3f32, 2.5f32, -1.2f32, 7.0f32),
+        (-40.0, 3.0, 2.0, 1.5),
+        (15.0, 1.0, -60.0, 4.0),
+        (f32::NEG_INFINITY, 0.0, 1.5, 3.0),
+        (0.7, 2.0, f32::NEG_INFINITY, 0.0),
+        (f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 0.0),
+        (f32::NAN, 1.0, 0.0, 1.0),
     ];
     for &dv in &DIMS {
         let row0_buf = unaligned(&mut rng, dv);
-        let o_buf = unaligned(&mut rng, dv);
-        let (row0, o) = (&row0_buf[1..], &o_buf[1..]);
-        // The round's row arrives unnormalised with its 1/row sum, or already normalised.
-        for (&(running0, lse), o_scale) in pairs.iter().flat_map(|p| [(p, 1.0f32), (p, 0.37)]) {
+        let acc_buf = unaligned(&mut rng, dv);
+        let (row0, acc) = (&row0_buf[1..], &acc_buf[1..]);
+        for &(max0, sum0, max, sum) in &cases {
             let run = |isa: Isa| {
-                let (mut row, mut running) = (row0.to_vec(), running0);
-                testing::combine(isa, &mut row, &mut running, o, o_scale, lse).unwrap();
-                (row, running)
+                let (mut row, mut run_max, mut run_sum) = (row0.to_vec(), max0, sum0);
+                testing::merge(isa, &mut row, &mut run_max, &mut run_sum, acc, max, sum).unwrap();
+                (row, run_max, run_sum)
             };
-            let (base_row, base_running) = run(Isa::Portable);
-            // The portable combine against f64.
-            let top = running0.max(lse) as f64;
-            if running0.is_nan() || lse.is_nan() {
-                // A NaN log-sum-exp (NaN in the inputs) makes the row NaN, as it would any
-                // other output it reaches.
-                assert!(base_row.iter().all(|x| x.is_nan()) && base_running.is_nan());
+            let (base_row, base_max, base_sum) = run(Isa::Portable);
+            // The portable merge against f64: row·S·e^M and acc·e^m, over S·e^M + s·e^m.
+            let top = max0.max(max) as f64;
+            if max0.is_nan() || max.is_nan() {
+                // A NaN max (NaN in the inputs) makes the row NaN, as it would any other
+                // output it reaches.
+                assert!(base_row.iter().all(|x| x.is_nan()) && base_sum.is_nan());
             } else if top.is_finite() {
-                let (w_old, w_new) = ((running0 as f64 - top).exp(), (lse as f64 - top).exp());
-                let total = w_old + w_new;
+                let e_old = sum0 as f64 * (max0 as f64 - top).exp();
+                let e_new = (max as f64 - top).exp();
+                let total = e_old + sum as f64 * e_new;
                 let expected: Vec<f32> = row0
                     .iter()
-                    .zip(o)
-                    .map(|(&x, &y)| {
-                        ((x as f64 * w_old + y as f64 * o_scale as f64 * w_new) / total) as f32
-                    })
+                    .zip(acc)
+                    .map(|(&x, &y)| ((x as f64 * e_old + y as f64 * e_new) / total) as f32)
                     .collect();
                 assert!(
                     max_rel(&base_row, &expected) < 1e-6,
-                    "dv={dv} ({running0}, {lse})"
+                    "dv={dv} ({max0}, {sum0}, {max}, {sum})"
                 );
-                assert!((base_running as f64 - (top + total.ln())).abs() < 1e-5);
+                assert_eq!(base_max as f64, top);
+                assert!((base_sum as f64 - total).abs() <= 1e-6 * total);
             } else {
-                // No finite log-sum-exp on either side: nothing changes.
-                assert_eq!(base_row, row0, "dv={dv} ({running0}, {lse})");
+                // No finite max on either side: nothing changes.
+                assert_eq!(base_row, row0, "dv={dv} ({max0}, {sum0}, {max}, {sum})");
+                assert_eq!((base_max.to_bits(), base_sum), (max0.to_bits(), sum0));
             }
             for isa in supported_tiers() {
-                let (row, running) = run(isa);
-                // Three products and a sum per element in every tier: the same bits.
+                let (row, run_max, run_sum) = run(isa);
+                // Two products and a sum per element in every tier: the same bits.
                 let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
                 assert!(
                     row.iter().zip(&base_row).all(|(&a, &b)| same(a, b)),
-                    "{isa} dv={dv} ({running0}, {lse})"
+                    "{isa} dv={dv} ({max0}, {sum0}, {max}, {sum})"
                 );
-                assert!(same(running, base_running) || (running.is_nan() && base_running.is_nan()));
+                assert!(same(run_max, base_max) && (same(run_sum, base_sum) || run_sum.is_nan()));
             }
         }
     }

@@ -357,38 +357,39 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
     }
 }
 
-/// Merges one round's output `o · o_scale` (log-sum-exp `lse`) into `row`, whose running
-/// log-sum-exp is `running` (design §1 step 6): L' = log(e^L + e^lse),
-/// row = row·e^(L − L') + (o·o_scale)·e^(lse − L'). Each element is `x·w_old + (y·s)·w_new`,
-/// three products and a sum, as the scalar tail computes it, so every tier gives the same
-/// bits.
+/// Merges one round's unnormalised row `acc` (softmax max and sum) into `row`, whose running
+/// (max, sum) pair is updated ([`super::MergeFn`]): each element is `x·w_old + y·w_new` with
+/// the weights of [`super::merge_weights`], two products and a sum, as the scalar tail
+/// computes it, so every tier gives the same bits.
 #[inline(always)]
-pub(crate) unsafe fn combine<S: SimdF32>(
+pub(crate) unsafe fn merge<S: SimdF32>(
     row: &mut [f32],
-    running: &mut f32,
-    o: &[f32],
-    o_scale: f32,
-    lse: f32,
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
 ) {
-    assert_eq!(row.len(), o.len(), "combine extents");
-    let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
+    assert_eq!(row.len(), acc.len(), "merge extents");
+    let Some((w_old, w_new, top, total)) = super::merge_weights(*run_max, *run_sum, max, sum)
+    else {
         return;
     };
     let whole = row.len() / S::LANES * S::LANES;
-    let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
+    let (x_ptr, y_ptr) = (row.as_mut_ptr(), acc.as_ptr());
     // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's.
     unsafe {
-        let (a, b, s) = (S::splat(w_old), S::splat(w_new), S::splat(o_scale));
+        let (a, b) = (S::splat(w_old), S::splat(w_new));
         for at in (0..whole).step_by(S::LANES) {
             let x = S::load(x_ptr.add(at));
-            let y = S::mul(S::load(y_ptr.add(at)), s);
+            let y = S::load(y_ptr.add(at));
             S::store(x_ptr.add(at), S::add(S::mul(x, a), S::mul(y, b)));
         }
     }
-    for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
-        *x = *x * w_old + (y * o_scale) * w_new;
+    for (x, &y) in row[whole..].iter_mut().zip(&acc[whole..]) {
+        *x = *x * w_old + y * w_new;
     }
-    *running = merged;
+    (*run_max, *run_sum) = (top, total);
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]): non-temporal stores when `stream` is set and
@@ -489,15 +490,16 @@ macro_rules! attention_tier {
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn combine_impl(
+        unsafe fn merge_impl(
             row: &mut [f32],
-            running: &mut f32,
-            o: &[f32],
-            o_scale: f32,
-            lse: f32,
+            run_max: &mut f32,
+            run_sum: &mut f32,
+            acc: &[f32],
+            max: f32,
+            sum: f32,
         ) {
             // SAFETY: as above.
-            unsafe { generic::combine::<S>(row, running, o, o_scale, lse) }
+            unsafe { generic::merge::<S>(row, run_max, run_sum, acc, max, sum) }
         }
 
         #[target_feature(enable = $features)]
@@ -560,15 +562,16 @@ macro_rules! attention_tier {
             unsafe { exp_impl(values) }
         }
 
-        pub(crate) fn combine(
+        pub(crate) fn merge(
             row: &mut [f32],
-            running: &mut f32,
-            o: &[f32],
-            o_scale: f32,
-            lse: f32,
+            run_max: &mut f32,
+            run_sum: &mut f32,
+            acc: &[f32],
+            max: f32,
+            sum: f32,
         ) {
             // SAFETY: as for the Q·Kᵀ entry.
-            unsafe { combine_impl(row, running, o, o_scale, lse) }
+            unsafe { merge_impl(row, run_max, run_sum, acc, max, sum) }
         }
 
         pub(crate) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {

@@ -64,29 +64,67 @@ pub(crate) type PvFn = fn(
 );
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
-/// Round combine (design §1 step 6): merges a round's output row `o · o_scale` with
-/// log-sum-exp `lse` into `row`, whose running log-sum-exp `running` is updated. Rows with no
-/// finite log-sum-exp on either side are left as they are. (`o_scale` is the softmax's
-/// 1/row sum: the normalisation rides along in the same pass over the row.)
-pub(crate) type CombineFn =
-    fn(row: &mut [f32], running: &mut f32, o: &[f32], o_scale: f32, lse: f32);
+/// Round merge (design §1 step 6): the log-sum-exp merge of a round's result into a query's
+/// running result, kept as a (max, sum) pair, log-sum-exp `run_max + ln(run_sum)`, and the round's
+/// result as its unnormalised row `acc` with the softmax's `max` and `sum` (output
+/// `acc / sum`). Needs one exp and no logarithm per row; rows with no finite max on either
+/// side are left as they are.
+pub(crate) type MergeFn =
+    fn(row: &mut [f32], run_max: &mut f32, run_sum: &mut f32, acc: &[f32], max: f32, sum: f32);
 /// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
 /// when `stream` is set and the row lies on whole cache lines (`crate::stream::can_stream`);
 /// the caller fences (`crate::stream::fence`) after streaming.
 pub(crate) type ScaleStoreFn = fn(row: &mut [f32], o: &[f32], scale: f32, stream: bool);
-/// The weights of a round combine, shared by every tier's [`CombineFn`]: for a running
-/// log-sum-exp L and a round's `lse`, with L' = log(e^L + e^lse), returns
-/// (e^(L − L'), e^(lse − L'), L'). `None` when neither side is finite (or one is NaN and the
+/// The weights of a [`MergeFn`], shared by every tier: with top = max(run_max, max),
+/// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns
+/// (a / total, e^(max − top) / total, top, total): the weight of the running row, the weight
+/// of the unnormalised `acc`, and the merged (max, sum). One of the two exponentials is
+/// e^0 = 1 and is not computed. `None` when neither max is finite (or one is NaN and the
 /// other −∞): the row is left as it is.
 #[inline(always)]
-pub(crate) fn combine_weights(running: f32, lse: f32) -> Option<(f32, f32, f32)> {
-    let top = running.max(lse);
+pub(crate) fn merge_weights(
+    run_max: f32,
+    run_sum: f32,
+    max: f32,
+    sum: f32,
+) -> Option<(f32, f32, f32, f32)> {
+    let top = run_max.max(max);
     if top == f32::NEG_INFINITY || top.is_nan() {
         return None;
     }
-    let (w_old, w_new) = (exp_nonpositive(running - top), exp_nonpositive(lse - top));
-    let total = w_old + w_new;
-    Some((w_old / total, w_new / total, top + total.ln()))
+    let (e_old, e_new) = if run_max >= max {
+        (1.0, exp_nonpositive(max - top))
+    } else {
+        (exp_nonpositive(run_max - top), 1.0)
+    };
+    let total = run_sum * e_old + sum * e_new;
+    Some((run_sum * e_old / total, e_new / total, top, total))
+}
+
+/// One query's result from [`attend`]: its output row is `acc / sum` and its log-sum-exp
+/// `max + ln(sum)`, computed by whoever needs them (the SMYRF rounds merge without either).
+#[derive(Clone, Copy)]
+pub(crate) struct RowResult<'a> {
+    /// The unnormalised output row: Σ_j e^(s_j − max) · v_j.
+    pub(crate) acc: &'a [f32],
+    /// The row's largest scaled logit.
+    pub(crate) max: f32,
+    /// Σ_j e^(s_j − max).
+    pub(crate) sum: f32,
+}
+
+impl RowResult<'_> {
+    /// The normalisation factor of `acc`.
+    #[inline(always)]
+    pub(crate) fn inv_sum(&self) -> f32 {
+        1.0 / self.sum
+    }
+
+    /// The row's log-sum-exp.
+    #[inline(always)]
+    pub(crate) fn lse(&self) -> f32 {
+        self.max + self.sum.ln()
+    }
 }
 
 /// Transposes coordinates t0..t0+16 of 16 key rows into 16 rows of `dst` at stride `ldk`
@@ -100,7 +138,7 @@ pub(crate) struct AttentionKernels {
     pub(crate) softmax: SoftmaxFn,
     pub(crate) pv: PvFn,
     pub(crate) exp: ExpFn,
-    pub(crate) combine: CombineFn,
+    pub(crate) merge: MergeFn,
     pub(crate) scale_store: ScaleStoreFn,
     pub(crate) transpose16: Option<Transpose16Fn>,
 }
@@ -110,7 +148,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     softmax: portable::softmax,
     pv: portable::pv,
     exp: portable::exp_in_place,
-    combine: portable::combine,
+    merge: portable::merge,
     scale_store: portable::scale_store,
     transpose16: None,
 };
@@ -121,7 +159,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     softmax: avx2::softmax,
     pv: avx2::pv_avx2_6x16,
     exp: avx2::exp_in_place,
-    combine: avx2::combine,
+    merge: avx2::merge,
     scale_store: avx2::scale_store,
     transpose16: None,
 };
@@ -132,7 +170,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     softmax: avx512::softmax,
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
-    combine: avx512::combine,
+    merge: avx512::merge,
     scale_store: avx512::scale_store,
     transpose16: Some(avx512::transpose16),
 };
@@ -143,7 +181,7 @@ const NEON: AttentionKernels = AttentionKernels {
     softmax: neon::softmax,
     pv: neon::pv_neon_8x8,
     exp: neon::exp_in_place,
-    combine: neon::combine,
+    merge: neon::merge,
     scale_store: neon::scale_store,
     transpose16: None,
 };
@@ -231,9 +269,8 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
 pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], &[u32], &mut [f32], usize) + Sync);
 
 /// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
-/// sets). For every query, in order, calls `sink(position in q_idx, acc, inv_sum, lse)`: the
-/// output row is `acc · inv_sum` (the sink normalises while it stores, see [`CombineFn`] and
-/// [`ScaleStoreFn`]).
+/// sets). For every query, in order, calls `sink(position in q_idx, result)`: the sink
+/// normalises while it stores or merges (see [`RowResult`], [`MergeFn`], [`ScaleStoreFn`]).
 ///
 /// Blocking: the queries are gathered once; keys stream in tiles of `K_TILE` (each gathered
 /// once, transposed) and every 64-query sub-tile is updated with an online softmax, so a
@@ -249,22 +286,14 @@ pub(crate) fn attend(
     k_idx: &[u32],
     scale: f32,
     adjust: Option<TileAdjust<'_>>,
-    mut sink: impl FnMut(usize, &[f32], f32, f32),
+    mut sink: impl FnMut(usize, RowResult<'_>),
 ) {
     // Query blocks bound the per-thread scratch whatever the cluster size.
     for q0 in (0..q_idx.len()).step_by(Q_BLOCK) {
         let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
-        attend_block(
-            kern,
-            q,
-            block,
-            k,
-            v,
-            k_idx,
-            scale,
-            adjust,
-            |i, acc, inv, lse| sink(q0 + i, acc, inv, lse),
-        );
+        attend_block(kern, q, block, k, v, k_idx, scale, adjust, |i, result| {
+            sink(q0 + i, result)
+        });
     }
 }
 
@@ -279,7 +308,7 @@ fn attend_block(
     k_idx: &[u32],
     scale: f32,
     adjust: Option<TileAdjust<'_>>,
-    mut sink: impl FnMut(usize, &[f32], f32, f32),
+    mut sink: impl FnMut(usize, RowResult<'_>),
 ) {
     let d = q.dim;
     let dv = v.dim;
@@ -347,9 +376,12 @@ fn attend_block(
         let _combine = StageTimer::start(Stage::Combine);
         let acc = t.acc.get(m_total * ldv);
         for i in 0..m_total {
-            let inv = 1.0 / t.row_sum[i];
-            let lse = t.row_max[i] + t.row_sum[i].ln();
-            sink(i, &acc[i * ldv..i * ldv + dv], inv, lse);
+            let result = RowResult {
+                acc: &acc[i * ldv..i * ldv + dv],
+                max: t.row_max[i],
+                sum: t.row_sum[i],
+            };
+            sink(i, result);
         }
     });
 }

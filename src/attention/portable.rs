@@ -154,27 +154,31 @@ pub(crate) fn pv(
     queue.put_back();
 }
 
-/// Round combine ([`super::CombineFn`]), 8 lanes at a time: `x·w_old + (y·s)·w_new` per
-/// element, three products and a sum, the same bits as every other tier.
-pub(crate) fn combine(row: &mut [f32], running: &mut f32, o: &[f32], o_scale: f32, lse: f32) {
-    assert_eq!(row.len(), o.len(), "combine extents");
-    let Some((w_old, w_new, merged)) = super::combine_weights(*running, lse) else {
+/// Round merge ([`super::MergeFn`]), 8 lanes at a time: `x·w_old + y·w_new` per element,
+/// the same bits as every other tier.
+pub(crate) fn merge(
+    row: &mut [f32],
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
+) {
+    assert_eq!(row.len(), acc.len(), "merge extents");
+    let Some((w_old, w_new, top, total)) = super::merge_weights(*run_max, *run_sum, max, sum)
+    else {
         return;
     };
     let whole = row.len() / 8 * 8;
-    let (a, b, s) = (
-        f32x8::splat(w_old),
-        f32x8::splat(w_new),
-        f32x8::splat(o_scale),
-    );
+    let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
     for at in (0..whole).step_by(8) {
-        let merged = load(row, at) * a + (load(o, at) * s) * b;
+        let merged = load(row, at) * a + load(acc, at) * b;
         store(row, at, merged);
     }
-    for (x, &y) in row[whole..].iter_mut().zip(&o[whole..]) {
-        *x = *x * w_old + (y * o_scale) * w_new;
+    for (x, &y) in row[whole..].iter_mut().zip(&acc[whole..]) {
+        *x = *x * w_old + y * w_new;
     }
-    *running = merged;
+    (*run_max, *run_sum) = (top, total);
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]), streamed where allowed.
