@@ -22,6 +22,9 @@ const MAX_BLOCK: usize = 16;
 /// segments, their partial sums added into the outputs.
 const TILE: usize = 2048;
 
+/// How many blocks ahead the copy pass's rows are prefetched.
+const PREFETCH_BLOCKS: usize = 2;
+
 /// Floats per 64-byte cache line.
 const LINE: usize = 16;
 
@@ -56,7 +59,8 @@ pub(crate) unsafe fn project<S: SimdF32>(
     while i0 < n {
         let i1 = i0 + lanes.min(n - i0);
         let block = Block::new(&rows, idx, i0, i1 - i0);
-        let next = (i1 < n).then(|| Block::new(&rows, idx, i1, lanes.min(n - i1)));
+        let ahead = i1 + (PREFETCH_BLOCKS - 1) * lanes;
+        let next = (ahead < n).then(|| Block::new(&rows, idx, ahead, lanes.min(n - ahead)));
         let mut s0 = 0;
         // At least one segment, so that d = 0 still writes its zero sums.
         loop {
