@@ -131,7 +131,6 @@ impl Cluster {
             mx.fill(f32::NEG_INFINITY);
             sum.fill(0.0);
             testing::softmax(isa, &mut self.s, m, ldk, mx, sum, corr).unwrap();
-            self.acc.fill(0.0);
             testing::pv(
                 isa,
                 &self.s,
@@ -140,7 +139,7 @@ impl Cluster {
                 self.c,
                 ldk,
                 self.dv,
-                corr,
+                None,
                 &mut self.acc,
             )
             .unwrap();

@@ -77,7 +77,8 @@ pub fn softmax(
     Ok(())
 }
 
-/// `acc = acc·corr + p·v` (p: m × ldk with n used, v: n × ldv, ldv a multiple of 16).
+/// `acc = acc·corr + p·v` (p: m × ldk with n used, v: n × ldv, ldv a multiple of 16); without
+/// `corr`, `acc = p·v` (acc not read).
 #[allow(clippy::too_many_arguments)]
 pub fn pv(
     isa: Isa,
@@ -87,7 +88,7 @@ pub fn pv(
     n: usize,
     ldk: usize,
     ldv: usize,
-    corr: &[f32],
+    corr: Option<&[f32]>,
     acc: &mut [f32],
 ) -> Result<()> {
     (attention::kernels(supported(isa)?).pv)(p, v, m, n, ldk, ldv, corr, acc);

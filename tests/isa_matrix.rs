@@ -113,10 +113,23 @@ fn pv_and_softmax_every_tier_match_portable() {
                     (s0.clone(), max0.clone(), sum0.clone(), vec![0.0; m]);
                 testing::softmax(isa, &mut s, m, ldk, &mut mx, &mut sm, &mut corr).unwrap();
                 let mut acc = acc0.clone();
-                testing::pv(isa, &s, v, m, n, ldk, ldv, &corr, &mut acc).unwrap();
-                (s, mx, sm, corr, acc)
+                testing::pv(isa, &s, v, m, n, ldk, ldv, Some(&corr), &mut acc).unwrap();
+                // A first key tile: no rescale, and the accumulators are not read.
+                let mut fresh = vec![f32::NAN; m * ldv];
+                testing::pv(isa, &s, v, m, n, ldk, ldv, None, &mut fresh).unwrap();
+                (s, mx, sm, corr, acc, fresh)
             };
             let base = run(Isa::Portable);
+            // The portable first-tile P·V against f64.
+            let expected: Vec<f32> = (0..m * ldv)
+                .map(|at| {
+                    let (i, c) = (at / ldv, at % ldv);
+                    (0..n)
+                        .map(|j| base.0[i * ldk + j] as f64 * v[j * ldv + c] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            assert!(max_rel(&base.5, &expected) < 1e-5, "fresh pv dv={dv} n={n}");
             // The portable softmax against f64.
             for i in 0..m {
                 let new_max = (0..n).map(|j| s0[i * ldk + j]).fold(max0[i], f32::max) as f64;
@@ -143,6 +156,10 @@ fn pv_and_softmax_every_tier_match_portable() {
                     max_rel(&got.4, &base.4) < 1e-5,
                     "pv {isa} dv={dv} n={n}: {:e}",
                     max_rel(&got.4, &base.4)
+                );
+                assert!(
+                    max_rel(&got.5, &base.5) < 1e-5,
+                    "fresh pv {isa} dv={dv} n={n}"
                 );
             }
         }

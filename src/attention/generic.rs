@@ -47,6 +47,8 @@ pub(crate) enum Epilogue {
     Scale(f32),
     /// c = c · corr[row] + a·b (the pointer covers every row of the call)
     Rescale(*const f32),
+    /// c = a·b
+    Store,
 }
 
 /// c (m × ncols, row stride ldc) from a (m × kdim, stride lda) times b (kdim × ncols, stride
@@ -212,7 +214,7 @@ unsafe fn tile<S: SimdF32, const R: usize, const W: usize, const PF: bool>(
         }
         let scale = match epilogue {
             Epilogue::Scale(s) => Some(S::splat(s)),
-            Epilogue::Rescale(_) => None,
+            Epilogue::Rescale(_) | Epilogue::Store => None,
         };
         for (r, row) in acc.iter().enumerate() {
             for (w, &x) in row.iter().enumerate() {
@@ -255,7 +257,7 @@ pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
     }
 }
 
-/// acc = acc·corr + P·V with the given tile shape.
+/// acc = acc·corr + P·V (acc = P·V without `corr`) with the given tile shape.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
@@ -265,14 +267,18 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
     n: usize,
     ldk: usize,
     ldv: usize,
-    corr: &[f32],
+    corr: Option<&[f32]>,
     acc: &mut [f32],
 ) {
     assert!(
         n <= ldk && p.len() >= m * ldk && v.len() >= n * ldv && acc.len() >= m * ldv,
         "pv extents"
     );
-    assert!(corr.len() >= m && ldv.is_multiple_of(16), "pv extents");
+    assert!(
+        corr.is_none_or(|corr| corr.len() >= m) && ldv.is_multiple_of(16),
+        "pv extents"
+    );
+    let epilogue = corr.map_or(Epilogue::Store, |corr| Epilogue::Rescale(corr.as_ptr()));
     // SAFETY: extents asserted above; the tier is the caller's.
     unsafe {
         gemm_queued::<S, MR, NV>(
@@ -285,7 +291,7 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
             m,
             n,
             ldv,
-            Epilogue::Rescale(corr.as_ptr()),
+            epilogue,
         )
     }
 }
@@ -462,7 +468,7 @@ macro_rules! attention_tier {
             n: usize,
             ldk: usize,
             ldv: usize,
-            corr: &[f32],
+            corr: Option<&[f32]>,
             acc: &mut [f32],
         ) {
             // Value rows narrower than the full tile (dv = 32 against a 64-wide tile) take
@@ -538,7 +544,7 @@ macro_rules! attention_tier {
             n: usize,
             ldk: usize,
             ldv: usize,
-            corr: &[f32],
+            corr: Option<&[f32]>,
             acc: &mut [f32],
         ) {
             // SAFETY: as for the Q·Kᵀ entry.

@@ -51,7 +51,8 @@ pub(crate) type SoftmaxFn = fn(
     row_sum: &mut [f32],
     corr: &mut [f32],
 );
-/// `acc[i·ldv + c] = acc[i·ldv + c]·corr[i] + Σ_{j<n} p[i·ldk + j] · v[j·ldv + c]`.
+/// `acc[i·ldv + c] = acc[i·ldv + c]·corr[i] + Σ_{j<n} p[i·ldk + j] · v[j·ldv + c]`; with no
+/// `corr` (a row block's first key tile) `acc = P·V`, and `acc` is not read.
 pub(crate) type PvFn = fn(
     p: &[f32],
     v: &[f32],
@@ -59,7 +60,7 @@ pub(crate) type PvFn = fn(
     n: usize,
     ldk: usize,
     ldv: usize,
-    corr: &[f32],
+    corr: Option<&[f32]>,
     acc: &mut [f32],
 );
 /// In-place exp of values ≤ 0.
@@ -332,7 +333,6 @@ fn attend_block(
             q_all[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
         }
         drop(gather);
-        t.acc.get(m_total * ldv).fill(0.0);
         for k0 in (0..n_total).step_by(K_TILE) {
             let k_rows = &k_idx[k0..(k0 + K_TILE).min(n_total)];
             let n = k_rows.len();
@@ -361,6 +361,7 @@ fn attend_block(
                 );
                 (kern.softmax)(s, m, ldk, row_max, row_sum, corr);
                 let acc = &mut t.acc.get(m_total * ldv)[q0 * ldv..(q0 + m) * ldv];
+                // The first key tile starts the accumulators: nothing to rescale or read.
                 (kern.pv)(
                     t.s.get(m * ldk),
                     t.v.get(n * ldv),
@@ -368,7 +369,7 @@ fn attend_block(
                     n,
                     ldk,
                     ldv,
-                    corr,
+                    (k0 > 0).then_some(&*corr),
                     acc,
                 );
             }

@@ -128,17 +128,21 @@ pub(crate) fn pv(
     n: usize,
     ldk: usize,
     ldv: usize,
-    corr: &[f32],
+    corr: Option<&[f32]>,
     acc: &mut [f32],
 ) {
     let mut queue = LineQueue::take();
     for i in 0..m {
         let p_row = &p[i * ldk..i * ldk + n];
-        let c = f32x8::splat(corr[i]);
         for cb in (0..ldv).step_by(16) {
             let at = i * ldv + cb;
-            let mut acc0 = load(acc, at) * c;
-            let mut acc1 = load(acc, at + 8) * c;
+            let (mut acc0, mut acc1) = match corr {
+                Some(corr) => {
+                    let c = f32x8::splat(corr[i]);
+                    (load(acc, at) * c, load(acc, at + 8) * c)
+                }
+                None => (f32x8::ZERO, f32x8::ZERO),
+            };
             for (j, &pj) in p_row.iter().enumerate() {
                 if j % 8 == 0 {
                     queue.issue_next();
