@@ -413,7 +413,10 @@ impl Plan {
                     let (n0, n1) = cut(c + 1, nq, clusters);
                     let (m0, m1) = cut(c + 1, nv, clusters);
                     let (next_queries, next_keys) = (&q_perm[n0..n1], &key_order[m0..m1]);
-                    LineQueue::refill(|queue| {
+                    // The queue drains during this cluster's Q·Kᵀ and P·V.
+                    let macs = members.len() * keys.len() * (d + v.dim);
+                    let steps = macs / self.attention.macs_per_step;
+                    LineQueue::refill(steps, |queue| {
                         for &i in next_queries {
                             queue.push_span(q.row_start(i as usize), d);
                             // Rows written by streaming stores need no fetch.

@@ -67,8 +67,8 @@ fn prefetch_line_l2(addr: usize) {
 
 /// Cache lines to fetch into L2 in the background: the pipeline queues the next cluster's
 /// rows (every line of each, see [`prefetch_span`]) and the register tiles of the current
-/// cluster's kernels issue one prefetch every other step of their inner loop, so the
-/// fetches overlap the arithmetic instead of stalling in a burst.
+/// cluster's kernels issue one prefetch every [`LineQueue::interval`] steps of their inner
+/// loop, so the fetches overlap the arithmetic instead of stalling in a burst.
 ///
 /// A burst of prefetches (the whole next cluster before each cluster, as the pipeline did
 /// first) stalls once the core's dozen or so outstanding-miss slots are taken, and nothing
@@ -77,6 +77,14 @@ fn prefetch_line_l2(addr: usize) {
 /// alternating runs: 54.2 → 51.7 ms (medians); an earlier run of the same change, one
 /// thread: 110 → 103 ms at c = 128, 80 → 77 ms at c = 64. Dense attention queues nothing
 /// and runs the kernels' plain variant (unchanged, 4096 tokens: 111–116 ms either way).
+///
+/// The interval follows the cluster's arithmetic per queued line: about two kernel steps
+/// per line at c = 128 (d = dv = 64, AVX-512) take one line every 4 steps, one step per line
+/// (c = 64) every 2, fewer (c = 32) every step; what the kernels leave is issued after the
+/// cluster. Measured at N = 16384, 8 heads, two threads, four alternating runs each: c = 128
+/// every 4 steps 41.5–45.9 ms against 43.8–46.8 every 2 (every 3: 44.0–46.7, every 8:
+/// 43.6–47.8); c = 64 every 4 steps 2–3 % slower than every 2 (every step: the same as
+/// every 2 within noise); R = 4, c = 32 every step 48.1–49.5 ms against 51.6–52.2 every 2.
 ///
 /// One queue per thread, moved out of its slot while a kernel drains it ([`LineQueue::take`],
 /// [`LineQueue::put_back`]): no borrow spans a kernel call, and a thread that never queued
@@ -87,6 +95,8 @@ pub(crate) struct LineQueue {
     lines: Vec<usize>,
     /// The next line to prefetch.
     next: usize,
+    /// Kernel steps per issued line, less one (a power of two less one, used as a mask).
+    mask: usize,
 }
 
 thread_local! {
@@ -94,6 +104,7 @@ thread_local! {
         Cell::new(LineQueue {
             lines: Vec::new(),
             next: 0,
+            mask: 0,
         })
     };
 }
@@ -101,8 +112,10 @@ thread_local! {
 impl LineQueue {
     /// Replaces this thread's queue by the lines `fill` pushes with [`LineQueue::push_span`]
     /// (up to `QUEUE_LINES`; room for them is reserved once, so refills never allocate);
-    /// off x86-64, where nothing is prefetched, leaves it empty.
-    pub(crate) fn refill(fill: impl FnOnce(&mut LineQueue)) {
+    /// off x86-64, where nothing is prefetched, leaves it empty. `kernel_steps` is about how
+    /// many register-tile steps the kernels will run while the queue drains: it sets the
+    /// issue interval.
+    pub(crate) fn refill(kernel_steps: usize, fill: impl FnOnce(&mut LineQueue)) {
         let mut queue = LineQueue::take();
         queue.lines.clear();
         queue.next = 0;
@@ -110,7 +123,20 @@ impl LineQueue {
             queue.lines.reserve_exact(QUEUE_LINES);
             fill(&mut queue);
         }
+        queue.mask = issue_interval(kernel_steps, queue.lines.len()) - 1;
         queue.put_back();
+    }
+
+    /// Kernel steps between two issued lines (a power of two).
+    #[cfg(test)]
+    fn interval(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// True at the steps `t` of a register tile's loop that issue a line.
+    #[inline(always)]
+    pub(crate) fn issues_at(&self, t: usize) -> bool {
+        t & self.mask == 0
     }
 
     /// Queues every line holding the `len` f32 from `start` (up to `MAX_LINES`), while the
@@ -164,6 +190,18 @@ impl LineQueue {
     }
 }
 
+/// The issue interval for `lines` queued lines over `kernel_steps` steps: the largest power of
+/// two up to twice the steps per line, from 1 to 8 (see [`LineQueue`]).
+fn issue_interval(kernel_steps: usize, lines: usize) -> usize {
+    let twice_ratio = (2 * kernel_steps) / lines.max(1);
+    match twice_ratio {
+        0..=1 => 1,
+        2..=3 => 2,
+        4..=7 => 4,
+        _ => 8,
+    }
+}
+
 /// Bytes of one thread's queue.
 pub(crate) const QUEUE_BYTES: usize = QUEUE_LINES * std::mem::size_of::<usize>();
 
@@ -206,7 +244,7 @@ mod tests {
     fn the_queue_holds_every_line_of_each_row_up_to_its_capacity() {
         let data = vec![0.0f32; 64 * 2000 + 16];
         let row = |i: usize| data[4 + 64 * i..].as_ptr(); // 16 bytes into a line: 5 lines
-        LineQueue::refill(|queue| {
+        LineQueue::refill(60, |queue| {
             for i in 0..3 {
                 queue.push_span(row(i), 64);
             }
@@ -218,6 +256,8 @@ mod tests {
             let first = row(0).addr() / 64 * 64;
             assert_eq!(queue.lines[..5], [0, 64, 128, 192, 256].map(|o| first + o));
             assert!(queue.is_pending());
+            // 60 steps for 15 lines: one line every 8 steps at most, here every 8.
+            assert_eq!(queue.interval(), 8);
         } else {
             assert!(queue.lines.is_empty());
         }
@@ -228,7 +268,7 @@ mod tests {
         assert!(!LineQueue::take().is_pending());
 
         // Capped: more rows than fit leave the queue exactly full, with no reallocation.
-        LineQueue::refill(|queue| {
+        LineQueue::refill(0, |queue| {
             let capacity = queue.lines.capacity();
             for i in 0..2000 {
                 queue.push_span(row(i), 64);
@@ -240,6 +280,17 @@ mod tests {
             assert_eq!(queue.lines.len(), QUEUE_LINES);
         }
         queue.put_back();
+    }
+
+    #[test]
+    fn the_interval_follows_the_steps_per_line() {
+        // Two steps per line (c = 128) → 4, one (c = 64) → 2, half (c = 32) → 1, capped at 8.
+        assert_eq!(issue_interval(5461, 2560), 4);
+        assert_eq!(issue_interval(1365, 1280), 2);
+        assert_eq!(issue_interval(341, 640), 1);
+        assert_eq!(issue_interval(1 << 20, 100), 8);
+        assert_eq!(issue_interval(100, 0), 8);
+        assert_eq!(issue_interval(0, 100), 1);
     }
 
     #[test]

@@ -196,8 +196,8 @@ unsafe fn tile<S: SimdF32, const R: usize, const W: usize, const PF: bool>(
             }
         }
         for t in 0..kdim {
-            // The queued lines of the next cluster, one every other step (see `LineQueue`).
-            if PF && t % 2 == 0 {
+            // The queued lines of the next cluster, one every few steps (see `LineQueue`).
+            if PF && queue.issues_at(t) {
                 queue.issue_next();
             }
             let brow = b.add(t * ldb + j0);
@@ -436,6 +436,11 @@ macro_rules! attention_tier {
     ) => {
         use super::generic;
         use $simd as S;
+
+        /// Multiply-adds per step of the Q·Kᵀ register tile: what sets how many steps a
+        /// cluster's kernels take (`crate::prefetch::LineQueue`).
+        pub(crate) const MACS_PER_STEP: usize =
+            $qk_mr * $qk_nv * <S as crate::simd::SimdF32>::LANES;
 
         #[target_feature(enable = $features)]
         unsafe fn qk_impl(

@@ -142,6 +142,8 @@ pub(crate) struct AttentionKernels {
     pub(crate) merge: MergeFn,
     pub(crate) scale_store: ScaleStoreFn,
     pub(crate) transpose16: Option<Transpose16Fn>,
+    /// Multiply-adds per register-tile step of the Q·Kᵀ kernel.
+    pub(crate) macs_per_step: usize,
 }
 
 const PORTABLE: AttentionKernels = AttentionKernels {
@@ -152,6 +154,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     merge: portable::merge,
     scale_store: portable::scale_store,
     transpose16: None,
+    macs_per_step: portable::MACS_PER_STEP,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -163,6 +166,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     merge: avx2::merge,
     scale_store: avx2::scale_store,
     transpose16: None,
+    macs_per_step: avx2::MACS_PER_STEP,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -174,6 +178,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     merge: avx512::merge,
     scale_store: avx512::scale_store,
     transpose16: Some(avx512::transpose16),
+    macs_per_step: avx512::MACS_PER_STEP,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -185,6 +190,7 @@ const NEON: AttentionKernels = AttentionKernels {
     merge: neon::merge,
     scale_store: neon::scale_store,
     transpose16: None,
+    macs_per_step: neon::MACS_PER_STEP,
 };
 
 /// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched

@@ -16,6 +16,10 @@ fn store(s: &mut [f32], at: usize, v: f32x8) {
     s[at..at + 8].copy_from_slice(&v.to_array());
 }
 
+/// Multiply-adds per step of the Q·Kᵀ loop, for the prefetch queue's interval (this tier's
+/// loops issue queued lines at their own fixed rate).
+pub(crate) const MACS_PER_STEP: usize = 64;
+
 /// Eight lanes of [`super::exp::exp_nonpositive`].
 #[inline(always)]
 pub(crate) fn exp8(x: f32x8) -> f32x8 {
