@@ -47,7 +47,7 @@ struct HeadScratch {
     perm: Vec<u32>,
     segments: Vec<usize>,
     key_order: Vec<u32>,
-    lse: Vec<f32>,
+    run_max: Vec<f32>,
     run_sum: Vec<f32>,
     sort: SortScratch,
     hybrid: HybridScratch,
@@ -153,7 +153,7 @@ impl Plan {
         let per_token = 4 // norms
             + 4 * rounds // hashes
             + 4 * rounds // permutations
-            + 4 // key order (keys), lse or running max (queries)
+            + 4 // key order (keys), running maxima (queries)
             + 4; // running sums (queries)
         let per_head = nq
             .saturating_add(nk)
@@ -318,10 +318,10 @@ impl Plan {
         let clusters = config::cluster_count(ck, nv, nq);
         drop(sort_timer);
         // Steps 5–6 merge into each query's running result (`Running`): (max, sum) pairs in
-        // `lse` and `run_sum`, turned into log-sum-exps at the end.
-        s.lse.resize(nq, 0.0);
+        // `run_max` and `run_sum`, turned into log-sum-exps at the end.
+        s.run_max.resize(nq, 0.0);
         s.run_sum.resize(nq, 0.0);
-        let running = Running::new(&mut s.lse, &mut s.run_sum);
+        let running = Running::new(&mut s.run_max, &mut s.run_sum);
         if self.config.has_hybrid_blocks() {
             // Design §8: sinks, window and residual samples around the cluster rounds.
             let blocks = hybrid::HeadBlocks {
@@ -362,7 +362,7 @@ impl Plan {
         if let Some(lse) = call.lse {
             // SAFETY: this task alone owns the lse entries of (b, h).
             let lse = unsafe { lse.range(lse_offset, nq) };
-            running::log_sum_exp(&s.lse, &s.run_sum, lse);
+            running::log_sum_exp(&s.run_max, &s.run_sum, lse);
         }
     }
 

@@ -1,5 +1,5 @@
 //! Per-cluster attention (design §1 step 5, §4): gather a cluster's rows into aligned tiles,
-//! S = scale·Q·Kᵀ, online softmax across key tiles, O = P·V, per-row log-sum-exp.
+//! S = scale·Q·Kᵀ, online softmax across key tiles, O = P·V, per-row softmax max and sum.
 //! The same driver computes dense attention (one cluster holding every key), so SMYRF with
 //! one cluster and dense attention run the same arithmetic.
 //!
@@ -66,8 +66,8 @@ pub(crate) type PvFn = fn(
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
 /// Round merge (design §1 step 6): the log-sum-exp merge of a round's result into a query's
-/// running result, kept as a (max, sum) pair, log-sum-exp `run_max + ln(run_sum)`, and the round's
-/// result as its unnormalised row `acc` with the softmax's `max` and `sum` (output
+/// running result, kept as a (max, sum) pair (log-sum-exp `run_max + ln(run_sum)`), with
+/// the round's result as its unnormalised row `acc` and its softmax's `max` and `sum` (output
 /// `acc / sum`). Needs one exp and no logarithm per row; rows with no finite max on either
 /// side are left as they are.
 pub(crate) type MergeFn =
