@@ -304,7 +304,7 @@ impl HeadBlocks<'_> {
                 let qi = members[i] as usize;
                 // SAFETY: within one phase of `run` every query belongs to exactly one task,
                 // so no other thread touches row qi of (b, h) or its running result.
-                unsafe { running.merge(self.kern, qi, self.out.row(b, h, qi), result, false) };
+                unsafe { running.merge(self.kern, qi, self.out.row(b, h, qi), result) };
             },
         );
     }

@@ -443,10 +443,15 @@ impl Plan {
                         let qi = members[i] as usize;
                         // SAFETY: within a round every query is in exactly one cluster, so no
                         // other thread touches row qi of (b, h) or its running result. Round
-                        // 0 overwrites every row whole: streamed, it is never read first.
+                        // 0 stores every row whole (streamed: it is never read first), later
+                        // rounds merge into it.
                         unsafe {
                             let row = call.out.row(b, h, qi);
-                            running.merge(self.attention, qi, row, result, r == 0 && out_streams)
+                            if r == 0 {
+                                running.store(self.attention, qi, row, result, out_streams)
+                            } else {
+                                running.merge(self.attention, qi, row, result)
+                            }
                         };
                     },
                 );

@@ -25,10 +25,34 @@ impl<'a> Running<'a> {
         }
     }
 
+    /// Stores `result` as query `qi`'s first: its row `acc / sum` (streamed when `stream` is
+    /// set, see `ScaleStoreFn`) and its (max, sum), whatever it holds. A result that saw no
+    /// key gives the row NaN (0/0, as dense attention does) and leaves the pair empty, so a
+    /// later result replaces it whole. The first round of the cluster pipeline stores every
+    /// row this way: no output row is left as the caller's buffer held it.
+    ///
+    /// # Safety
+    /// No other thread may use entry `qi` at the same time.
+    #[inline(always)]
+    pub(crate) unsafe fn store(
+        &self,
+        kern: &AttentionKernels,
+        qi: usize,
+        row: &mut [f32],
+        result: RowResult<'_>,
+        stream: bool,
+    ) {
+        (kern.scale_store)(row, result.acc, result.inv_sum(), stream);
+        // SAFETY: entry qi is this caller's alone (the contract).
+        unsafe {
+            self.max.set(qi, result.max);
+            self.sum.set(qi, result.sum);
+        }
+    }
+
     /// Merges `result` into query `qi`, whose output row is `row`. A result that saw no key
-    /// (sum 0) contributes nothing; the first one that did is stored normalised (streamed
-    /// when `stream` is set, see `ScaleStoreFn`), so `row` need not hold anything before;
-    /// later ones go through the tier's merge.
+    /// (sum 0) contributes nothing; the first one that did is stored ([`Running::store`]),
+    /// so `row` need not hold anything before; later ones go through the tier's merge.
     ///
     /// # Safety
     /// No other thread may use entry `qi` at the same time.
@@ -39,18 +63,19 @@ impl<'a> Running<'a> {
         qi: usize,
         row: &mut [f32],
         result: RowResult<'_>,
-        stream: bool,
     ) {
         if result.sum == 0.0 {
             return;
         }
-        // SAFETY: entry qi is this caller's alone (the contract).
-        let (max, sum) = unsafe { (&mut self.max.range(qi, 1)[0], &mut self.sum.range(qi, 1)[0]) };
-        if *max == f32::NEG_INFINITY {
-            (kern.scale_store)(row, result.acc, result.inv_sum(), stream);
-            (*max, *sum) = (result.max, result.sum);
-        } else {
-            (kern.merge)(row, max, sum, result.acc, result.max, result.sum);
+        // SAFETY: entry qi is this caller's alone (the contract); the references end before
+        // `store` takes the entry again.
+        unsafe {
+            let (max, sum) = (&mut self.max.range(qi, 1)[0], &mut self.sum.range(qi, 1)[0]);
+            if *max != f32::NEG_INFINITY {
+                (kern.merge)(row, max, sum, result.acc, result.max, result.sum);
+                return;
+            }
+            self.store(kern, qi, row, result, false);
         }
     }
 }

@@ -207,6 +207,53 @@ fn a_logit_that_overflows_to_infinity_gives_nan_for_that_query_only() {
 }
 
 #[test]
+fn a_query_whose_every_logit_is_minus_infinity_gets_nan_like_dense() {
+    // q0 = [−∞, 0, 0, 0] against keys with a positive first coordinate: every logit of q0 is
+    // −∞, its softmax 0/0. Dense attention writes NaN and lse −∞; SMYRF must write the row
+    // too (never leave the caller's buffer as it was), in every round layout.
+    let (n, d, dv) = (32, 4, 4);
+    let mut rng = Rng(16);
+    let (mut q, mut k, v) = two_by_two(&mut rng, n, d);
+    for b in 0..2 {
+        for h in 0..2 {
+            for i in 0..n {
+                k.row_mut(b, h, i)[0] = 1.0 + i as f32 * 0.01;
+            }
+        }
+    }
+    q.row_mut(0, 0, 0)
+        .copy_from_slice(&[f32::NEG_INFINITY, 0.0, 0.0, 0.0]);
+    let (dense_out, dense_lse) = dense(&q, &k, &v, None);
+    assert!(dense_out[..dv].iter().all(|x| x.is_nan()) && dense_lse[0] == f32::NEG_INFINITY);
+    for config in [one_cluster(n, 1), one_cluster(n, 3), clustered(8)] {
+        let plan = Plan::new(config.clone(), d).unwrap();
+        let mut out = Tensor::zeros(q.b, q.h, q.n, dv, false);
+        out.data.fill(7.0);
+        let mut lse = vec![7.0f32; q.b * q.h * n];
+        plan.attention(
+            &q.view(),
+            &k.view(),
+            &v.view(),
+            None,
+            &mut out.view_mut(),
+            Some(&mut lse),
+        )
+        .unwrap();
+        assert!(
+            out.data[..dv].iter().all(|x| x.is_nan()),
+            "{config:?}: {:?}",
+            &out.data[..dv]
+        );
+        assert_eq!(lse[0], f32::NEG_INFINITY, "{config:?}");
+        // Every other row written, finite.
+        assert!(
+            out.data[dv..].iter().all(|x| x.is_finite() && *x != 7.0),
+            "{config:?}"
+        );
+    }
+}
+
+#[test]
 #[cfg_attr(miri, ignore = "minutes under Miri; runs natively")]
 fn logits_that_saturate_exp_give_the_argmax_value_row() {
     // Logits ~±1e4 (scale 1e3): exp underflows to 0 for every key but the best, so the
