@@ -31,6 +31,15 @@ impl Threads {
         }
     }
 
+    /// How many threads the work is spread over.
+    pub(crate) fn count(&self) -> usize {
+        match self {
+            Threads::Caller => 1,
+            Threads::Global => rayon::current_num_threads(),
+            Threads::Pool(pool) => pool.current_num_threads(),
+        }
+    }
+
     /// Runs `job` with a flag telling it whether to split work across threads.
     pub(crate) fn run<R: Send>(&self, job: impl FnOnce(bool) -> R + Send) -> R {
         match self {
@@ -47,5 +56,15 @@ pub(crate) fn for_each_index(parallel: bool, count: usize, task: impl Fn(usize) 
         (0..count).into_par_iter().for_each(task);
     } else {
         (0..count).for_each(task);
+    }
+}
+
+/// Runs `a` and `b`, on two threads when `parallel` is set.
+pub(crate) fn join_if(parallel: bool, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if parallel {
+        rayon::join(a, b);
+    } else {
+        a();
+        b();
     }
 }

@@ -462,6 +462,37 @@ fn bitwise_identical_across_thread_counts_and_runs() {
     );
 }
 
+/// Calls with fewer (batch, head) tasks than threads project and sort each head's query
+/// and key sides on two threads: the results must not change, with unequal sides and with a
+/// mask (the key side then hashes through its valid-key list).
+#[test]
+fn calls_with_fewer_heads_than_threads_give_the_same_bits() {
+    for (hq, mask) in [
+        (1, MaskKind::Random),
+        (1, MaskKind::None),
+        (2, MaskKind::Random),
+    ] {
+        let case = Case {
+            b: 1,
+            hq,
+            hkv: 1,
+            mask,
+            ..Case::new(257, 411, 3, 16)
+        };
+        let data = make_data(&case, 5);
+        let one = run_with(&case, &data, 1, 3);
+        for threads in [2, 4] {
+            let other = run_with(&case, &data, threads, 3);
+            assert!(
+                one.iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "hq = {hq}, threads = {threads}"
+            );
+        }
+    }
+}
+
 #[test]
 fn same_seed_gives_same_projections_and_supplied_matrix_is_used() {
     let a = Plan::new(
