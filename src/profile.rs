@@ -49,6 +49,13 @@ impl Drop for StageTimer {
     }
 }
 
+/// Runs `f` inside a timer for `stage`, on whichever thread runs `f`.
+#[inline(always)]
+pub(crate) fn timed<R>(stage: Stage, f: impl FnOnce() -> R) -> R {
+    let _timer = StageTimer::start(stage);
+    f()
+}
+
 /// Runs `job` with profiling on and returns the CPU seconds spent in each stage, in the order
 /// of [`Stage`]. Not meant to run concurrently with other profiled jobs.
 pub(crate) fn profile(job: impl FnOnce()) -> [f64; STAGES] {
