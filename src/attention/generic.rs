@@ -364,9 +364,7 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
 }
 
 /// Merges one round's unnormalised row `acc` (softmax max and sum) into `row`, whose running
-/// (max, sum) pair is updated ([`super::MergeFn`]): each element is `x·w_old + y·w_new` with
-/// the weights of [`super::merge_weights`], two products and a sum, as the scalar tail
-/// computes it, so every tier gives the same bits.
+/// (max, sum) pair is updated ([`super::MergeFn`], shared part in [`super::merge_row`]).
 #[inline(always)]
 pub(crate) unsafe fn merge<S: SimdF32>(
     row: &mut [f32],
@@ -376,26 +374,28 @@ pub(crate) unsafe fn merge<S: SimdF32>(
     max: f32,
     sum: f32,
 ) {
-    assert_eq!(row.len(), acc.len(), "merge extents");
-    let Some((w_old, w_new, top, total)) = super::merge_weights(*run_max, *run_sum, max, sum)
-    else {
-        return;
-    };
-    let whole = row.len() / S::LANES * S::LANES;
-    let (x_ptr, y_ptr) = (row.as_mut_ptr(), acc.as_ptr());
-    // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's.
-    unsafe {
-        let (a, b) = (S::splat(w_old), S::splat(w_new));
-        for at in (0..whole).step_by(S::LANES) {
-            let x = S::load(x_ptr.add(at));
-            let y = S::load(y_ptr.add(at));
-            S::store(x_ptr.add(at), S::add(S::mul(x, a), S::mul(y, b)));
-        }
-    }
-    for (x, &y) in row[whole..].iter_mut().zip(&acc[whole..]) {
-        *x = *x * w_old + y * w_new;
-    }
-    (*run_max, *run_sum) = (top, total);
+    super::merge_row(
+        row,
+        run_max,
+        run_sum,
+        acc,
+        max,
+        sum,
+        S::LANES,
+        |x, y, w_old, w_new| {
+            let (x_ptr, y_ptr) = (x.as_mut_ptr(), y.as_ptr());
+            // SAFETY: x and y hold the same whole number of vectors, so at + LANES ≤ their
+            // length; the tier is the caller's.
+            unsafe {
+                let (a, b) = (S::splat(w_old), S::splat(w_new));
+                for at in (0..x.len()).step_by(S::LANES) {
+                    let xv = S::load(x_ptr.add(at));
+                    let yv = S::load(y_ptr.add(at));
+                    S::store(x_ptr.add(at), S::add(S::mul(xv, a), S::mul(yv, b)));
+                }
+            }
+        },
+    );
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]): non-temporal stores when `stream` is set and

@@ -102,6 +102,35 @@ pub(crate) fn merge_weights(
     Some((run_sum * e_old / total, e_new / total, top, total))
 }
 
+/// The part of a [`MergeFn`] every tier shares: the weights ([`merge_weights`]), the
+/// elements after the last whole vector of `lanes`, and the updated (max, sum) pair.
+/// `vector(x, y, w_old, w_new)` merges the leading whole vectors, `x = x·w_old + y·w_new`
+/// with two products and a sum, as the scalar tail does, so every tier gives the same bits.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn merge_row(
+    row: &mut [f32],
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
+    lanes: usize,
+    vector: impl FnOnce(&mut [f32], &[f32], f32, f32),
+) {
+    assert_eq!(row.len(), acc.len(), "merge extents");
+    let Some((w_old, w_new, top, total)) = merge_weights(*run_max, *run_sum, max, sum) else {
+        return;
+    };
+    let whole = row.len() / lanes * lanes;
+    let (vectors, tail) = row.split_at_mut(whole);
+    vector(vectors, &acc[..whole], w_old, w_new);
+    for (x, &y) in tail.iter_mut().zip(&acc[whole..]) {
+        *x = *x * w_old + y * w_new;
+    }
+    (*run_max, *run_sum) = (top, total);
+}
+
 /// One query's result from [`attend`]: its output row is `acc / sum` and its log-sum-exp
 /// `max + ln(sum)`, computed by whoever needs them (the SMYRF rounds merge without either).
 #[derive(Clone, Copy)]

@@ -162,8 +162,8 @@ pub(crate) fn pv(
     queue.put_back();
 }
 
-/// Round merge ([`super::MergeFn`]), 8 lanes at a time: `x·w_old + y·w_new` per element,
-/// the same bits as every other tier.
+/// Round merge ([`super::MergeFn`], shared part in [`super::merge_row`]), 8 lanes at a
+/// time: `x·w_old + y·w_new` per element, the same bits as every other tier.
 pub(crate) fn merge(
     row: &mut [f32],
     run_max: &mut f32,
@@ -172,21 +172,22 @@ pub(crate) fn merge(
     max: f32,
     sum: f32,
 ) {
-    assert_eq!(row.len(), acc.len(), "merge extents");
-    let Some((w_old, w_new, top, total)) = super::merge_weights(*run_max, *run_sum, max, sum)
-    else {
-        return;
-    };
-    let whole = row.len() / 8 * 8;
-    let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
-    for at in (0..whole).step_by(8) {
-        let merged = load(row, at) * a + load(acc, at) * b;
-        store(row, at, merged);
-    }
-    for (x, &y) in row[whole..].iter_mut().zip(&acc[whole..]) {
-        *x = *x * w_old + y * w_new;
-    }
-    (*run_max, *run_sum) = (top, total);
+    super::merge_row(
+        row,
+        run_max,
+        run_sum,
+        acc,
+        max,
+        sum,
+        8,
+        |x, y, w_old, w_new| {
+            let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
+            for at in (0..x.len()).step_by(8) {
+                let merged = load(x, at) * a + load(y, at) * b;
+                store(x, at, merged);
+            }
+        },
+    );
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]), streamed where allowed.
