@@ -4,6 +4,39 @@
 use crate::error::{Error, Result};
 use crate::view::{Shape, TensorView, TensorViewMut};
 
+/// The optional parts of an attention call: a key mask and an lse output. Built by chaining:
+/// `CallOptions::new().key_mask(&mask).lse(&mut lse)`.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct CallOptions<'a> {
+    /// `[B][Nk]` bytes, nonzero = the key takes part (design §1).
+    pub key_mask: Option<&'a [u8]>,
+    /// `[B][Hq][Nq]`: receives each query's log-sum-exp (−∞ for a batch element without
+    /// valid keys).
+    pub lse: Option<&'a mut [f32]>,
+}
+
+impl<'a> CallOptions<'a> {
+    /// No mask, no lse output.
+    pub fn new() -> Self {
+        CallOptions::default()
+    }
+
+    /// Attend only to the keys whose mask byte is nonzero.
+    #[must_use]
+    pub fn key_mask(mut self, mask: &'a [u8]) -> Self {
+        self.key_mask = Some(mask);
+        self
+    }
+
+    /// Also write each query's log-sum-exp.
+    #[must_use]
+    pub fn lse(mut self, lse: &'a mut [f32]) -> Self {
+        self.lse = Some(lse);
+        self
+    }
+}
+
 /// The validated sizes of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CallShape {

@@ -1,7 +1,7 @@
 //! The user-facing configuration (design §1 parameters, §3 public surface) and its validation.
 
 use crate::error::{Error, Result};
-pub use crate::hybrid::{SinkSelection, DEFAULT_SAMPLE_GROUP};
+pub use crate::hybrid::SinkSelection;
 use crate::isa::Isa;
 
 /// Largest number of hash rounds a plan accepts; far beyond any useful setting, it keeps
@@ -12,8 +12,11 @@ pub const MAX_HEAD_DIM: usize = 1 << 16;
 /// Largest owned thread pool a plan builds.
 pub const MAX_THREADS: usize = 1024;
 
-/// How SMYRF attention is computed. `Config::default()` gives the paper's usual setting.
+/// How SMYRF attention is computed. `Config::default()` gives the paper's usual setting;
+/// the setters change one field each and chain:
+/// `Config::default().n_hashes(4).q_cluster_size(32).seed(7)`.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// Hash rounds R ≥ 1 (default 2). Each round clusters queries and keys independently; the
     /// rounds are merged by log-sum-exp (design §1 step 6).
@@ -66,6 +69,82 @@ impl Default for Config {
             n_samples: 0,
             sample_group: 0,
         }
+    }
+}
+
+/// Setters named after the fields, so a configuration reads as one expression.
+impl Config {
+    /// Sets [`Config::n_hashes`].
+    #[must_use]
+    pub fn n_hashes(mut self, rounds: usize) -> Self {
+        self.n_hashes = rounds;
+        self
+    }
+    /// Sets [`Config::q_cluster_size`].
+    #[must_use]
+    pub fn q_cluster_size(mut self, queries: usize) -> Self {
+        self.q_cluster_size = queries;
+        self
+    }
+    /// Sets [`Config::k_cluster_size`] to `Some(keys)`.
+    #[must_use]
+    pub fn k_cluster_size(mut self, keys: usize) -> Self {
+        self.k_cluster_size = Some(keys);
+        self
+    }
+    /// Sets [`Config::scale`] to `Some(scale)`.
+    #[must_use]
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+    /// Sets [`Config::seed`].
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets [`Config::num_threads`].
+    #[must_use]
+    pub fn num_threads(mut self, threads: usize) -> Self {
+        self.num_threads = threads;
+        self
+    }
+    /// Sets [`Config::isa`] to `Some(isa)`: the plan runs that tier or is refused.
+    #[must_use]
+    pub fn isa(mut self, isa: Isa) -> Self {
+        self.isa = Some(isa);
+        self
+    }
+    /// Sets [`Config::n_sinks`].
+    #[must_use]
+    pub fn n_sinks(mut self, sinks: usize) -> Self {
+        self.n_sinks = sinks;
+        self
+    }
+    /// Sets [`Config::sink_selection`].
+    #[must_use]
+    pub fn sink_selection(mut self, selection: SinkSelection) -> Self {
+        self.sink_selection = selection;
+        self
+    }
+    /// Sets [`Config::window`].
+    #[must_use]
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window;
+        self
+    }
+    /// Sets [`Config::n_samples`].
+    #[must_use]
+    pub fn n_samples(mut self, samples: usize) -> Self {
+        self.n_samples = samples;
+        self
+    }
+    /// Sets [`Config::sample_group`].
+    #[must_use]
+    pub fn sample_group(mut self, queries: usize) -> Self {
+        self.sample_group = queries;
+        self
     }
 }
 

@@ -6,44 +6,88 @@ use std::fmt;
 
 /// Why a call was refused.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// A size that must be positive is zero (`what` names it).
-    ZeroSize { what: &'static str },
+    ZeroSize {
+        /// The size's name.
+        what: &'static str,
+    },
     /// Two sizes that must agree do not.
     ShapeMismatch {
+        /// The size that disagrees, and what it must equal.
         what: &'static str,
+        /// The size it must have.
         expected: usize,
+        /// The size it has.
         found: usize,
     },
     /// `batch · heads · seq_len · dim` (or an offset computed from strides) overflows `isize`.
-    SizeOverflow { what: &'static str },
+    SizeOverflow {
+        /// The view or offset that overflows.
+        what: &'static str,
+    },
     /// The strides of a view reach past the end of its buffer.
     OutOfBounds {
+        /// The view.
         what: &'static str,
+        /// Elements its sizes and strides reach.
         needed: usize,
+        /// Elements its buffer holds.
         len: usize,
     },
     /// Rows of an output view overlap, so writes would alias.
     OverlappingOutput,
     /// The query heads are not a multiple of the key/value heads.
-    HeadsNotDivisible { q_heads: usize, kv_heads: usize },
+    HeadsNotDivisible {
+        /// Query heads Hq.
+        q_heads: usize,
+        /// Key/value heads Hkv.
+        kv_heads: usize,
+    },
     /// A configuration field has an invalid value.
     InvalidConfig {
+        /// The field.
         field: &'static str,
+        /// What the field must be.
         reason: &'static str,
     },
     /// A caller-supplied projection matrix has the wrong length.
-    ProjectionLength { expected: usize, found: usize },
+    ProjectionLength {
+        /// `(head_dim + 2) · n_hashes`.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
     /// The head dimension of the call differs from the plan's.
-    HeadDimMismatch { plan: usize, found: usize },
+    HeadDimMismatch {
+        /// The plan's head dim.
+        plan: usize,
+        /// The call's head dim.
+        found: usize,
+    },
     /// The requested instruction-set tier is not available on this CPU.
-    UnsupportedIsa { isa: Isa },
+    UnsupportedIsa {
+        /// The tier asked for.
+        isa: Isa,
+    },
     /// `SMYRF_ISA` names no known tier.
-    UnknownIsa { name: String },
+    UnknownIsa {
+        /// The value of `SMYRF_ISA`.
+        name: String,
+    },
     /// A buffer could not be allocated or a thread pool could not be built.
-    OutOfMemory { what: &'static str },
+    OutOfMemory {
+        /// What could not be allocated.
+        what: &'static str,
+    },
     /// `config.window` (design §8) needs self-attention: as many queries as keys.
-    WindowNeedsSelfAttention { nq: usize, nk: usize },
+    WindowNeedsSelfAttention {
+        /// Queries of the call.
+        nq: usize,
+        /// Keys of the call.
+        nk: usize,
+    },
 }
 
 impl fmt::Display for Error {

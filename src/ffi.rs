@@ -15,6 +15,7 @@
 // the header is generated without renaming rules.
 #![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
+use crate::call::CallOptions;
 use crate::config::{Config, SinkSelection};
 use crate::error::Error;
 use crate::isa::{detected_isa, Isa};
@@ -57,6 +58,8 @@ pub enum smyrf_status {
 /// Instruction-set tier of the kernels, for `smyrf_config.isa`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Constructed by C callers only: Rust reads the field as a plain integer.
+#[allow(dead_code)]
 pub enum smyrf_isa {
     /// The environment variable `SMYRF_ISA` (`portable`, `avx2`, `avx512` or `neon`) when it
     /// is set, else the best tier the CPU supports.
@@ -416,14 +419,10 @@ pub unsafe extern "C" fn smyrf_attention(
             .plan;
         // SAFETY: forwarded caller contract for every pointer.
         let mut call = unsafe { CallBuffers::from_c(q, k, v, key_mask, out, lse_out) }?;
-        plan.attention(
-            &call.q,
-            &call.k,
-            &call.v,
-            call.mask,
-            &mut call.out,
-            call.lse,
-        )?;
+        let mut options = CallOptions::new();
+        options.key_mask = call.mask;
+        options.lse = call.lse;
+        plan.attention_with(&call.q, &call.k, &call.v, &mut call.out, options)?;
         Ok(())
     })
 }
@@ -449,7 +448,7 @@ pub unsafe extern "C" fn smyrf_dense_attention(
         let scale = scale_from_c(scale)?;
         // SAFETY: forwarded caller contract for every pointer.
         let mut call = unsafe { CallBuffers::from_c(q, k, v, key_mask, out, lse_out) }?;
-        crate::dense_attention(
+        crate::dense::dense_attention_default(
             &call.q,
             &call.k,
             &call.v,

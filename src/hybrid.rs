@@ -23,6 +23,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// How the sink keys of a (batch, kv-head) are chosen (design §8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SinkSelection {
     /// The first `n_sinks` valid positions: the classic attention sinks (CLS, BOS).
     #[default]

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 /// A kernel tier. Ordered from least to most capable on its architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// The `wide` crate: SSE2 on x86-64, NEON on aarch64, scalar elsewhere.
     Portable,

@@ -22,34 +22,34 @@
 //! V `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, any strides with a contiguous last axis,
 //! grouped-query heads, an optional key padding mask `[B, Nk]`.
 
+#![warn(missing_docs)]
+
 mod alsh;
 mod attention;
 mod buffer;
 mod call;
-pub mod config;
+mod config;
 mod dense;
-pub mod error;
-pub mod ffi;
+mod error;
+mod ffi;
 mod hybrid;
-pub mod isa;
+#[cfg(feature = "internals")]
+pub mod internals;
+mod isa;
 mod parallel;
 mod plan;
 mod prefetch;
 mod profile;
 mod running;
 mod simd;
-pub mod sort;
+mod sort;
 mod stream;
-#[doc(hidden)]
-pub mod testing;
 mod view;
 
-pub use attention::exp_nonpositive;
-pub use config::Config;
-pub use dense::dense_attention;
+pub use call::CallOptions;
+pub use config::{Config, MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS};
 pub use error::{Error, Result};
-pub use hybrid::SinkSelection;
+pub use hybrid::{SinkSelection, DEFAULT_SAMPLE_GROUP};
 pub use isa::{detected_isa, Isa};
 pub use plan::{gaussian_projections, Plan};
-pub use profile::Stage;
 pub use view::{Shape, TensorView, TensorViewMut};

@@ -9,8 +9,9 @@
 
 use crate::alsh::{self, AlshKernels};
 use crate::attention::{self, AttentionKernels, Rows};
-use crate::call::{check_call, valid_keys_into, CallShape, SharedSlice};
+use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
+use crate::dense;
 use crate::error::{Error, Result};
 use crate::hybrid::{self, HybridScratch};
 use crate::isa::{resolve_isa, Isa};
@@ -186,19 +187,29 @@ impl Plan {
         threads.saturating_mul(per_head.saturating_add(tiles))
     }
 
-    /// SMYRF attention: writes `out` (`[B, Hq, Nq, dv]`) and, when given, the per-query
-    /// log-sum-exp `lse` (`[B][Hq][Nq]`, −∞ for a batch element without valid keys).
-    /// `key_mask` is `[B][Nk]` bytes, nonzero = the key takes part. On error nothing is
-    /// written.
+    /// SMYRF attention without a mask or lse output: writes `out` (`[B, Hq, Nq, dv]`). On
+    /// error nothing is written.
     pub fn attention(
         &self,
         q: &TensorView<'_>,
         k: &TensorView<'_>,
         v: &TensorView<'_>,
-        key_mask: Option<&[u8]>,
         out: &mut TensorViewMut<'_>,
-        lse: Option<&mut [f32]>,
     ) -> Result<()> {
+        self.attention_with(q, k, v, out, CallOptions::new())
+    }
+
+    /// SMYRF attention with the optional key mask and lse output of `options`. On error
+    /// nothing is written.
+    pub fn attention_with(
+        &self,
+        q: &TensorView<'_>,
+        k: &TensorView<'_>,
+        v: &TensorView<'_>,
+        out: &mut TensorViewMut<'_>,
+        options: CallOptions<'_>,
+    ) -> Result<()> {
+        let CallOptions { key_mask, lse } = options;
         let shape = check_call(q, k, v, key_mask, out, lse.as_deref())?;
         if shape.d != self.head_dim {
             return Err(Error::HeadDimMismatch {
@@ -228,6 +239,34 @@ impl Plan {
             })
         });
         Ok(())
+    }
+
+    /// Exact dense attention, softmax(scale · Q·Kᵀ) V, with the plan's scale, tier and threads
+    /// (its SMYRF parameters play no part). On error nothing is written.
+    pub fn dense_attention(
+        &self,
+        q: &TensorView<'_>,
+        k: &TensorView<'_>,
+        v: &TensorView<'_>,
+        out: &mut TensorViewMut<'_>,
+    ) -> Result<()> {
+        self.dense_attention_with(q, k, v, out, CallOptions::new())
+    }
+
+    /// [`Plan::dense_attention`] with the optional key mask and lse output of `options`.
+    pub fn dense_attention_with(
+        &self,
+        q: &TensorView<'_>,
+        k: &TensorView<'_>,
+        v: &TensorView<'_>,
+        out: &mut TensorViewMut<'_>,
+        options: CallOptions<'_>,
+    ) -> Result<()> {
+        let CallOptions { key_mask, lse } = options;
+        let scale = Some(self.scale());
+        self.threads.run(|parallel| {
+            dense::dense_attention(self.attention, parallel, q, k, v, key_mask, scale, out, lse)
+        })
     }
 
     fn take_scratch(&self) -> HeadScratch {

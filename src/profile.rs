@@ -58,6 +58,7 @@ pub(crate) fn timed<R>(stage: Stage, f: impl FnOnce() -> R) -> R {
 
 /// Runs `job` with profiling on and returns the CPU seconds spent in each stage, in the order
 /// of [`Stage`]. Not meant to run concurrently with other profiled jobs.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub(crate) fn profile(job: impl FnOnce()) -> [f64; STAGES] {
     for n in &NANOS {
         n.store(0, Ordering::Relaxed);

@@ -426,11 +426,13 @@ mod arm {
 }
 
 /// Flops of one [`fma_peak`] iteration per vector lane: 12 accumulators × 2 flops.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub(crate) const PEAK_FLOPS_PER_LANE_ITER: usize = 24;
 
 /// A tight loop of independent FMAs on 12 accumulators: the tier's single-core fp32 peak
 /// when timed. Returns a value that depends on every accumulator so nothing is elided.
 #[inline(always)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub(crate) unsafe fn fma_peak<S: SimdF32>(iterations: usize, seed: f32) -> f32 {
     // SAFETY: vector arithmetic of the caller's tier.
     unsafe {

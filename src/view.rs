@@ -7,12 +7,19 @@ use crate::error::{Error, Result};
 /// Sizes and strides shared by the read-only and the writable view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
+    /// Batch size B.
     pub batch: usize,
+    /// Heads H.
     pub heads: usize,
+    /// Sequence length N.
     pub seq_len: usize,
+    /// Head dim (the contiguous last axis).
     pub dim: usize,
+    /// Elements between batch elements.
     pub batch_stride: usize,
+    /// Elements between heads.
     pub head_stride: usize,
+    /// Elements between rows of one head.
     pub seq_stride: usize,
 }
 
@@ -173,10 +180,12 @@ impl<'a> TensorView<'a> {
         Self::new(data, Shape::bnhd(batch, heads, seq_len, dim))
     }
 
+    /// The view's sizes and strides.
     pub fn shape(&self) -> Shape {
         self.shape
     }
 
+    /// The whole buffer the view reads.
     pub fn data(&self) -> &'a [f32] {
         self.data
     }
@@ -235,6 +244,7 @@ impl<'a> TensorViewMut<'a> {
         Self::new(data, Shape::bnhd(batch, heads, seq_len, dim))
     }
 
+    /// The view's sizes and strides.
     pub fn shape(&self) -> Shape {
         self.shape
     }

@@ -167,6 +167,7 @@ pub(crate) struct AttentionKernels {
     pub(crate) qk: QkFn,
     pub(crate) softmax: SoftmaxFn,
     pub(crate) pv: PvFn,
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub(crate) exp: ExpFn,
     pub(crate) merge: MergeFn,
     pub(crate) scale_store: ScaleStoreFn,

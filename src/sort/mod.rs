@@ -223,6 +223,7 @@ impl SortScratch {
 /// # Panics
 /// If the lengths differ, if `keys` has more than `u32::MAX` elements, or if `isa` is not
 /// supported by the running CPU.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
     assert_eq!(keys.len(), perm.len(), "argsort_into: length mismatch");
     assert!(
@@ -278,6 +279,7 @@ pub fn argsort_many(
 ///
 /// # Panics
 /// If `keys` has more than `u32::MAX` elements.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn radix_argsort_f32(keys: &[f32]) -> Vec<u32> {
     let mut perm = vec![0u32; keys.len()];
     argsort_into(

@@ -228,3 +228,19 @@ pub fn draw_samples(
     );
     out
 }
+
+pub use crate::attention::exp_nonpositive;
+pub use crate::isa::resolve_isa;
+pub use crate::profile::Stage;
+
+/// The radix argsort of the cluster step, for its tests, benchmark and fuzz target.
+pub mod sort {
+    pub use crate::sort::{
+        argsort_into, argsort_many, ordered_key, radix_argsort_f32, SortScratch,
+    };
+}
+
+/// The C entry points, for Rust tests that call them directly.
+pub mod ffi {
+    pub use crate::ffi::*;
+}
