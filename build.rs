@@ -1,4 +1,4 @@
-//! Build script: generates the C header from `src/ffi.rs` with cbindgen (design §3) into
+//! Build script: generates the C header from `src/ffi/mod.rs` with cbindgen (design §3) into
 //! OUT_DIR, so ordinary builds never touch the source tree; `SMYRF_UPDATE_HEADER=1` also
 //! writes the committed `include/smyrf.h` (a test fails while the two differ). Also sets
 //! the SONAME of `libsmyrf.so` and tells the tests which target they were built for.
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi/mod.rs");
     // So that `SMYRF_UPDATE_HEADER=1` also restores a hand-edited committed copy.
     println!("cargo:rerun-if-changed=include/smyrf.h");
     println!("cargo:rerun-if-env-changed=SMYRF_UPDATE_HEADER");
@@ -42,7 +42,7 @@ fn main() {
     ));
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(manifest.join("src/ffi.rs"))
+        .with_src(manifest.join("src/ffi/mod.rs"))
         .generate()
         .unwrap_or_else(|e| panic!("cbindgen could not generate the header: {e}"));
     bindings.write_to_file(out_dir.join("smyrf.h"));

@@ -1,7 +1,7 @@
 //! The user-facing configuration (design §1 parameters, §3 public surface) and its validation.
 
 use crate::error::{Error, Result};
-pub use crate::hybrid::SinkSelection;
+pub use crate::plan::hybrid::SinkSelection;
 use crate::isa::Isa;
 
 /// Largest number of hash rounds a plan accepts; far beyond any useful setting, it keeps
@@ -182,7 +182,7 @@ impl Config {
                 reason: "must be at most 1024",
             });
         }
-        crate::hybrid::validate(self)
+        crate::plan::hybrid::validate(self)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::call::{check_call, valid_keys, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::error::Result;
 use crate::isa::resolve_isa;
-use crate::parallel::for_each_index;
+use crate::runtime::threads::for_each_index;
 use crate::plan::head_rows;
 use crate::view::{TensorView, TensorViewMut};
 

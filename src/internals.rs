@@ -43,7 +43,7 @@ pub fn merge(
 /// `stream` is set and `row` lies on whole cache lines (a store fence follows).
 pub fn scale_store(isa: Isa, row: &mut [f32], o: &[f32], scale: f32, stream: bool) -> Result<()> {
     (attention::kernels(supported(isa)?).scale_store)(row, o, scale, stream);
-    crate::stream::fence();
+    crate::runtime::stream::fence();
     Ok(())
 }
 
@@ -200,7 +200,7 @@ mod peak {
 /// Runs `job` with stage timing on; returns CPU seconds per [`crate::Stage`] (projection,
 /// sort, gather, kernels, combine).
 pub fn profile_stages(job: impl FnOnce()) -> [f64; 5] {
-    crate::profile::profile(job)
+    crate::runtime::profile::profile(job)
 }
 
 /// The residual samples of one sample group (design §8), exactly as the pipeline draws them:
@@ -219,8 +219,8 @@ pub fn draw_samples(
 ) -> Vec<u32> {
     let mut pool = eligible.to_vec();
     let (mut swaps, mut out) = (Vec::new(), Vec::new());
-    crate::hybrid::draw_samples_into(
-        crate::hybrid::sample_seed(seed, b, h, group),
+    crate::plan::hybrid::draw_samples_into(
+        crate::plan::hybrid::sample_seed(seed, b, h, group),
         &mut pool,
         n,
         &mut swaps,
@@ -231,7 +231,7 @@ pub fn draw_samples(
 
 pub use crate::attention::exp_nonpositive;
 pub use crate::isa::resolve_isa;
-pub use crate::profile::Stage;
+pub use crate::runtime::profile::Stage;
 
 /// The radix argsort of the cluster step, for its tests, benchmark and fuzz target.
 pub mod sort {

@@ -24,32 +24,30 @@
 
 #![warn(missing_docs)]
 
-mod alsh;
-mod attention;
-mod buffer;
+// Leaves: no imports from the crate beyond each other.
 mod call;
 mod config;
-mod dense;
 mod error;
+mod isa;
+mod view;
+// Vector types and tier tokens, then what the stages run on.
+mod runtime;
+mod simd;
+// The stages, each a kernel table over its tiers.
+mod alsh;
+mod attention;
+mod sort;
+// The pipeline, dense attention, and the C ABI over the public API.
+mod dense;
 mod ffi;
-mod hybrid;
 #[cfg(feature = "internals")]
 pub mod internals;
-mod isa;
-mod parallel;
 mod plan;
-mod prefetch;
-mod profile;
-mod running;
-mod simd;
-mod sort;
-mod stream;
-mod view;
 
 pub use call::CallOptions;
 pub use config::{Config, MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS};
 pub use error::{Error, Result};
-pub use hybrid::{SinkSelection, DEFAULT_SAMPLE_GROUP};
+pub use plan::hybrid::{SinkSelection, DEFAULT_SAMPLE_GROUP};
 pub use isa::{detected_isa, Isa};
 pub use plan::{gaussian_projections, Plan};
 pub use view::{Shape, TensorView, TensorViewMut};

@@ -2,7 +2,7 @@
 //! instantiate them with their tile shapes. Contracts are those of [`super::AttentionKernels`].
 
 use super::exp::{EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
-use crate::prefetch::LineQueue;
+use crate::runtime::prefetch::LineQueue;
 use crate::simd::SimdF32;
 
 /// Vector exp for x ≤ 0: the steps of [`super::exp::exp_nonpositive`].
@@ -403,7 +403,7 @@ pub(crate) unsafe fn merge<S: SimdF32>(
 #[inline(always)]
 pub(crate) unsafe fn scale_store<S: SimdF32>(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
     assert_eq!(row.len(), o.len(), "scale_store extents");
-    let streamed = stream && crate::stream::can_stream(row.as_ptr(), row.len());
+    let streamed = stream && crate::runtime::stream::can_stream(row.as_ptr(), row.len());
     let whole = row.len() / S::LANES * S::LANES;
     let (x_ptr, y_ptr) = (row.as_mut_ptr(), o.as_ptr());
     // SAFETY: at + LANES ≤ whole ≤ len of both slices; the tier is the caller's. Streamed
@@ -438,7 +438,7 @@ macro_rules! attention_tier {
         use $simd as S;
 
         /// Multiply-adds per step of the Q·Kᵀ register tile: what sets how many steps a
-        /// cluster's kernels take (`crate::prefetch::LineQueue`).
+        /// cluster's kernels take (`crate::runtime::prefetch::LineQueue`).
         pub(crate) const MACS_PER_STEP: usize =
             $qk_mr * $qk_nv * <S as crate::simd::SimdF32>::LANES;
 

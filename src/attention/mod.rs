@@ -20,10 +20,10 @@ mod generic;
 mod neon;
 pub(crate) mod portable;
 
-use crate::buffer::{round_up, AlignedBuf};
+use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
-use crate::prefetch::{prefetch_span, HINT_L1};
-use crate::profile::{Stage, StageTimer};
+use crate::runtime::prefetch::{prefetch_span, HINT_L1};
+use crate::runtime::profile::{Stage, StageTimer};
 use std::cell::RefCell;
 
 pub use exp::exp_nonpositive;
@@ -73,8 +73,8 @@ pub(crate) type ExpFn = fn(values: &mut [f32]);
 pub(crate) type MergeFn =
     fn(row: &mut [f32], run_max: &mut f32, run_sum: &mut f32, acc: &[f32], max: f32, sum: f32);
 /// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
-/// when `stream` is set and the row lies on whole cache lines (`crate::stream::can_stream`);
-/// the caller fences (`crate::stream::fence`) after streaming.
+/// when `stream` is set and the row lies on whole cache lines (`crate::runtime::stream::can_stream`);
+/// the caller fences (`crate::runtime::stream::fence`) after streaming.
 pub(crate) type ScaleStoreFn = fn(row: &mut [f32], o: &[f32], scale: f32, stream: bool);
 /// The weights of a [`MergeFn`], shared by every tier: with top = max(run_max, max),
 /// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns

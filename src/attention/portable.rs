@@ -2,7 +2,7 @@
 //! Contracts are those of [`super::AttentionKernels`].
 
 use super::exp::{EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
-use crate::prefetch::LineQueue;
+use crate::runtime::prefetch::LineQueue;
 use wide::{bytemuck::cast, f32x8, i32x8};
 
 #[inline(always)]
@@ -192,5 +192,5 @@ pub(crate) fn merge(
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]), streamed where allowed.
 pub(crate) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
-    crate::stream::scale_row(row, o, scale, stream);
+    crate::runtime::stream::scale_row(row, o, scale, stream);
 }

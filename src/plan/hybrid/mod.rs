@@ -14,9 +14,9 @@
 use crate::attention::{self, AttentionKernels, Rows, LANES};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::parallel::for_each_index;
+use crate::runtime::threads::for_each_index;
 use crate::plan::cut;
-use crate::running::Running;
+use crate::plan::combine::Running;
 use crate::view::{RowWriter, TensorView};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;

@@ -13,15 +13,18 @@ use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, SharedSli
 use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::dense;
 use crate::error::{Error, Result};
-use crate::hybrid::{self, HybridScratch};
+use hybrid::HybridScratch;
 use crate::isa::{resolve_isa, Isa};
-use crate::parallel::{for_each_index, join_if, Threads};
-use crate::prefetch::{self, LineQueue};
-use crate::profile::{timed, Stage, StageTimer};
-use crate::running::{self, Running};
+use crate::runtime::threads::{for_each_index, join_if, Threads};
+use crate::runtime::prefetch::{self, LineQueue};
+use crate::runtime::profile::{timed, Stage, StageTimer};
+use combine::Running;
 use crate::sort::{self, SortScratch};
-use crate::stream;
+use crate::runtime::stream;
 use crate::view::{RowWriter, TensorView, TensorViewMut};
+pub(crate) mod combine;
+pub(crate) mod hybrid;
+
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -436,7 +439,7 @@ impl Plan {
         if let Some(lse) = call.lse {
             // SAFETY: this task alone owns the lse entries of (b, h).
             let lse = unsafe { lse.range(lse_offset, nq) };
-            running::log_sum_exp(&s.run_max, &s.run_sum, lse);
+            combine::log_sum_exp(&s.run_max, &s.run_sum, lse);
         }
     }
 

@@ -14,7 +14,7 @@ pub(crate) trait SimdF32 {
     unsafe fn store(p: *mut f32, v: Self::V);
     /// Non-temporal store of `LANES` values at `p`, aligned to a whole vector (see
     /// `crate::stream`); a plain store where the tier has none. Followed by
-    /// `crate::stream::fence` before the values are published.
+    /// `crate::runtime::stream::fence` before the values are published.
     #[inline(always)]
     unsafe fn stream(p: *mut f32, v: Self::V) {
         // SAFETY: the caller's pointer, valid for `LANES` values.
