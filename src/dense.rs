@@ -6,7 +6,7 @@ use crate::attention::{self, AttentionKernels};
 use crate::call::{check_call, valid_keys, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::error::Result;
-use crate::isa::resolve_isa;
+use crate::simd::Tier;
 use crate::runtime::threads::for_each_index;
 use crate::plan::head_rows;
 use crate::view::{TensorView, TensorViewMut};
@@ -27,7 +27,7 @@ pub(crate) fn dense_attention_default(
     out: &mut TensorViewMut<'_>,
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
-    let kern = attention::kernels(resolve_isa(None)?);
+    let kern = attention::kernels(Tier::resolve(None)?);
     dense_attention(kern, true, q, k, v, key_mask, scale, out, lse)
 }
 

@@ -7,18 +7,16 @@ use crate::alsh;
 use crate::attention::{self, Rows};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
+use crate::simd::Tier;
 
-fn supported(isa: Isa) -> Result<Isa> {
-    if isa.is_supported() {
-        Ok(isa)
-    } else {
-        Err(Error::UnsupportedIsa { isa })
-    }
+/// The tier `isa`, or the error a plan asking for it would get.
+fn tier(isa: Isa) -> Result<Tier> {
+    Tier::new(isa).ok_or(Error::UnsupportedIsa { isa })
 }
 
 /// In-place exp of values ≤ 0 with the given tier's kernel.
 pub fn exp_in_place(isa: Isa, values: &mut [f32]) -> Result<()> {
-    (attention::kernels(supported(isa)?).exp)(values);
+    (attention::kernels(tier(isa)?).exp)(values);
     Ok(())
 }
 
@@ -35,14 +33,14 @@ pub fn merge(
     max: f32,
     sum: f32,
 ) -> Result<()> {
-    (attention::kernels(supported(isa)?).merge)(row, run_max, run_sum, acc, max, sum);
+    (attention::kernels(tier(isa)?).merge)(row, run_max, run_sum, acc, max, sum);
     Ok(())
 }
 
 /// `row = o · scale` with the given tier's store of a round's first output, streamed when
 /// `stream` is set and `row` lies on whole cache lines (a store fence follows).
 pub fn scale_store(isa: Isa, row: &mut [f32], o: &[f32], scale: f32, stream: bool) -> Result<()> {
-    (attention::kernels(supported(isa)?).scale_store)(row, o, scale, stream);
+    (attention::kernels(tier(isa)?).scale_store)(row, o, scale, stream);
     crate::runtime::stream::fence();
     Ok(())
 }
@@ -59,7 +57,7 @@ pub fn qk(
     scale: f32,
     s: &mut [f32],
 ) -> Result<()> {
-    (attention::kernels(supported(isa)?).qk)(q, kt, m, d, ldk, scale, s);
+    (attention::kernels(tier(isa)?).qk)(q, kt, m, d, ldk, scale, s);
     Ok(())
 }
 
@@ -73,7 +71,7 @@ pub fn softmax(
     row_sum: &mut [f32],
     corr: &mut [f32],
 ) -> Result<()> {
-    (attention::kernels(supported(isa)?).softmax)(s, m, ldk, row_max, row_sum, corr);
+    (attention::kernels(tier(isa)?).softmax)(s, m, ldk, row_max, row_sum, corr);
     Ok(())
 }
 
@@ -91,7 +89,7 @@ pub fn pv(
     corr: Option<&[f32]>,
     acc: &mut [f32],
 ) -> Result<()> {
-    (attention::kernels(supported(isa)?).pv)(p, v, m, n, ldk, ldv, corr, acc);
+    (attention::kernels(tier(isa)?).pv)(p, v, m, n, ldk, ldv, corr, acc);
     Ok(())
 }
 
@@ -117,7 +115,7 @@ pub fn project(
         stride,
         dim,
     };
-    (alsh::kernels(supported(isa)?).project)(rows, idx, a_t, norms, out);
+    (alsh::kernels(tier(isa)?).project)(rows, idx, a_t, norms, out);
     alsh::apply_lift(out, norms, m, a_t, dim + 2, lift);
     Ok(())
 }
@@ -132,69 +130,9 @@ pub fn supported_tiers() -> Vec<Isa> {
 
 /// Runs the tier's FMA peak loop; returns (flops performed, a result to keep alive).
 pub fn fma_peak(isa: Isa, iterations: usize) -> Result<(f64, f32)> {
-    use crate::simd::PEAK_FLOPS_PER_LANE_ITER as PER;
-    let isa = supported(isa)?;
-    let (lanes, value) = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (16, peak::avx512(iterations)),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (8, peak::avx2(iterations)),
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => (4, peak::neon(iterations)),
-        _ => (8, peak::portable(iterations)),
-    };
-    Ok(((iterations * PER * lanes) as f64, value))
-}
-
-mod peak {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn avx512_impl(iterations: usize) -> f32 {
-        // SAFETY: features enabled here.
-        unsafe { crate::simd::fma_peak::<crate::simd::Avx512>(iterations, 1.0) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    pub(super) fn avx512(iterations: usize) -> f32 {
-        // SAFETY: only called after `supported(Isa::Avx512)`.
-        unsafe { avx512_impl(iterations) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_impl(iterations: usize) -> f32 {
-        // SAFETY: features enabled here.
-        unsafe { crate::simd::fma_peak::<crate::simd::Avx2>(iterations, 1.0) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    pub(super) fn avx2(iterations: usize) -> f32 {
-        // SAFETY: only called after `supported(Isa::Avx2)`.
-        unsafe { avx2_impl(iterations) }
-    }
-    #[cfg(target_arch = "aarch64")]
-    #[target_feature(enable = "neon")]
-    unsafe fn neon_impl(iterations: usize) -> f32 {
-        // SAFETY: features enabled here.
-        unsafe { crate::simd::fma_peak::<crate::simd::Neon>(iterations, 1.0) }
-    }
-    #[cfg(target_arch = "aarch64")]
-    pub(super) fn neon(iterations: usize) -> f32 {
-        // SAFETY: only called after `supported(Isa::Neon)`.
-        unsafe { neon_impl(iterations) }
-    }
-    /// The portable tier's peak: 12 `wide::f32x8` multiply-adds per iteration.
-    pub(super) fn portable(iterations: usize) -> f32 {
-        use wide::f32x8;
-        let mut acc = [f32x8::splat(1.0); 12];
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = f32x8::splat(1.0 + i as f32);
-        }
-        let (b, c) = (f32x8::splat(0.999_999), f32x8::splat(1e-7));
-        for _ in 0..iterations {
-            for a in acc.iter_mut() {
-                *a = a.mul_add(b, c);
-            }
-        }
-        acc.iter().fold(f32x8::ZERO, |s, &a| s + a).reduce_add()
-    }
+    let kernel = crate::simd::peak_kernel(tier(isa)?);
+    let flops = iterations * crate::simd::PEAK_FLOPS_PER_LANE_ITER * kernel.lanes;
+    Ok((flops as f64, (kernel.run)(iterations)))
 }
 
 /// Runs `job` with stage timing on; returns CPU seconds per [`crate::Stage`] (projection,
@@ -230,7 +168,10 @@ pub fn draw_samples(
 }
 
 pub use crate::attention::exp_nonpositive;
-pub use crate::isa::resolve_isa;
+/// The tier a plan with `requested` would run (see `Config::isa`).
+pub fn resolve_isa(requested: Option<Isa>) -> Result<Isa> {
+    Tier::resolve(requested).map(Tier::isa)
+}
 pub use crate::runtime::profile::Stage;
 
 /// The radix argsort of the cluster step, for its tests, benchmark and fuzz target.

@@ -1,7 +1,6 @@
 //! Instruction-set tiers (design §4): detection once per process, the `SMYRF_ISA` override,
 //! and validation of a requested tier against the running CPU.
 
-use crate::error::Error;
 use std::sync::OnceLock;
 
 /// A kernel tier. Ordered from least to most capable on its architecture.
@@ -91,26 +90,4 @@ pub fn detected_isa() -> Isa {
             .find(|isa| isa.is_supported())
             .unwrap_or(Isa::Portable)
     })
-}
-
-/// Resolves a requested tier: an explicit request wins; otherwise `SMYRF_ISA` from the
-/// environment; otherwise the detected tier. A tier the CPU lacks, or an unknown
-/// `SMYRF_ISA` value, is an error (design §4), never a crash.
-pub fn resolve_isa(requested: Option<Isa>) -> Result<Isa, Error> {
-    let isa = match requested {
-        Some(isa) => isa,
-        None => match std::env::var("SMYRF_ISA") {
-            Ok(value) if !value.trim().is_empty() => {
-                Isa::from_name(&value).ok_or_else(|| Error::UnknownIsa {
-                    name: value.clone(),
-                })?
-            }
-            _ => detected_isa(),
-        },
-    };
-    if isa.is_supported() {
-        Ok(isa)
-    } else {
-        Err(Error::UnsupportedIsa { isa })
-    }
 }

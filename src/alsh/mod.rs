@@ -13,6 +13,7 @@ pub(crate) mod portable;
 
 use crate::attention::Rows;
 use crate::isa::Isa;
+use crate::simd::Tier;
 
 /// Which side a row set is: it selects the projection row its lift coordinate multiplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,13 +83,10 @@ const NEON: AlshKernels = AlshKernels {
     project: neon::project_neon_4x1,
 };
 
-/// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
-/// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)
-pub(crate) fn kernels(isa: Isa) -> &'static AlshKernels {
-    if !isa.is_supported() {
-        return &PORTABLE;
-    }
-    match isa {
+/// The kernels of a tier. A [`Tier`] exists only for a tier the CPU supports, so no entry of
+/// the table runs where its instructions are missing.
+pub(crate) fn kernels(tier: Tier) -> &'static AlshKernels {
+    match tier.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &AVX2,
         #[cfg(target_arch = "x86_64")]

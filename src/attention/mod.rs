@@ -22,6 +22,7 @@ pub(crate) mod portable;
 
 use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
+use crate::simd::Tier;
 use crate::runtime::prefetch::{prefetch_span, HINT_L1};
 use crate::runtime::profile::{Stage, StageTimer};
 use std::cell::RefCell;
@@ -223,13 +224,10 @@ const NEON: AttentionKernels = AttentionKernels {
     macs_per_step: neon::MACS_PER_STEP,
 };
 
-/// The kernels of a tier; a tier the CPU lacks gets the portable kernels, so a dispatched
-/// entry never runs where its instructions are missing. (Plans refuse such tiers earlier.)
-pub(crate) fn kernels(isa: Isa) -> &'static AttentionKernels {
-    if !isa.is_supported() {
-        return &PORTABLE;
-    }
-    match isa {
+/// The kernels of a tier. A [`Tier`] exists only for a tier the CPU supports, so no entry of
+/// the table runs where its instructions are missing.
+pub(crate) fn kernels(tier: Tier) -> &'static AttentionKernels {
+    match tier.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &AVX2,
         #[cfg(target_arch = "x86_64")]

@@ -14,12 +14,13 @@ use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::dense;
 use crate::error::{Error, Result};
 use hybrid::HybridScratch;
-use crate::isa::{resolve_isa, Isa};
+use crate::isa::Isa;
+use crate::simd::Tier;
 use crate::runtime::threads::{for_each_index, join_if, Threads};
 use crate::runtime::prefetch::{self, LineQueue};
 use crate::runtime::profile::{timed, Stage, StageTimer};
 use combine::Running;
-use crate::sort::{self, SortScratch};
+use crate::sort::{self, SortKernels, SortScratch};
 use crate::runtime::stream;
 use crate::view::{RowWriter, TensorView, TensorViewMut};
 pub(crate) mod combine;
@@ -39,9 +40,10 @@ pub struct Plan {
     projections: Vec<f32>,
     /// `R × (d + 2)`: round r's column of A, contiguous for the projection kernels.
     projections_t: Vec<f32>,
-    isa: Isa,
+    tier: Tier,
     alsh: &'static AlshKernels,
     attention: &'static AttentionKernels,
+    sort: &'static SortKernels,
     threads: Threads,
     scratch: Mutex<Vec<HeadScratch>>,
 }
@@ -69,7 +71,7 @@ impl std::fmt::Debug for Plan {
         f.debug_struct("Plan")
             .field("config", &self.config)
             .field("head_dim", &self.head_dim)
-            .field("isa", &self.isa)
+            .field("isa", &self.tier.isa())
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +110,7 @@ impl Plan {
     }
 
     fn build(config: Config, head_dim: usize, projections: Vec<f32>) -> Result<Plan> {
-        let isa = resolve_isa(config.isa)?;
+        let tier = Tier::resolve(config.isa)?;
         let rounds = config.n_hashes;
         let width = head_dim + 2;
         let mut projections_t = vec![0.0; projections.len()];
@@ -123,9 +125,10 @@ impl Plan {
             head_dim,
             projections,
             projections_t,
-            isa,
-            alsh: alsh::kernels(isa),
-            attention: attention::kernels(isa),
+            tier,
+            alsh: alsh::kernels(tier),
+            attention: attention::kernels(tier),
+            sort: sort::kernels(tier),
             scratch: Mutex::new(Vec::new()),
         })
     }
@@ -147,7 +150,7 @@ impl Plan {
 
     /// The kernel tier the plan runs.
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.tier.isa()
     }
 
     /// The logit scale the plan applies.
@@ -378,17 +381,17 @@ impl Plan {
         let (q_keys, k_keys) = s.hashes.split_at(rounds * nq);
         let (q_perm, k_perm) = s.perm.split_at_mut(rounds * nq);
         let (q_segments, k_segments) = s.segments.split_at(rounds);
-        let (q_sort, k_sort, isa) = (&mut s.q_sort, &mut s.k_sort, self.isa);
+        let (q_sort, k_sort, sort) = (&mut s.q_sort, &mut s.k_sort, self.sort);
         join_if(
             split,
             || {
                 timed(Stage::Sort, || {
-                    sort::argsort_many(isa, q_keys, q_segments, q_perm, q_sort)
+                    sort::sort_segments(sort, q_keys, q_segments, q_perm, q_sort)
                 })
             },
             || {
                 timed(Stage::Sort, || {
-                    sort::argsort_many(isa, k_keys, k_segments, k_perm, k_sort)
+                    sort::sort_segments(sort, k_keys, k_segments, k_perm, k_sort)
                 })
             },
         );

@@ -66,364 +66,117 @@ pub(crate) trait SimdF32 {
     unsafe fn prefetch(_p: *const f32) {}
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+use crate::error::{Error, Result};
+use crate::isa::{detected_isa, Isa};
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::SimdF32;
-    use std::arch::x86_64::*;
+/// A kernel tier the running CPU was found to support. Only [`Tier::new`] and
+/// [`Tier::resolve`] build one, after detection, so every kernel table handed out for a
+/// `Tier` may run its tier's instructions: the `#[target_feature]` shims behind the tables
+/// are reachable from nowhere else, and the call sites stay safe code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tier(Isa);
 
-    /// AVX2 + FMA, 8 lanes.
-    pub(crate) struct Avx2;
-    /// AVX-512F, 16 lanes.
-    pub(crate) struct Avx512;
-
-    // Levels of the transposing reductions. Every step works within 128-bit blocks except
-    // the last ones, which move whole blocks.
-    // SAFETY (these helpers): register-only AVX/AVX-512F intrinsics, called only from the
-    // `transpose_sum` of the tier whose features the running code has enabled.
-
-    /// Per 128-bit block of the pair (a, b): [a0+a2, b0+b2, a1+a3, b1+b3].
-    #[inline(always)]
-    unsafe fn pair256(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b))
-    }
-    /// Two `pair256` results (rows a, b and c, d) to per-block sums [a, b, c, d].
-    #[inline(always)]
-    unsafe fn quad256(ab: __m256, cd: __m256) -> __m256 {
-        _mm256_add_ps(
-            _mm256_shuffle_ps::<0x44>(ab, cd),
-            _mm256_shuffle_ps::<0xEE>(ab, cd),
-        )
-    }
-    /// As [`pair256`], in each of the four 128-bit blocks.
-    #[inline(always)]
-    unsafe fn pair512(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
-    }
-    /// As [`quad256`], in each of the four 128-bit blocks.
-    #[inline(always)]
-    unsafe fn quad512(ab: __m512, cd: __m512) -> __m512 {
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0x44>(ab, cd),
-            _mm512_shuffle_ps::<0xEE>(ab, cd),
-        )
-    }
-    /// Blocks [a0+a1, a2+a3, b0+b1, b2+b3].
-    #[inline(always)]
-    unsafe fn halves512(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x88>(a, b),
-            _mm512_shuffle_f32x4::<0xDD>(a, b),
-        )
+impl Tier {
+    /// The tier `isa`, if this CPU supports it.
+    pub(crate) fn new(isa: Isa) -> Option<Tier> {
+        isa.is_supported().then_some(Tier(isa))
     }
 
-    // SAFETY (whole impl): each method is a single AVX/AVX2/FMA intrinsic sequence; callers
-    // run it only inside `#[target_feature(enable = "avx2,fma")]` code on a CPU where the
-    // tier was detected, and pointer arguments are valid for 8 floats by the kernel contract.
-    impl SimdF32 for Avx2 {
-        type V = __m256;
-        const LANES: usize = 8;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn stream(p: *mut f32, v: __m256) {
-            // 32-byte alignment: the caller's contract.
-            unsafe { _mm256_stream_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-            _mm256_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn fnma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fnmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m256, b: __m256) -> __m256 {
-            _mm256_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn min(a: __m256, b: __m256) -> __m256 {
-            _mm256_min_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn round(a: __m256) -> __m256 {
-            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
-        }
-        #[inline(always)]
-        unsafe fn floor(a: __m256) -> __m256 {
-            _mm256_round_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(a)
-        }
-        #[inline(always)]
-        unsafe fn pow2i(n: __m256) -> __m256 {
-            let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits))
-        }
-        #[inline(always)]
-        unsafe fn zero_below(x: __m256, limit: f32, y: __m256) -> __m256 {
-            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(limit));
-            _mm256_andnot_ps(below, y)
-        }
-        #[inline(always)]
-        unsafe fn reduce_add(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
-        #[inline(always)]
-        unsafe fn reduce_max(v: __m256) -> f32 {
-            let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_max_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
-        type Block = [__m256; 8];
-        #[inline(always)]
-        unsafe fn zero_block() -> [__m256; 8] {
-            [_mm256_setzero_ps(); 8]
-        }
-        /// 8 → 4 → 2 → 1 vectors: 14 shuffles and 7 adds for 8 sums.
-        #[inline(always)]
-        unsafe fn transpose_sum(v: &[__m256; 8]) -> __m256 {
-            let q0 = quad256(pair256(v[0], v[1]), pair256(v[2], v[3]));
-            let q1 = quad256(pair256(v[4], v[5]), pair256(v[6], v[7]));
-            // Add the two halves: rows 0–3 from q0, rows 4–7 from q1.
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(q0, q1),
-                _mm256_permute2f128_ps::<0x31>(q0, q1),
-            )
-        }
-        #[inline(always)]
-        unsafe fn prefetch(p: *const f32) {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast())
-        }
+    /// Resolves a requested tier: an explicit request wins; otherwise `SMYRF_ISA` from the
+    /// environment; otherwise the detected tier. A tier the CPU lacks, or an unknown
+    /// `SMYRF_ISA` value, is an error (design §4), never a crash.
+    pub(crate) fn resolve(requested: Option<Isa>) -> Result<Tier> {
+        let isa = match requested {
+            Some(isa) => isa,
+            None => match std::env::var("SMYRF_ISA") {
+                Ok(value) if !value.trim().is_empty() => {
+                    Isa::from_name(&value).ok_or_else(|| Error::UnknownIsa {
+                        name: value.clone(),
+                    })?
+                }
+                _ => detected_isa(),
+            },
+        };
+        Tier::new(isa).ok_or(Error::UnsupportedIsa { isa })
     }
 
-    // SAFETY (whole impl): as for `Avx2`, inside `#[target_feature(enable = "avx512f")]` code
-    // (plus avx2 and fma), pointers valid for 16 floats.
-    impl SimdF32 for Avx512 {
-        type V = __m512;
-        const LANES: usize = 16;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn stream(p: *mut f32, v: __m512) {
-            // 64-byte alignment: the caller's contract.
-            unsafe { _mm512_stream_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-            _mm512_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn fnma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fnmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m512, b: __m512) -> __m512 {
-            _mm512_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn min(a: __m512, b: __m512) -> __m512 {
-            _mm512_min_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn round(a: __m512) -> __m512 {
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
-        }
-        #[inline(always)]
-        unsafe fn floor(a: __m512) -> __m512 {
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(a)
-        }
-        #[inline(always)]
-        unsafe fn pow2i(n: __m512) -> __m512 {
-            let bits = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits))
-        }
-        #[inline(always)]
-        unsafe fn zero_below(x: __m512, limit: f32, y: __m512) -> __m512 {
-            // Ordered compare: a NaN x is not below, so its (NaN) y passes through.
-            let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(limit));
-            _mm512_mask_mov_ps(y, below, _mm512_setzero_ps())
-        }
-        /// `vscalefps`: y · 2^n in one instruction, subnormal results correctly rounded.
-        #[inline(always)]
-        unsafe fn ldexp_nonpositive(y: __m512, n: __m512) -> __m512 {
-            _mm512_scalef_ps(y, n)
-        }
-        #[inline(always)]
-        unsafe fn reduce_add(v: __m512) -> f32 {
-            _mm512_reduce_add_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn reduce_max(v: __m512) -> f32 {
-            _mm512_reduce_max_ps(v)
-        }
-        type Block = [__m512; 16];
-        #[inline(always)]
-        unsafe fn zero_block() -> [__m512; 16] {
-            [_mm512_setzero_ps(); 16]
-        }
-        /// 16 → 8 → 4 → 2 → 1 vectors: 30 shuffles and 15 adds for 16 sums.
-        #[inline(always)]
-        unsafe fn transpose_sum(v: &[__m512; 16]) -> __m512 {
-            let q0 = quad512(pair512(v[0], v[1]), pair512(v[2], v[3]));
-            let q1 = quad512(pair512(v[4], v[5]), pair512(v[6], v[7]));
-            let q2 = quad512(pair512(v[8], v[9]), pair512(v[10], v[11]));
-            let q3 = quad512(pair512(v[12], v[13]), pair512(v[14], v[15]));
-            // [rows 0–3: half, half, rows 4–7: half, half] and likewise for rows 8–15; one
-            // more level adds the halves and puts each group of four rows in its quarter.
-            halves512(halves512(q0, q1), halves512(q2, q3))
-        }
-        #[inline(always)]
-        unsafe fn prefetch(p: *const f32) {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast())
-        }
+    /// The best tier of this CPU.
+    pub(crate) fn detected() -> Tier {
+        Tier(detected_isa())
+    }
+
+    /// Which tier this is.
+    pub(crate) fn isa(self) -> Isa {
+        self.0
     }
 }
 
-#[cfg(target_arch = "aarch64")]
-pub(crate) use arm::Neon;
+/// The tier's FMA peak loop ([`fma_peak`]) and its vector width, for the benchmarks' peak.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub(crate) struct PeakKernel {
+    /// Runs `iterations` of the loop; returns a value that depends on every accumulator.
+    pub(crate) run: fn(iterations: usize) -> f32,
+    /// f32 lanes per vector.
+    pub(crate) lanes: usize,
+}
 
-#[cfg(target_arch = "aarch64")]
-mod arm {
-    use super::SimdF32;
-    use std::arch::aarch64::*;
-
-    /// aarch64 Advanced SIMD, 4 lanes.
-    pub(crate) struct Neon;
-
-    // SAFETY (whole impl): NEON intrinsics, run only where NEON was detected, pointers valid
-    // for 4 floats by the kernel contract.
-    impl SimdF32 for Neon {
-        type V = float32x4_t;
-        const LANES: usize = 4;
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> float32x4_t {
-            vdupq_n_f32(x)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> float32x4_t {
-            unsafe { vld1q_f32(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: float32x4_t) {
-            unsafe { vst1q_f32(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            vaddq_f32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            vsubq_f32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            vmulq_f32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-            vfmaq_f32(c, a, b)
-        }
-        #[inline(always)]
-        unsafe fn fnma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-            vfmsq_f32(c, a, b)
-        }
-        #[inline(always)]
-        unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            vmaxnmq_f32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            vminnmq_f32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn round(a: float32x4_t) -> float32x4_t {
-            vrndnq_f32(a)
-        }
-        #[inline(always)]
-        unsafe fn floor(a: float32x4_t) -> float32x4_t {
-            vrndmq_f32(a)
-        }
-        #[inline(always)]
-        unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
-            let bits = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
-            vreinterpretq_f32_s32(vshlq_n_s32::<23>(bits))
-        }
-        #[inline(always)]
-        unsafe fn zero_below(x: float32x4_t, limit: f32, y: float32x4_t) -> float32x4_t {
-            // Ordered compare: a NaN x is not below, so its (NaN) y passes through.
-            let below = vcltq_f32(x, vdupq_n_f32(limit));
-            vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), below))
-        }
-        #[inline(always)]
-        unsafe fn reduce_add(v: float32x4_t) -> f32 {
-            vaddvq_f32(v)
-        }
-        #[inline(always)]
-        unsafe fn reduce_max(v: float32x4_t) -> f32 {
-            vmaxnmvq_f32(v)
-        }
-        type Block = [float32x4_t; 4];
-        #[inline(always)]
-        unsafe fn zero_block() -> [float32x4_t; 4] {
-            [vdupq_n_f32(0.0); 4]
-        }
-        /// Two levels of pairwise adds: 3 instructions for 4 sums.
-        #[inline(always)]
-        unsafe fn transpose_sum(v: &[float32x4_t; 4]) -> float32x4_t {
-            vpaddq_f32(vpaddq_f32(v[0], v[1]), vpaddq_f32(v[2], v[3]))
-        }
+/// The peak loop of `tier`, through the same kind of table as every stage.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub(crate) fn peak_kernel(tier: Tier) -> PeakKernel {
+    match tier.isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => PeakKernel {
+            run: avx512::peak,
+            lanes: 16,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => PeakKernel {
+            run: avx2::peak,
+            lanes: 8,
+        },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => PeakKernel {
+            run: neon::peak,
+            lanes: 4,
+        },
+        _ => PeakKernel {
+            run: portable_peak,
+            lanes: 8,
+        },
     }
 }
+
+/// The portable tier's peak: 12 `wide::f32x8` multiply-adds per iteration.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+fn portable_peak(iterations: usize) -> f32 {
+    use wide::f32x8;
+    let mut acc = [f32x8::splat(1.0); 12];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = f32x8::splat(1.0 + i as f32);
+    }
+    let (b, c) = (f32x8::splat(0.999_999), f32x8::splat(1e-7));
+    for _ in 0..iterations {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(b, c);
+        }
+    }
+    acc.iter().fold(f32x8::ZERO, |s, &a| s + a).reduce_add()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::Avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use neon::Neon;
+
 
 /// Flops of one [`fma_peak`] iteration per vector lane: 12 accumulators × 2 flops.
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 /// `ordered[j] = ordered_key(keys[j])`, 8 keys per step; returns the least and the greatest
 /// ordered key (`(u32::MAX, 0)` for an empty block).
 #[target_feature(enable = "avx2")]
-pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
+fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
     assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm256_set1_epi32(i32::MIN);
     let mut min_keys = _mm256_set1_epi32(-1);
@@ -53,7 +53,7 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
 /// 128-bit half, the low half's total added to the high half, and the running total carried
 /// in a broadcast; a group of 8 empty buckets is skipped (it stays zero and adds nothing).
 #[target_feature(enable = "avx2")]
-pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
+fn exclusive_prefix_sum(histogram: &mut [u32]) {
     let (chunks, tail) = histogram.as_chunks_mut::<8>();
     assert!(
         tail.is_empty(),
@@ -88,4 +88,17 @@ pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
         };
         carry = _mm256_permutevar8x32_epi32(inclusive, lane_7);
     }
+}
+
+/// The table entry of [`map_block`].
+pub(super) fn map_block_entry(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
+    // SAFETY: reachable only through `super::kernels`, which takes a `Tier`: the CPU has
+    // AVX2.
+    unsafe { map_block(keys, ordered) }
+}
+
+/// The table entry of [`exclusive_prefix_sum`].
+pub(super) fn exclusive_prefix_sum_entry(histogram: &mut [u32]) {
+    // SAFETY: as for `map_block_entry`.
+    unsafe { exclusive_prefix_sum(histogram) }
 }

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 /// `ordered[j] = ordered_key(keys[j])`, 16 keys per step; returns the least and the greatest
 /// ordered key (`(u32::MAX, 0)` for an empty block).
 #[target_feature(enable = "avx512f")]
-pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
+fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
     assert_eq!(keys.len(), ordered.len(), "map_block: length mismatch");
     let sign_bit = _mm512_set1_epi32(i32::MIN);
     let all_ones = _mm512_set1_epi32(-1);
@@ -50,7 +50,7 @@ pub(super) fn map_block(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
 /// vector (lanes shifted by 1, 2, 4, 8), plus the running total carried in a broadcast; a
 /// group of 16 empty buckets is skipped (it stays zero and adds nothing to the total).
 #[target_feature(enable = "avx512f")]
-pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
+fn exclusive_prefix_sum(histogram: &mut [u32]) {
     let (chunks, tail) = histogram.as_chunks_mut::<16>();
     assert!(
         tail.is_empty(),
@@ -78,4 +78,17 @@ pub(super) fn exclusive_prefix_sum(histogram: &mut [u32]) {
         unsafe { _mm512_storeu_si512(chunk.as_mut_ptr().cast(), offsets) };
         carry = _mm512_permutexvar_epi32(last_lane, inclusive);
     }
+}
+
+/// The table entry of [`map_block`].
+pub(super) fn map_block_entry(keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
+    // SAFETY: reachable only through `super::kernels`, which takes a `Tier`: the CPU has
+    // AVX-512F.
+    unsafe { map_block(keys, ordered) }
+}
+
+/// The table entry of [`exclusive_prefix_sum`].
+pub(super) fn exclusive_prefix_sum_entry(histogram: &mut [u32]) {
+    // SAFETY: as for `map_block_entry`.
+    unsafe { exclusive_prefix_sum(histogram) }
 }

@@ -102,6 +102,7 @@
 //! plain code is what the compiler vectorises for NEON.
 
 use crate::isa::Isa;
+use crate::simd::Tier;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -226,11 +227,8 @@ impl SortScratch {
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
     assert_eq!(keys.len(), perm.len(), "argsort_into: length mismatch");
-    assert!(
-        isa.is_supported(),
-        "argsort_into: {isa} is not supported by this CPU"
-    );
-    argsort_segment(isa, keys, perm, scratch);
+    let tier = Tier::new(isa).unwrap_or_else(|| panic!("argsort_into: {isa} is not supported by this CPU"));
+    argsort_segment(kernels(tier), keys, perm, scratch);
 }
 
 /// Sorts several independent segments in one call, sharing `scratch`: `keys` is the
@@ -246,6 +244,7 @@ pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut Sort
 /// # Panics
 /// If the lengths differ, if the segment lengths do not add up to `keys.len()`, if a segment
 /// has more than `u32::MAX` elements, or if `isa` is not supported by the running CPU.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn argsort_many(
     isa: Isa,
     keys: &[f32],
@@ -262,14 +261,23 @@ pub fn argsort_many(
         Some(keys.len()),
         "argsort_many: segments do not cover keys"
     );
-    assert!(
-        isa.is_supported(),
-        "argsort_many: {isa} is not supported by this CPU"
-    );
+    let tier =
+        Tier::new(isa).unwrap_or_else(|| panic!("argsort_many: {isa} is not supported by this CPU"));
+    sort_segments(kernels(tier), keys, segment_lens, perm, scratch);
+}
+
+/// [`argsort_many`] with a tier's kernels, lengths checked by the caller.
+pub(crate) fn sort_segments(
+    kern: &SortKernels,
+    keys: &[f32],
+    segment_lens: &[usize],
+    perm: &mut [u32],
+    scratch: &mut SortScratch,
+) {
     let mut start = 0;
     for &len in segment_lens {
         let end = start + len;
-        argsort_segment(isa, &keys[start..end], &mut perm[start..end], scratch);
+        argsort_segment(kern, &keys[start..end], &mut perm[start..end], scratch);
         start = end;
     }
 }
@@ -282,8 +290,8 @@ pub fn argsort_many(
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn radix_argsort_f32(keys: &[f32]) -> Vec<u32> {
     let mut perm = vec![0u32; keys.len()];
-    argsort_into(
-        crate::isa::detected_isa(),
+    argsort_segment(
+        kernels(Tier::detected()),
         keys,
         &mut perm,
         &mut SortScratch::default(),
@@ -291,19 +299,19 @@ pub fn radix_argsort_f32(keys: &[f32]) -> Vec<u32> {
     perm
 }
 
-/// One segment; `isa` has been checked.
-fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
+/// One segment.
+fn argsort_segment(kern: &SortKernels, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
     let n = keys.len();
     assert!(n <= u32::MAX as usize, "argsort: more than u32::MAX keys");
     if n <= SMALL_SORT_MAX {
-        small_sort(isa, keys, perm, scratch);
+        small_sort(kern, keys, perm, scratch);
     } else if (MID_MIN..=MID_MAX).contains(&n) {
         radix_sort::<{ MID_LOW_BITS }, { 1 << MID_LOW_BITS }, { 1 << (32 - 2 * MID_LOW_BITS) }>(
-            isa, keys, perm, scratch,
+            kern, keys, perm, scratch,
         );
     } else {
         radix_sort::<{ WIDE_LOW_BITS }, { 1 << WIDE_LOW_BITS }, { 1 << (32 - 2 * WIDE_LOW_BITS) }>(
-            isa, keys, perm, scratch,
+            kern, keys, perm, scratch,
         );
     }
 }
@@ -311,7 +319,7 @@ fn argsort_segment(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortS
 /// The LSD radix sort of one segment with low digits of `LOW_BITS` bits (`LOW` buckets) and
 /// a top digit of the remaining bits (`TOP` buckets).
 fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
-    isa: Isa,
+    kern: &SortKernels,
     keys: &[f32],
     perm: &mut [u32],
     scratch: &mut SortScratch,
@@ -349,7 +357,7 @@ fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
             mask: TOP as u32 - 1,
         },
     ];
-    let (min_key, max_key) = map_and_count(isa, keys, ordered, low0, low1, top, digits);
+    let (min_key, max_key) = map_and_count(kern, keys, ordered, low0, low1, top, digits);
     // Only the top digits between the least and the greatest key can be counted: scan those
     // (hash keys use a few hundred of the 16384 top buckets) and clear only them next time.
     let live_top = (digits[2].of(min_key) / SCAN_GROUP * SCAN_GROUP)
@@ -369,7 +377,7 @@ fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
             _ => digits[pass].of(first_key),
         };
         if histogram[first_digit] as usize != n {
-            exclusive_prefix_sum(isa, histogram);
+            (kern.prefix_sum)(histogram);
             active[pass] = true;
         }
     }
@@ -462,7 +470,7 @@ impl KeyBuffers {
 /// Maps `keys` to ordered keys and counts their digits, one L1-sized block at a time.
 /// Returns the least and the greatest ordered key.
 fn map_and_count<const LOW: usize, const TOP: usize>(
-    isa: Isa,
+    kern: &SortKernels,
     keys: &[f32],
     ordered: &mut [u32],
     low0: &mut [u32; LOW],
@@ -472,7 +480,7 @@ fn map_and_count<const LOW: usize, const TOP: usize>(
 ) -> (u32, u32) {
     let (mut min_key, mut max_key) = (u32::MAX, 0);
     for (keys, ordered) in keys.chunks(BLOCK).zip(ordered.chunks_mut(BLOCK)) {
-        let (block_min, block_max) = map_block(isa, keys, ordered);
+        let (block_min, block_max) = (kern.map_block)(keys, ordered);
         min_key = min_key.min(block_min);
         max_key = max_key.max(block_max);
         for &key in ordered.iter() {
@@ -482,20 +490,6 @@ fn map_and_count<const LOW: usize, const TOP: usize>(
         }
     }
     (min_key, max_key)
-}
-
-/// `ordered[j] = ordered_key(keys[j])`, with `isa`'s key map; returns the least and the
-/// greatest ordered key (`(u32::MAX, 0)` for an empty block).
-fn map_block(isa: Isa, keys: &[f32], ordered: &mut [u32]) -> (u32, u32) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX-512F.
-        Isa::Avx512 => unsafe { avx512::map_block(keys, ordered) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX2.
-        Isa::Avx2 => unsafe { avx2::map_block(keys, ordered) },
-        _ => map_block_portable(keys, ordered),
-    }
 }
 
 /// The portable tier's key map: plain code, which the compiler vectorises for the baseline
@@ -518,19 +512,44 @@ fn pack(key: u32, index: u32) -> u64 {
     ((key as u64) << 32) | index as u64
 }
 
-/// Replaces each nonzero count by the sum of the counts before it (its bucket's starting
-/// offset) and leaves zero counts zero, with `isa`'s scan. Empty buckets need no offset, and
-/// keeping them zero lets the vector tiers skip whole groups of empty buckets, which is most
-/// of a hash histogram's top digits.
-fn exclusive_prefix_sum(isa: Isa, histogram: &mut [u32]) {
-    match isa {
+/// One tier's sort kernels.
+pub(crate) struct SortKernels {
+    /// `ordered[j] = ordered_key(keys[j])`; returns the least and the greatest ordered key
+    /// (`(u32::MAX, 0)` for an empty block).
+    pub(crate) map_block: fn(keys: &[f32], ordered: &mut [u32]) -> (u32, u32),
+    /// Replaces each nonzero count by the sum of the counts before it (its bucket's starting
+    /// offset) and leaves zero counts zero. Empty buckets need no offset, and keeping them
+    /// zero lets the vector tiers skip whole groups of empty buckets, which is most of a hash
+    /// histogram's top digits.
+    pub(crate) prefix_sum: fn(histogram: &mut [u32]),
+}
+
+const PORTABLE: SortKernels = SortKernels {
+    map_block: map_block_portable,
+    prefix_sum: exclusive_prefix_sum_portable,
+};
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: SortKernels = SortKernels {
+    map_block: avx2::map_block_entry,
+    prefix_sum: avx2::exclusive_prefix_sum_entry,
+};
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: SortKernels = SortKernels {
+    map_block: avx512::map_block_entry,
+    prefix_sum: avx512::exclusive_prefix_sum_entry,
+};
+
+/// The sort kernels of a tier (no NEON file: the portable code is what the compiler
+/// vectorises for NEON).
+pub(crate) fn kernels(tier: Tier) -> &'static SortKernels {
+    match tier.isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX-512F.
-        Isa::Avx512 => unsafe { avx512::exclusive_prefix_sum(histogram) },
+        Isa::Avx2 => &AVX2,
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the public entry points asserted `isa.is_supported()`, i.e. AVX2.
-        Isa::Avx2 => unsafe { avx2::exclusive_prefix_sum(histogram) },
-        _ => exclusive_prefix_sum_portable(histogram),
+        Isa::Avx512 => &AVX512,
+        _ => &PORTABLE,
     }
 }
 
@@ -579,13 +598,13 @@ fn scatter<S: Copy, D, const R: usize>(
 
 /// Short inputs: sort the packed pairs. They are all distinct (the index breaks ties), so an
 /// unstable sort gives exactly the stable order.
-fn small_sort(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
+fn small_sort(kern: &SortKernels, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
     let Buffers {
         keys: ordered,
         pairs,
         ..
     } = scratch.buffers.get(keys.len(), 0);
-    map_block(isa, keys, ordered);
+    (kern.map_block)(keys, ordered);
     for (i, (&key, pair)) in ordered.iter().zip(pairs.iter_mut()).enumerate() {
         *pair = pack(key, i as u32);
     }
@@ -635,7 +654,7 @@ mod tests {
             assert_eq!(range, (least, greatest), "n = {n}");
             for isa in supported_tiers() {
                 let mut mapped = vec![u32::MAX - 1; n];
-                let tier_range = map_block(isa, &keys, &mut mapped);
+                let tier_range = (kernels(Tier::new(isa).unwrap()).map_block)(&keys, &mut mapped);
                 assert_eq!(mapped, expected, "{isa}, n = {n}");
                 assert_eq!(tier_range, range, "{isa}, n = {n}");
             }
@@ -672,7 +691,7 @@ mod tests {
             // Every histogram length of both layouts, and a live range of the top one.
             for len in [1 << 9, 1 << 10, 1 << 12, 1 << 14, SCAN_GROUP] {
                 let mut scanned = histogram;
-                exclusive_prefix_sum(isa, &mut scanned[..len]);
+                (kernels(Tier::new(isa).unwrap()).prefix_sum)(&mut scanned[..len]);
                 let mut expected = histogram;
                 exclusive_prefix_sum_portable(&mut expected[..len]);
                 assert!(scanned == expected, "{isa}, {len} counters");

@@ -12,7 +12,8 @@
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
 use crate::attention::{self, AttentionKernels, Rows, LANES};
-use crate::config::Config;
+use crate::sort::ordered_key;
+use crate::config::{Config, SinkSelection, DEFAULT_SAMPLE_GROUP};
 use crate::error::{Error, Result};
 use crate::runtime::threads::for_each_index;
 use crate::plan::cut;
@@ -21,85 +22,11 @@ use crate::view::{RowWriter, TensorView};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-/// How the sink keys of a (batch, kv-head) are chosen (design §8).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SinkSelection {
-    /// The first `n_sinks` valid positions: the classic attention sinks (CLS, BOS).
-    #[default]
-    First,
-    /// The first valid position plus the `n_sinks − 1` valid keys with the largest inner
-    /// product with the mean query of the (batch, kv-head) — the mean over every query of
-    /// every query head that reads this key/value head. Ties go to the lower position.
-    /// Measured better than `First` from about 8 sinks up, worse below.
-    MeanQuery,
-}
-
-/// Queries that share one draw of residual samples when `sample_group` is 0.
-pub const DEFAULT_SAMPLE_GROUP: usize = 64;
-/// Largest `n_sinks`, `window`, `n_samples` and `sample_group` a plan accepts (positions are
-/// 32-bit).
-pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
-
 /// Round-0 blocks (sample groups) prepared before their attention runs in parallel.
 const SAMPLE_BATCH: usize = 64;
 /// A batch of round-0 blocks is also started once its key lists hold this many keys, which
 /// bounds the scratch for large clusters.
 const SAMPLE_KEYS: usize = 1 << 16;
-
-impl Config {
-    /// The §8 hybrid preset for a key budget of K keys per query (each key costs d + dv
-    /// multiply-adds, as in plain SMYRF with R rounds of clusters of K/R): `n_sinks = K/8`
-    /// (chosen by mean query from 8 sinks up, else the first positions), `window = K/4`,
-    /// and one hash round with clusters of `5K/8`; no residual samples. Every other field is
-    /// the default.
-    ///
-    /// Tuned on the MiniLM dev data (`examples/quality.rs`, BENCHMARKS.md): at K = N/4 the
-    /// output error is 0.35 (N = 256) and 0.33 (N = 512) against 0.84 and 0.70 for plain
-    /// SMYRF with the same budget. Residual samples make the normaliser unbiased, but with
-    /// budgets up to N/4 their variance costs more than the clusters they replace (0.44 and
-    /// 0.38 with half the cluster budget spent on samples), and smaller clusters mean more,
-    /// smaller attention calls; from about K = N/2 up they win slightly.
-    pub fn hybrid(key_budget: usize) -> Config {
-        let k = key_budget.clamp(1, MAX_BLOCK_SIZE);
-        let n_sinks = k / 8;
-        Config {
-            n_hashes: 1,
-            q_cluster_size: (k as u64 * 5 / 8).max(1) as usize,
-            n_sinks,
-            sink_selection: if n_sinks >= 8 {
-                SinkSelection::MeanQuery
-            } else {
-                SinkSelection::First
-            },
-            window: k / 4,
-            ..Config::default()
-        }
-    }
-
-    /// Whether any §8 block is on.
-    pub fn has_hybrid_blocks(&self) -> bool {
-        self.n_sinks > 0 || self.window > 0 || self.n_samples > 0
-    }
-}
-
-/// Checks the §8 fields of a configuration (called by `Config::validate`).
-pub(crate) fn validate(config: &Config) -> Result<()> {
-    for (field, value) in [
-        ("n_sinks", config.n_sinks),
-        ("window", config.window),
-        ("n_samples", config.n_samples),
-        ("sample_group", config.sample_group),
-    ] {
-        if value > MAX_BLOCK_SIZE {
-            return Err(Error::InvalidConfig {
-                field,
-                reason: "must be at most 2^32 - 1",
-            });
-        }
-    }
-    Ok(())
-}
 
 /// Checks a call against the §8 blocks: the window needs aligned query and key positions.
 pub(crate) fn check_call(config: &Config, nq: usize, nk: usize) -> Result<()> {
@@ -328,14 +255,15 @@ impl HeadBlocks<'_> {
                 if n > 1 {
                     self.mean_query(&mut s.mean_query);
                     let mean = &s.mean_query;
-                    // One u64 per key: the score mapped to an order-preserving integer,
+                    // One u64 per key: the score mapped to the sort's order-preserving
+                    // integer (every NaN above +∞),
                     // inverted so that ascending keys are descending scores, then the
                     // position: a total order (ties go to the lower position), so the
                     // choice is deterministic and the selection compares integers.
                     s.scores.clear();
                     s.scores.extend(valid[1..].iter().map(|&j| {
                         let score = dot(self.k.row(j as usize), mean);
-                        (u64::from(!ordered_bits(score)) << 32) | u64::from(j)
+                        (u64::from(!ordered_key(score)) << 32) | u64::from(j)
                     }));
                     let take = n - 1;
                     if take < s.scores.len() {
@@ -652,17 +580,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// An f32 as a u32 in the same order (negatives have all bits flipped, the others the sign
-/// bit), as the radix sort maps its keys; NaN sorts above +∞.
-fn ordered_bits(x: f32) -> u32 {
-    let bits = x.to_bits();
-    if bits >> 31 == 1 {
-        !bits
-    } else {
-        bits | 1 << 31
-    }
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.
