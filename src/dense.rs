@@ -2,13 +2,14 @@
 //! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
 //! no Nq × Nk buffer ever exists.
 
-use crate::attention::{self, AttentionKernels};
+use crate::attention::{self, AttentionKernels, TileScratch};
 use crate::call::{check_call, valid_keys, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::error::Result;
-use crate::simd::Tier;
-use crate::runtime::threads::for_each_index;
 use crate::plan::head_rows;
+use crate::runtime::pool::Pool;
+use crate::runtime::threads::for_each_index_with;
+use crate::simd::Tier;
 use crate::view::{TensorView, TensorViewMut};
 
 /// Queries per dense task: each gathered key tile is reused by this many queries, and
@@ -28,7 +29,8 @@ pub(crate) fn dense_attention_default(
     lse: Option<&mut [f32]>,
 ) -> Result<()> {
     let kern = attention::kernels(Tier::resolve(None)?);
-    dense_attention(kern, true, q, k, v, key_mask, scale, out, lse)
+    let tiles = Pool::default();
+    dense_attention(kern, &tiles, true, q, k, v, key_mask, scale, out, lse)
 }
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
@@ -37,6 +39,7 @@ pub(crate) fn dense_attention_default(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_attention(
     kern: &AttentionKernels,
+    tiles: &Pool<TileScratch>,
     parallel: bool,
     q: &TensorView<'_>,
     k: &TensorView<'_>,
@@ -54,35 +57,51 @@ pub(crate) fn dense_attention(
     let blocks = shape.nq.div_ceil(DENSE_Q_BLOCK);
     let writer = out.rows_writer();
     let lse = lse.map(SharedSlice::new);
-    for_each_index(parallel, shape.batch * shape.q_heads * blocks, |task| {
-        let (bh, block) = (task / blocks, task % blocks);
-        let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
-        let hk = h / shape.group();
-        let q0 = block * DENSE_Q_BLOCK;
-        let members = &query_ids[q0..(q0 + DENSE_Q_BLOCK).min(shape.nq)];
-        let lse_base = bh * shape.nq + q0;
-        let keys = &valid[b];
-        if keys.is_empty() {
-            for (i, &qi) in members.iter().enumerate() {
-                // SAFETY: this task alone owns these rows and lse entries.
-                unsafe { writer.row(b, h, qi as usize) }.fill(0.0);
-                if let Some(lse) = &lse {
-                    // SAFETY: as above.
-                    unsafe { lse.set(lse_base + i, f32::NEG_INFINITY) };
+    for_each_index_with(
+        parallel,
+        shape.batch * shape.q_heads * blocks,
+        tiles,
+        |tiles, task| {
+            let (bh, block) = (task / blocks, task % blocks);
+            let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
+            let hk = h / shape.group();
+            let q0 = block * DENSE_Q_BLOCK;
+            let members = &query_ids[q0..(q0 + DENSE_Q_BLOCK).min(shape.nq)];
+            let lse_base = bh * shape.nq + q0;
+            let keys = &valid[b];
+            if keys.is_empty() {
+                for (i, &qi) in members.iter().enumerate() {
+                    // SAFETY: this task alone owns these rows and lse entries.
+                    unsafe { writer.row(b, h, qi as usize) }.fill(0.0);
+                    if let Some(lse) = &lse {
+                        // SAFETY: as above.
+                        unsafe { lse.set(lse_base + i, f32::NEG_INFINITY) };
+                    }
                 }
+                return;
             }
-            return;
-        }
-        let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
-        attention::attend(kern, qr, members, kr, vr, keys, scale, None, |i, result| {
-            // SAFETY: this task alone owns the rows and lse entries of its query block.
-            let row = unsafe { writer.row(b, h, members[i] as usize) };
-            (kern.scale_store)(row, result.acc, result.inv_sum(), false);
-            if let Some(lse) = &lse {
-                // SAFETY: as above.
-                unsafe { lse.set(lse_base + i, result.lse()) };
-            }
-        });
-    });
+            let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
+            attention::attend(
+                kern,
+                tiles,
+                qr,
+                members,
+                kr,
+                vr,
+                keys,
+                scale,
+                None,
+                |i, result| {
+                    // SAFETY: this task alone owns the rows and lse entries of its query block.
+                    let row = unsafe { writer.row(b, h, members[i] as usize) };
+                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
+                    if let Some(lse) = &lse {
+                        // SAFETY: as above.
+                        unsafe { lse.set(lse_base + i, result.lse()) };
+                    }
+                },
+            );
+        },
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::alsh;
 use crate::attention::{self, Rows};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
+use crate::runtime::prefetch::LineQueue;
 use crate::simd::Tier;
 
 /// The tier `isa`, or the error a plan asking for it would get.
@@ -57,7 +58,8 @@ pub fn qk(
     scale: f32,
     s: &mut [f32],
 ) -> Result<()> {
-    (attention::kernels(tier(isa)?).qk)(q, kt, m, d, ldk, scale, s);
+    let mut queue = LineQueue::default();
+    (attention::kernels(tier(isa)?).qk)(q, kt, m, d, ldk, scale, s, &mut queue);
     Ok(())
 }
 
@@ -89,7 +91,8 @@ pub fn pv(
     corr: Option<&[f32]>,
     acc: &mut [f32],
 ) -> Result<()> {
-    (attention::kernels(tier(isa)?).pv)(p, v, m, n, ldk, ldv, corr, acc);
+    let mut queue = LineQueue::default();
+    (attention::kernels(tier(isa)?).pv)(p, v, m, n, ldk, ldv, corr, acc, &mut queue);
     Ok(())
 }
 

@@ -45,7 +45,9 @@ pub mod internals;
 mod plan;
 
 pub use call::CallOptions;
-pub use config::{Config, SinkSelection, DEFAULT_SAMPLE_GROUP, MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS};
+pub use config::{
+    Config, SinkSelection, DEFAULT_SAMPLE_GROUP, MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS,
+};
 pub use error::{Error, Result};
 pub use isa::{detected_isa, Isa};
 pub use plan::{gaussian_projections, Plan};

@@ -94,7 +94,7 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize, const PF
     }
 }
 
-/// [`gemm`] with this thread's prefetch queue: the variant whose tiles issue the queued
+/// [`gemm`] with the cluster's prefetch queue: the variant whose tiles issue the queued
 /// lines when some are pending (a cluster of the SMYRF pipeline), the plain one otherwise
 /// (dense attention, the §8 blocks), which keeps its inner loop free of the checks.
 ///
@@ -113,17 +113,16 @@ unsafe fn gemm_queued<S: SimdF32, const MR: usize, const NV: usize>(
     kdim: usize,
     ncols: usize,
     epilogue: Epilogue,
+    queue: &mut LineQueue,
 ) {
-    let mut queue = LineQueue::take();
     // SAFETY: the caller's extents, passed through.
     unsafe {
         if queue.is_pending() {
-            gemm::<S, MR, NV, true>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, &mut queue);
+            gemm::<S, MR, NV, true>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, queue);
         } else {
-            gemm::<S, MR, NV, false>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, &mut queue);
+            gemm::<S, MR, NV, false>(a, lda, b, ldb, c, ldc, m, kdim, ncols, epilogue, queue);
         }
     }
-    queue.put_back();
 }
 
 /// Every row of one block of W vector columns starting at column j: MR-row tiles, then edge
@@ -236,6 +235,7 @@ pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
     ldk: usize,
     scale: f32,
     s: &mut [f32],
+    queue: &mut LineQueue,
 ) {
     assert!(
         q.len() >= m * d && kt.len() >= d * ldk && s.len() >= m * ldk && ldk.is_multiple_of(16)
@@ -253,6 +253,7 @@ pub(crate) unsafe fn qk<S: SimdF32, const MR: usize, const NV: usize>(
             d,
             ldk,
             Epilogue::Scale(scale),
+            queue,
         )
     }
 }
@@ -269,6 +270,7 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
     ldv: usize,
     corr: Option<&[f32]>,
     acc: &mut [f32],
+    queue: &mut LineQueue,
 ) {
     assert!(
         n <= ldk && p.len() >= m * ldk && v.len() >= n * ldv && acc.len() >= m * ldv,
@@ -292,6 +294,7 @@ pub(crate) unsafe fn pv<S: SimdF32, const MR: usize, const NV: usize>(
             n,
             ldv,
             epilogue,
+            queue,
         )
     }
 }
@@ -435,6 +438,7 @@ macro_rules! attention_tier {
         pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident, narrow: ($pv_narrow_mr:literal, $pv_narrow_nv:literal))
     ) => {
         use super::generic;
+        use crate::runtime::prefetch::LineQueue;
         use $simd as S;
 
         /// Multiply-adds per step of the Q·Kᵀ register tile: what sets how many steps a
@@ -443,6 +447,7 @@ macro_rules! attention_tier {
             $qk_mr * $qk_nv * <S as crate::simd::SimdF32>::LANES;
 
         #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn qk_impl(
             q: &[f32],
             kt: &[f32],
@@ -451,15 +456,16 @@ macro_rules! attention_tier {
             ldk: usize,
             scale: f32,
             s: &mut [f32],
+            queue: &mut LineQueue,
         ) {
             // Calls of fewer than two full tiles (window tiles of 16 queries, say) take the
             // shorter tile, which leaves fewer edge rows. SAFETY: the generic body checks
             // extents; the features are enabled here.
             unsafe {
                 if m < 2 * $qk_mr {
-                    generic::qk::<S, $qk_short_mr, $qk_nv>(q, kt, m, d, ldk, scale, s)
+                    generic::qk::<S, $qk_short_mr, $qk_nv>(q, kt, m, d, ldk, scale, s, queue)
                 } else {
-                    generic::qk::<S, $qk_mr, $qk_nv>(q, kt, m, d, ldk, scale, s)
+                    generic::qk::<S, $qk_mr, $qk_nv>(q, kt, m, d, ldk, scale, s, queue)
                 }
             }
         }
@@ -475,14 +481,17 @@ macro_rules! attention_tier {
             ldv: usize,
             corr: Option<&[f32]>,
             acc: &mut [f32],
+            queue: &mut LineQueue,
         ) {
             // Value rows narrower than the full tile (dv = 32 against a 64-wide tile) take
             // the narrow tile, which covers them whole. SAFETY: as above.
             unsafe {
                 if ldv < $pv_nv * <S as crate::simd::SimdF32>::LANES {
-                    generic::pv::<S, $pv_narrow_mr, $pv_narrow_nv>(p, v, m, n, ldk, ldv, corr, acc)
+                    generic::pv::<S, $pv_narrow_mr, $pv_narrow_nv>(
+                        p, v, m, n, ldk, ldv, corr, acc, queue,
+                    )
                 } else {
-                    generic::pv::<S, $pv_mr, $pv_nv>(p, v, m, n, ldk, ldv, corr, acc)
+                    generic::pv::<S, $pv_mr, $pv_nv>(p, v, m, n, ldk, ldv, corr, acc, queue)
                 }
             }
         }
@@ -526,7 +535,8 @@ macro_rules! attention_tier {
         }
 
         /// Q·Kᵀ micro-kernel; the name carries the register tile (rows × columns).
-        pub(crate) fn $qk(
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $qk(
             q: &[f32],
             kt: &[f32],
             m: usize,
@@ -534,15 +544,16 @@ macro_rules! attention_tier {
             ldk: usize,
             scale: f32,
             s: &mut [f32],
+            queue: &mut LineQueue,
         ) {
-            // SAFETY: this table entry is only reachable for a tier the CPU supports
-            // (`Isa::is_supported`, checked when the plan or call resolves its tier).
-            unsafe { qk_impl(q, kt, m, d, ldk, scale, s) }
+            // SAFETY: reachable only through `super::kernels`, which takes a `Tier`: the CPU
+            // has this tier's features.
+            unsafe { qk_impl(q, kt, m, d, ldk, scale, s, queue) }
         }
 
         /// P·V micro-kernel; the name carries the register tile (rows × columns).
         #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $pv(
+        pub(super) fn $pv(
             p: &[f32],
             v: &[f32],
             m: usize,
@@ -551,12 +562,13 @@ macro_rules! attention_tier {
             ldv: usize,
             corr: Option<&[f32]>,
             acc: &mut [f32],
+            queue: &mut LineQueue,
         ) {
             // SAFETY: as for the Q·Kᵀ entry.
-            unsafe { pv_impl(p, v, m, n, ldk, ldv, corr, acc) }
+            unsafe { pv_impl(p, v, m, n, ldk, ldv, corr, acc, queue) }
         }
 
-        pub(crate) fn softmax(
+        pub(super) fn softmax(
             s: &mut [f32],
             m: usize,
             ldk: usize,
@@ -568,12 +580,12 @@ macro_rules! attention_tier {
             unsafe { softmax_impl(s, m, ldk, row_max, row_sum, corr) }
         }
 
-        pub(crate) fn exp_in_place(values: &mut [f32]) {
+        pub(super) fn exp_in_place(values: &mut [f32]) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { exp_impl(values) }
         }
 
-        pub(crate) fn merge(
+        pub(super) fn merge(
             row: &mut [f32],
             run_max: &mut f32,
             run_sum: &mut f32,
@@ -585,7 +597,7 @@ macro_rules! attention_tier {
             unsafe { merge_impl(row, run_max, run_sum, acc, max, sum) }
         }
 
-        pub(crate) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
+        pub(super) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { scale_store_impl(row, o, scale, stream) }
         }

@@ -20,12 +20,11 @@ mod generic;
 mod neon;
 pub(crate) mod portable;
 
-use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::isa::Isa;
-use crate::simd::Tier;
-use crate::runtime::prefetch::{prefetch_span, HINT_L1};
+use crate::runtime::buffer::{round_up, AlignedBuf};
+use crate::runtime::prefetch::{prefetch_span, LineQueue, HINT_L1};
 use crate::runtime::profile::{Stage, StageTimer};
-use std::cell::RefCell;
+use crate::simd::Tier;
 
 pub use exp::exp_nonpositive;
 
@@ -39,9 +38,18 @@ pub(crate) const K_TILE: usize = 128;
 /// Padding granule of tile rows: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 
-/// `s[i·ldk + j] = scale · Σ_t q[i·d + t] · kt[t·ldk + j]` for i < m, j < ldk.
-pub(crate) type QkFn =
-    fn(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]);
+/// `s[i·ldk + j] = scale · Σ_t q[i·d + t] · kt[t·ldk + j]` for i < m, j < ldk; issues the
+/// queued prefetches of `queue` while it computes.
+pub(crate) type QkFn = fn(
+    q: &[f32],
+    kt: &[f32],
+    m: usize,
+    d: usize,
+    ldk: usize,
+    scale: f32,
+    s: &mut [f32],
+    queue: &mut LineQueue,
+);
 /// Online-softmax step on rows of `s` (m × ldk, padding already −∞): new row max, P = exp(S −
 /// max) in place, `corr[i]` = exp(old max − new max), `row_sum` rescaled and increased.
 pub(crate) type SoftmaxFn = fn(
@@ -53,7 +61,8 @@ pub(crate) type SoftmaxFn = fn(
     corr: &mut [f32],
 );
 /// `acc[i·ldv + c] = acc[i·ldv + c]·corr[i] + Σ_{j<n} p[i·ldk + j] · v[j·ldv + c]`; with no
-/// `corr` (a row block's first key tile) `acc = P·V`, and `acc` is not read.
+/// `corr` (a row block's first key tile) `acc = P·V`, and `acc` is not read. Issues the
+/// queued prefetches of `queue` while it computes.
 pub(crate) type PvFn = fn(
     p: &[f32],
     v: &[f32],
@@ -63,6 +72,7 @@ pub(crate) type PvFn = fn(
     ldv: usize,
     corr: Option<&[f32]>,
     acc: &mut [f32],
+    queue: &mut LineQueue,
 );
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
@@ -263,10 +273,13 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Per-thread tile buffers, reused across clusters and calls: they only grow, so a thread
-/// allocates nothing once it has seen its largest cluster.
+/// The tile buffers and prefetch queue of one running cluster, owned by the plan and reused
+/// across clusters and calls: they only grow, so nothing is allocated once the largest
+/// cluster has been seen.
 #[derive(Default)]
-struct TileScratch {
+pub(crate) struct TileScratch {
+    /// The lines of the next cluster, prefetched by this cluster's kernels.
+    pub(crate) queue: LineQueue,
     q: AlignedBuf,
     kt: AlignedBuf,
     v: AlignedBuf,
@@ -275,11 +288,6 @@ struct TileScratch {
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
     corr: Vec<f32>,
-}
-
-thread_local! {
-    // Held only inside `attend`, which calls no code that could re-enter it on this thread.
-    static TILES: RefCell<TileScratch> = RefCell::new(TileScratch::default());
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
@@ -299,9 +307,10 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
 }
 
 /// A hook that edits a scaled logit tile before its softmax: called with the query ids of
-/// the tile's rows, the key ids of its columns, the tile (`rows × ldk`) and `ldk`. Used to
+/// the tile's rows, the position of its first column in the call's key list, the key ids of
+/// its columns, the tile (`rows × ldk`) and `ldk`. Used to
 /// add per-key log-weights and to exclude keys (−∞) without branches in the kernels.
-pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], &[u32], &mut [f32], usize) + Sync);
+pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], usize, &[u32], &mut [f32], usize) + Sync);
 
 /// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
 /// sets). For every query, in order, calls `sink(position in q_idx, result)`: the sink
@@ -314,6 +323,7 @@ pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], &[u32], &mut [f32], usize) 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     kern: &AttentionKernels,
+    tiles: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
     k: Rows<'_>,
@@ -326,9 +336,18 @@ pub(crate) fn attend(
     // Query blocks bound the per-thread scratch whatever the cluster size.
     for q0 in (0..q_idx.len()).step_by(Q_BLOCK) {
         let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
-        attend_block(kern, q, block, k, v, k_idx, scale, adjust, |i, result| {
-            sink(q0 + i, result)
-        });
+        attend_block(
+            kern,
+            tiles,
+            q,
+            block,
+            k,
+            v,
+            k_idx,
+            scale,
+            adjust,
+            |i, result| sink(q0 + i, result),
+        );
     }
 }
 
@@ -336,6 +355,7 @@ pub(crate) fn attend(
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     kern: &AttentionKernels,
+    t: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
     k: Rows<'_>,
@@ -350,9 +370,7 @@ fn attend_block(
     let ldv = round_up(dv, LANES);
     let m_total = q_idx.len();
     let n_total = k_idx.len();
-    TILES.with(|tiles| {
-        let mut tiles = tiles.borrow_mut();
-        let t = &mut *tiles;
+    {
         t.row_max.clear();
         t.row_max.resize(m_total, f32::NEG_INFINITY);
         t.row_sum.clear();
@@ -379,9 +397,9 @@ fn attend_block(
                 let m = Q_TILE.min(m_total - q0);
                 let s = t.s.get(m * ldk);
                 let q_tile = &t.q.get(m_total * d)[q0 * d..(q0 + m) * d];
-                (kern.qk)(q_tile, t.kt.get(d * ldk), m, d, ldk, scale, s);
+                (kern.qk)(q_tile, t.kt.get(d * ldk), m, d, ldk, scale, s, &mut t.queue);
                 if let Some(adjust) = adjust {
-                    adjust(&q_idx[q0..q0 + m], k_rows, s, ldk);
+                    adjust(&q_idx[q0..q0 + m], k0, k_rows, s, ldk);
                 }
                 if n < ldk {
                     for row in s.chunks_exact_mut(ldk) {
@@ -405,6 +423,7 @@ fn attend_block(
                     ldv,
                     (k0 > 0).then_some(&*corr),
                     acc,
+                    &mut t.queue,
                 );
             }
         }
@@ -418,7 +437,7 @@ fn attend_block(
             };
             sink(i, result);
         }
-    });
+    }
 }
 
 /// Keys transposed per block: each block of this many keys is read row by row and written

@@ -60,10 +60,19 @@ pub(crate) fn exp_in_place(values: &mut [f32]) {
 }
 
 /// S = scale · Q·Kᵀ, one row of Q against 16 columns of Kᵀ at a time.
-pub(crate) fn qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f32, s: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qk(
+    q: &[f32],
+    kt: &[f32],
+    m: usize,
+    d: usize,
+    ldk: usize,
+    scale: f32,
+    s: &mut [f32],
+    queue: &mut LineQueue,
+) {
     let scale = f32x8::splat(scale);
     // The queued lines of the next cluster, one every 8 steps (see `LineQueue`).
-    let mut queue = LineQueue::take();
     for i in 0..m {
         let q_row = &q[i * d..(i + 1) * d];
         for jb in (0..ldk).step_by(16) {
@@ -81,7 +90,6 @@ pub(crate) fn qk(q: &[f32], kt: &[f32], m: usize, d: usize, ldk: usize, scale: f
             store(s, i * ldk + jb + 8, acc1 * scale);
         }
     }
-    queue.put_back();
 }
 
 /// Online-softmax step over full padded rows (padding already −∞).
@@ -134,8 +142,8 @@ pub(crate) fn pv(
     ldv: usize,
     corr: Option<&[f32]>,
     acc: &mut [f32],
+    queue: &mut LineQueue,
 ) {
-    let mut queue = LineQueue::take();
     for i in 0..m {
         let p_row = &p[i * ldk..i * ldk + n];
         for cb in (0..ldv).step_by(16) {
@@ -159,7 +167,6 @@ pub(crate) fn pv(
             store(acc, at + 8, acc1);
         }
     }
-    queue.put_back();
 }
 
 /// Round merge ([`super::MergeFn`], shared part in [`super::merge_row`]), 8 lanes at a

@@ -8,28 +8,28 @@
 //! thread runs it, so outputs are bitwise the same for any thread count.
 
 use crate::alsh::{self, AlshKernels};
-use crate::attention::{self, AttentionKernels, Rows};
+use crate::attention::{self, AttentionKernels, Rows, TileScratch};
 use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::dense;
 use crate::error::{Error, Result};
-use hybrid::HybridScratch;
 use crate::isa::Isa;
-use crate::simd::Tier;
-use crate::runtime::threads::{for_each_index, join_if, Threads};
-use crate::runtime::prefetch::{self, LineQueue};
+use crate::runtime::pool::Pool;
+use crate::runtime::prefetch;
 use crate::runtime::profile::{timed, Stage, StageTimer};
-use combine::Running;
-use crate::sort::{self, SortKernels, SortScratch};
 use crate::runtime::stream;
+use crate::runtime::threads::{for_each_index, for_each_index_with, join_if, Threads};
+use crate::simd::Tier;
+use crate::sort::{self, SortKernels, SortScratch};
 use crate::view::{RowWriter, TensorView, TensorViewMut};
+use combine::Running;
+use hybrid::HybridScratch;
 pub(crate) mod combine;
 pub(crate) mod hybrid;
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use std::sync::Mutex;
 
 /// A SMYRF attention plan: built once, then called any number of times, from any number of
 /// threads at once.
@@ -45,7 +45,10 @@ pub struct Plan {
     attention: &'static AttentionKernels,
     sort: &'static SortKernels,
     threads: Threads,
-    scratch: Mutex<Vec<HeadScratch>>,
+    /// Per-task buffers: at most one per thread (see `attention_with`).
+    scratch: Pool<HeadScratch>,
+    /// Tile buffers and prefetch queue of each running cluster: at most one per thread.
+    tiles: Pool<TileScratch>,
 }
 
 /// Buffers of one (batch, head) task, kept by the plan and reused across calls.
@@ -129,7 +132,8 @@ impl Plan {
             alsh: alsh::kernels(tier),
             attention: attention::kernels(tier),
             sort: sort::kernels(tier),
-            scratch: Mutex::new(Vec::new()),
+            scratch: Pool::default(),
+            tiles: Pool::default(),
         })
     }
 
@@ -181,13 +185,10 @@ impl Plan {
         let largest_cluster = nq.div_ceil(config::cluster_count(ck, nk.max(1), nq.max(1)));
         let largest_call = largest_cluster.max(hybrid::largest_block_queries(&self.config, nq));
         // `attend` never gathers more than `Q_BLOCK` queries at once.
-        let tiles = attention::tile_scratch_bytes(
-            largest_call.max(nq).min(attention::Q_BLOCK),
-            self.head_dim,
-            dv,
-        )
-        // The prefetch queue of the next cluster.
-        .saturating_add(prefetch::QUEUE_BYTES);
+        let tiles =
+            attention::tile_scratch_bytes(largest_call.min(attention::Q_BLOCK), self.head_dim, dv)
+                // The prefetch queue of the next cluster.
+                .saturating_add(prefetch::QUEUE_BYTES);
         let per_head =
             per_head.saturating_add(hybrid::scratch_bytes(&self.config, nq, nk, self.head_dim));
         threads.saturating_mul(per_head.saturating_add(tiles))
@@ -236,12 +237,18 @@ impl Plan {
             lse: lse.as_ref(),
             split_sides: shape.batch * shape.q_heads < self.threads.count(),
         };
+        let tasks = shape.batch * shape.q_heads;
         self.threads.run(|parallel| {
-            for_each_index(parallel, shape.batch * shape.q_heads, |task| {
+            // With a task for every thread, each task runs on one thread: a thread never
+            // waits inside a task's parallel loop, where it could pick up another task, so
+            // no more tasks run at once than there are threads (`scratch_bytes` relies on
+            // it). With fewer tasks than threads, the clusters of each task share out the
+            // threads instead.
+            let inner = parallel && tasks < self.threads.count();
+            for_each_index(parallel, tasks, |task| {
                 let (b, h) = (task / shape.q_heads, task % shape.q_heads);
-                let mut scratch = self.take_scratch();
-                self.head(&call, b, h, parallel, &mut scratch);
-                self.return_scratch(scratch);
+                let mut scratch = self.scratch.take();
+                self.head(&call, b, h, inner, &mut scratch);
             })
         });
         Ok(())
@@ -271,24 +278,19 @@ impl Plan {
         let CallOptions { key_mask, lse } = options;
         let scale = Some(self.scale());
         self.threads.run(|parallel| {
-            dense::dense_attention(self.attention, parallel, q, k, v, key_mask, scale, out, lse)
+            dense::dense_attention(
+                self.attention,
+                &self.tiles,
+                parallel,
+                q,
+                k,
+                v,
+                key_mask,
+                scale,
+                out,
+                lse,
+            )
         })
-    }
-
-    fn take_scratch(&self) -> HeadScratch {
-        let mut pool = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pool.pop().unwrap_or_default()
-    }
-
-    fn return_scratch(&self, scratch: HeadScratch) {
-        let mut pool = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pool.push(scratch);
     }
 
     /// Design §1 for one (batch element b, query head h).
@@ -422,6 +424,7 @@ impl Plan {
                 k_perm: &s.perm[rounds * nq..],
                 clusters,
                 out: call.out,
+                tiles: &self.tiles,
                 parallel,
             };
             blocks.run(&running, &mut s.hybrid);
@@ -482,7 +485,7 @@ impl Plan {
                 *slot = valid[rank as usize];
             }
             let key_order = &key_order[..];
-            for_each_index(parallel, clusters, |c| {
+            for_each_index_with(parallel, clusters, &self.tiles, |tiles, c| {
                 let (q0, q1) = cut(c, nq, clusters);
                 let (k0, k1) = cut(c, nv, clusters);
                 let members = &q_perm[q0..q1];
@@ -496,7 +499,7 @@ impl Plan {
                     // The queue drains during this cluster's Q·Kᵀ and P·V.
                     let macs = members.len() * keys.len() * (d + v.dim);
                     let steps = macs / self.attention.macs_per_step;
-                    LineQueue::refill(steps, |queue| {
+                    tiles.queue.refill(steps, |queue| {
                         for &i in next_queries {
                             queue.push_span(q.row_start(i as usize), d);
                             // Rows written by streaming stores need no fetch.
@@ -512,6 +515,7 @@ impl Plan {
                 }
                 attention::attend(
                     self.attention,
+                    tiles,
                     q,
                     members,
                     k,
@@ -536,7 +540,7 @@ impl Plan {
                     },
                 );
                 // Whatever the kernels did not get to, before the next cluster's gathers.
-                LineQueue::drain();
+                tiles.queue.drain();
                 if r == 0 {
                     // Round 0's streamed rows before anything that publishes them.
                     stream::fence();

@@ -2,6 +2,7 @@
 //! the stage timers. Nothing here knows about attention.
 
 pub(crate) mod buffer;
+pub(crate) mod pool;
 pub(crate) mod prefetch;
 pub(crate) mod profile;
 pub(crate) mod stream;

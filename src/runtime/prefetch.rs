@@ -9,8 +9,6 @@
 //! with every line of the row, 4.7 µs with the rows already in cache, 25.3 µs without
 //! prefetch.
 
-use std::cell::Cell;
-
 /// `_MM_HINT_T0`: into every cache level.
 pub(crate) const HINT_L1: i32 = 3;
 /// `_MM_HINT_T1`: into L2 and beyond.
@@ -86,9 +84,8 @@ fn prefetch_line_l2(addr: usize) {
 /// 43.6–47.8); c = 64 every 4 steps 2–3 % slower than every 2 (every step: the same as
 /// every 2 within noise); R = 4, c = 32 every step 48.1–49.5 ms against 51.6–52.2 every 2.
 ///
-/// One queue per thread, moved out of its slot while a kernel drains it ([`LineQueue::take`],
-/// [`LineQueue::put_back`]): no borrow spans a kernel call, and a thread that never queued
-/// anything finds an empty queue.
+/// The queue is part of the tile scratch a plan owns (one per concurrently running cluster)
+/// and is handed to the kernels as an argument.
 #[derive(Default)]
 pub(crate) struct LineQueue {
     /// Line addresses (numbers, never dereferenced).
@@ -99,32 +96,20 @@ pub(crate) struct LineQueue {
     mask: usize,
 }
 
-thread_local! {
-    static QUEUE: Cell<LineQueue> = const {
-        Cell::new(LineQueue {
-            lines: Vec::new(),
-            next: 0,
-            mask: 0,
-        })
-    };
-}
-
 impl LineQueue {
-    /// Replaces this thread's queue by the lines `fill` pushes with [`LineQueue::push_span`]
-    /// (up to `QUEUE_LINES`; room for them is reserved once, so refills never allocate);
-    /// off x86-64, where nothing is prefetched, leaves it empty. `kernel_steps` is about how
-    /// many register-tile steps the kernels will run while the queue drains: it sets the
-    /// issue interval.
-    pub(crate) fn refill(kernel_steps: usize, fill: impl FnOnce(&mut LineQueue)) {
-        let mut queue = LineQueue::take();
-        queue.lines.clear();
-        queue.next = 0;
+    /// Replaces the queue by the lines `fill` pushes with [`LineQueue::push_span`] (up to
+    /// `QUEUE_LINES`; room for them is reserved once, so refills never allocate); off
+    /// x86-64, where nothing is prefetched, leaves it empty. `kernel_steps` is about how many
+    /// register-tile steps the kernels will run while the queue drains: it sets the issue
+    /// interval.
+    pub(crate) fn refill(&mut self, kernel_steps: usize, fill: impl FnOnce(&mut LineQueue)) {
+        self.lines.clear();
+        self.next = 0;
         if cfg!(target_arch = "x86_64") {
-            queue.lines.reserve_exact(QUEUE_LINES);
-            fill(&mut queue);
+            self.lines.reserve_exact(QUEUE_LINES);
+            fill(self);
         }
-        queue.mask = issue_interval(kernel_steps, queue.lines.len()) - 1;
-        queue.put_back();
+        self.mask = issue_interval(kernel_steps, self.lines.len()) - 1;
     }
 
     /// Kernel steps between two issued lines (a power of two).
@@ -152,19 +137,6 @@ impl LineQueue {
         }
     }
 
-    /// This thread's queue, moved out of its slot (which is left empty) until
-    /// [`LineQueue::put_back`].
-    #[inline(always)]
-    pub(crate) fn take() -> LineQueue {
-        QUEUE.with(Cell::take)
-    }
-
-    /// Puts the queue back into this thread's slot.
-    #[inline(always)]
-    pub(crate) fn put_back(self) {
-        QUEUE.with(|slot| slot.set(self));
-    }
-
     /// True while lines remain to be prefetched.
     #[inline(always)]
     pub(crate) fn is_pending(&self) -> bool {
@@ -180,13 +152,11 @@ impl LineQueue {
         }
     }
 
-    /// Prefetches every line still queued on this thread (what the kernels did not get to).
-    pub(crate) fn drain() {
-        let mut queue = LineQueue::take();
-        while queue.is_pending() {
-            queue.issue_next();
+    /// Prefetches every line still queued (what the kernels did not get to).
+    pub(crate) fn drain(&mut self) {
+        while self.is_pending() {
+            self.issue_next();
         }
-        queue.put_back();
     }
 }
 
@@ -244,12 +214,12 @@ mod tests {
     fn the_queue_holds_every_line_of_each_row_up_to_its_capacity() {
         let data = vec![0.0f32; 64 * 2000 + 16];
         let row = |i: usize| data[4 + 64 * i..].as_ptr(); // 16 bytes into a line: 5 lines
-        LineQueue::refill(60, |queue| {
+        let mut queue = LineQueue::default();
+        queue.refill(60, |queue| {
             for i in 0..3 {
                 queue.push_span(row(i), 64);
             }
         });
-        let queue = LineQueue::take();
         if cfg!(target_arch = "x86_64") {
             assert_eq!(queue.lines.len(), 15);
             // Consecutive lines of each row, from the line holding its first value.
@@ -261,25 +231,20 @@ mod tests {
         } else {
             assert!(queue.lines.is_empty());
         }
-        // The slot is empty while the queue is out.
-        assert!(!LineQueue::take().is_pending());
-        queue.put_back();
-        LineQueue::drain();
-        assert!(!LineQueue::take().is_pending());
+        queue.drain();
+        assert!(!queue.is_pending());
 
         // Capped: more rows than fit leave the queue exactly full, with no reallocation.
-        LineQueue::refill(0, |queue| {
+        queue.refill(0, |queue| {
             let capacity = queue.lines.capacity();
             for i in 0..2000 {
                 queue.push_span(row(i), 64);
             }
             assert_eq!(queue.lines.capacity(), capacity);
         });
-        let queue = LineQueue::take();
         if cfg!(target_arch = "x86_64") {
             assert_eq!(queue.lines.len(), QUEUE_LINES);
         }
-        queue.put_back();
     }
 
     #[test]

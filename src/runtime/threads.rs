@@ -3,6 +3,7 @@
 //! which thread runs them, so outputs are bitwise identical for every thread count.
 
 use crate::error::{Error, Result};
+use crate::runtime::pool::Pool;
 use rayon::prelude::*;
 
 /// Where a plan runs its work.
@@ -56,6 +57,26 @@ pub(crate) fn for_each_index(parallel: bool, count: usize, task: impl Fn(usize) 
         (0..count).into_par_iter().for_each(task);
     } else {
         (0..count).for_each(task);
+    }
+}
+
+/// Calls `task(item, i)` for every i in `0..count`, in parallel when `parallel` is set, with
+/// an item taken from `pool` for each run of consecutive indices on one thread. A task must
+/// not start parallel work itself: then no thread holds two items, and the pool never holds
+/// more items than there are threads.
+pub(crate) fn for_each_index_with<T: Default + Send>(
+    parallel: bool,
+    count: usize,
+    pool: &Pool<T>,
+    task: impl Fn(&mut T, usize) + Sync + Send,
+) {
+    if parallel && count > 1 {
+        (0..count)
+            .into_par_iter()
+            .for_each_init(|| pool.take(), |item, i| task(item, i));
+    } else if count > 0 {
+        let mut item = pool.take();
+        (0..count).for_each(|i| task(&mut item, i));
     }
 }
 

@@ -177,7 +177,6 @@ pub(crate) use avx512::Avx512;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use neon::Neon;
 
-
 /// Flops of one [`fma_peak`] iteration per vector lane: 12 accumulators × 2 flops.
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub(crate) const PEAK_FLOPS_PER_LANE_ITER: usize = 24;

@@ -227,7 +227,8 @@ impl SortScratch {
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn argsort_into(isa: Isa, keys: &[f32], perm: &mut [u32], scratch: &mut SortScratch) {
     assert_eq!(keys.len(), perm.len(), "argsort_into: length mismatch");
-    let tier = Tier::new(isa).unwrap_or_else(|| panic!("argsort_into: {isa} is not supported by this CPU"));
+    let tier = Tier::new(isa)
+        .unwrap_or_else(|| panic!("argsort_into: {isa} is not supported by this CPU"));
     argsort_segment(kernels(tier), keys, perm, scratch);
 }
 
@@ -261,8 +262,8 @@ pub fn argsort_many(
         Some(keys.len()),
         "argsort_many: segments do not cover keys"
     );
-    let tier =
-        Tier::new(isa).unwrap_or_else(|| panic!("argsort_many: {isa} is not supported by this CPU"));
+    let tier = Tier::new(isa)
+        .unwrap_or_else(|| panic!("argsort_many: {isa} is not supported by this CPU"));
     sort_segments(kernels(tier), keys, segment_lens, perm, scratch);
 }
 

@@ -11,13 +11,14 @@
 //!
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
-use crate::attention::{self, AttentionKernels, Rows, LANES};
-use crate::sort::ordered_key;
+use crate::attention::{self, AttentionKernels, Rows, TileScratch, LANES};
 use crate::config::{Config, SinkSelection, DEFAULT_SAMPLE_GROUP};
 use crate::error::{Error, Result};
-use crate::runtime::threads::for_each_index;
-use crate::plan::cut;
 use crate::plan::combine::Running;
+use crate::plan::cut;
+use crate::runtime::pool::Pool;
+use crate::runtime::threads::for_each_index_with;
+use crate::sort::ordered_key;
 use crate::view::{RowWriter, TensorView};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -161,6 +162,8 @@ pub(crate) struct HeadBlocks<'a> {
     pub(crate) k_perm: &'a [u32],
     pub(crate) clusters: usize,
     pub(crate) out: &'a RowWriter<'a>,
+    /// Tile scratch for the block calls, owned by the plan.
+    pub(crate) tiles: &'a Pool<TileScratch>,
     pub(crate) parallel: bool,
 }
 
@@ -210,6 +213,7 @@ impl HeadBlocks<'_> {
     /// Attention of `members` over `keys`, merged into the running results.
     fn block(
         &self,
+        tiles: &mut TileScratch,
         members: &[u32],
         keys: &[u32],
         adjust: Option<attention::TileAdjust<'_>>,
@@ -221,6 +225,7 @@ impl HeadBlocks<'_> {
         let (b, h) = (self.b, self.h);
         attention::attend(
             self.kern,
+            tiles,
             self.q,
             members,
             self.k,
@@ -303,24 +308,26 @@ impl HeadBlocks<'_> {
     /// their band; the hook keeps each query's own window.
     fn window_block(&self, query_ids: &[u32], candidates: &[u32], running: &Running<'_>) {
         let half = self.half();
-        let keep_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
-            let n = k_ids.len();
-            let mut window = WindowCursor::default();
-            for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
-                let (a, z) = window.advance(k_ids, qi, half);
-                row[..a].fill(f32::NEG_INFINITY);
-                row[z..n].fill(f32::NEG_INFINITY);
-            }
-        };
+        let keep_window =
+            move |q_ids: &[u32], _: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
+                let n = k_ids.len();
+                let mut window = WindowCursor::default();
+                for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
+                    let (a, z) = window.advance(k_ids, qi, half);
+                    row[..a].fill(f32::NEG_INFINITY);
+                    row[z..n].fill(f32::NEG_INFINITY);
+                }
+            };
         let tile = window_tile(half as usize);
         let tasks = self.nq.div_ceil(tile);
-        for_each_index(self.parallel, tasks, |t| {
+        for_each_index_with(self.parallel, tasks, self.tiles, |tiles, t| {
             let (q0, q1) = (t * tile, ((t + 1) * tile).min(self.nq));
             let lo = (q0 as u32).saturating_sub(half);
             let hi = (q1 as u32 - 1).saturating_add(half);
             let a = candidates.partition_point(|&j| j < lo);
             let z = a + candidates[a..].partition_point(|&j| j <= hi);
             self.block(
+                tiles,
                 &query_ids[q0..q1],
                 &candidates[a..z],
                 Some(&keep_window),
@@ -393,20 +400,21 @@ impl HeadBlocks<'_> {
     fn cluster_round(&self, r: usize, s: &mut HybridScratch, running: &Running<'_>) {
         self.build_round(r, usize::MAX, s);
         let half = self.half();
-        let drop_window = move |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
-            drop_window_columns(q_ids, k_ids, 0, s, ldk, half);
-        };
+        let drop_window =
+            move |q_ids: &[u32], _: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
+                drop_window_columns(q_ids, k_ids, 0, s, ldk, half);
+            };
         let adjust: Option<attention::TileAdjust<'_>> = if self.config.window > 0 {
             Some(&drop_window)
         } else {
             None
         };
         let s = &*s;
-        for_each_index(self.parallel, self.clusters, |c| {
+        for_each_index_with(self.parallel, self.clusters, self.tiles, |tiles, c| {
             // Without sample groups, group c is cluster c.
             let members = &s.group_members[s.group_bounds[c]..s.group_bounds[c + 1]];
             let keys = &s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]];
-            self.block(members, keys, adjust, running);
+            self.block(tiles, members, keys, adjust, running);
         });
     }
 
@@ -482,15 +490,14 @@ impl HeadBlocks<'_> {
 
     fn run_round_zero_batch(&self, s: &HybridScratch, running: &Running<'_>) {
         let (half, window) = (self.half(), self.config.window > 0);
-        for_each_index(self.parallel, s.blocks.len(), |i| {
+        for_each_index_with(self.parallel, s.blocks.len(), self.tiles, |tiles, i| {
             let block = s.blocks[i];
             let keys = &s.block_keys[block.k0..block.k3];
             let g = block.group;
             let members = &s.group_members[s.group_bounds[g]..s.group_bounds[g + 1]];
-            let adjust = |q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize| {
-                // The driver hands the hook sub-slices of `keys` (key tiles); locate this one
-                // to split its columns into sinks, cluster keys and samples.
-                let at = (k_ids.as_ptr() as usize - keys.as_ptr() as usize) / 4;
+            let adjust = |q_ids: &[u32], at: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
+                // `at`: where this key tile starts in `keys`, to split its columns into
+                // sinks, cluster keys and samples.
                 let n = k_ids.len();
                 let local = |x: usize| (x - block.k0).saturating_sub(at).min(n);
                 let (c0, c1) = (local(block.k1), local(block.k2));
@@ -508,6 +515,7 @@ impl HeadBlocks<'_> {
             };
             let needs_hook = window || block.log_weight != 0.0;
             self.block(
+                tiles,
                 members,
                 keys,
                 needs_hook.then_some(&adjust as attention::TileAdjust<'_>),
