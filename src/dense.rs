@@ -6,10 +6,10 @@ use crate::attention::{self, AttentionKernels, TileScratch};
 use crate::call::{check_call, valid_keys, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::error::Result;
-use crate::plan::head_rows;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::for_each_index_with;
 use crate::simd::Tier;
+use crate::view::head_rows;
 use crate::view::{TensorView, TensorViewMut};
 
 /// Queries per dense task: each gathered key tile is reused by this many queries, and

@@ -4,11 +4,12 @@
 //! supported first.
 
 use crate::alsh;
-use crate::attention::{self, Rows};
+use crate::attention::{self};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use crate::runtime::prefetch::LineQueue;
 use crate::simd::Tier;
+use crate::view::Rows;
 
 /// The tier `isa`, or the error a plan asking for it would get.
 fn tier(isa: Isa) -> Result<Tier> {
@@ -34,7 +35,8 @@ pub fn merge(
     max: f32,
     sum: f32,
 ) -> Result<()> {
-    (attention::kernels(tier(isa)?).merge)(row, run_max, run_sum, acc, max, sum);
+    let kern = attention::kernels(tier(isa)?);
+    crate::plan::combine::merge_row(kern, row, run_max, run_sum, acc, max, sum);
     Ok(())
 }
 
@@ -138,8 +140,9 @@ pub fn fma_peak(isa: Isa, iterations: usize) -> Result<(f64, f32)> {
     Ok((flops as f64, (kernel.run)(iterations)))
 }
 
-/// Runs `job` with stage timing on; returns CPU seconds per [`crate::Stage`] (projection,
+/// Runs `job` with stage timing on; returns CPU seconds per [`Stage`] (projection,
 /// sort, gather, kernels, combine).
+#[cfg(feature = "profile")]
 pub fn profile_stages(job: impl FnOnce()) -> [f64; 5] {
     crate::runtime::profile::profile(job)
 }

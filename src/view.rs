@@ -312,3 +312,39 @@ impl RowWriter<'_> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.shape.dim) }
     }
 }
+
+/// Rows of one (batch, head) of a tensor view: row i starts at `base + i·stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) base: usize,
+    pub(crate) stride: usize,
+    pub(crate) dim: usize,
+}
+
+impl<'a> Rows<'a> {
+    #[inline(always)]
+    pub(crate) fn row(&self, i: usize) -> &'a [f32] {
+        let start = self.base + i * self.stride;
+        &self.data[start..start + self.dim]
+    }
+
+    /// Where row i starts, for a prefetch: formed with wrapping arithmetic, never read.
+    #[inline(always)]
+    pub(crate) fn row_start(&self, i: usize) -> *const f32 {
+        self.data
+            .as_ptr()
+            .wrapping_add(self.base.wrapping_add(i.wrapping_mul(self.stride)))
+    }
+}
+
+/// Rows of head h of batch element b.
+pub(crate) fn head_rows<'a>(view: &TensorView<'a>, b: usize, h: usize) -> Rows<'a> {
+    let shape = view.shape();
+    Rows {
+        data: view.data(),
+        base: shape.row_offset(b, h, 0),
+        stride: shape.seq_stride,
+        dim: shape.dim,
+    }
+}

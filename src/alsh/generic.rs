@@ -11,8 +11,8 @@
 //! during the copy; while the rounds run on the tile, the next rows are prefetched a share per
 //! round, so the memory traffic overlaps the arithmetic.
 
-use crate::attention::Rows;
 use crate::simd::SimdF32;
+use crate::view::Rows;
 use core::mem::MaybeUninit;
 
 /// Largest row block of any tier (AVX-512: 16 rows, one per lane).
@@ -307,7 +307,7 @@ unsafe fn store_lanes<S: SimdF32>(v: S::V, dst: &mut [f32], first: bool) {
 macro_rules! alsh_tier {
     ($simd:ty, $features:literal, $project:ident) => {
         use super::generic;
-        use crate::attention::Rows;
+        use crate::view::Rows;
         use $simd as S;
 
         #[target_feature(enable = $features)]

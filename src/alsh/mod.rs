@@ -11,9 +11,9 @@ mod generic;
 mod neon;
 pub(crate) mod portable;
 
-use crate::attention::Rows;
 use crate::isa::Isa;
 use crate::simd::Tier;
+use crate::view::Rows;
 
 /// Which side a row set is: it selects the projection row its lift coordinate multiplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

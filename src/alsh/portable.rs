@@ -1,7 +1,7 @@
 //! Portable projection kernel on `wide::f32x8`: blocks of 8 rows, one round at a time, an
 //! 8 → 1 transposing reduction per round (design §4), like the SIMD tiers' generic body.
 
-use crate::attention::Rows;
+use crate::view::Rows;
 use wide::f32x8;
 
 /// Rows per block: one per lane.

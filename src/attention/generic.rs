@@ -366,39 +366,25 @@ pub(crate) unsafe fn softmax<S: SimdF32>(
     }
 }
 
-/// Merges one round's unnormalised row `acc` (softmax max and sum) into `row`, whose running
-/// (max, sum) pair is updated ([`super::MergeFn`], shared part in [`super::merge_row`]).
+/// `x = x·a + y·b` elementwise ([`super::BlendFn`]): two products and a sum per element,
+/// in the vector loop and in the scalar tail alike, so every tier gives the same bits.
 #[inline(always)]
-pub(crate) unsafe fn merge<S: SimdF32>(
-    row: &mut [f32],
-    run_max: &mut f32,
-    run_sum: &mut f32,
-    acc: &[f32],
-    max: f32,
-    sum: f32,
-) {
-    super::merge_row(
-        row,
-        run_max,
-        run_sum,
-        acc,
-        max,
-        sum,
-        S::LANES,
-        |x, y, w_old, w_new| {
-            let (x_ptr, y_ptr) = (x.as_mut_ptr(), y.as_ptr());
-            // SAFETY: x and y hold the same whole number of vectors, so at + LANES ≤ their
-            // length; the tier is the caller's.
-            unsafe {
-                let (a, b) = (S::splat(w_old), S::splat(w_new));
-                for at in (0..x.len()).step_by(S::LANES) {
-                    let xv = S::load(x_ptr.add(at));
-                    let yv = S::load(y_ptr.add(at));
-                    S::store(x_ptr.add(at), S::add(S::mul(xv, a), S::mul(yv, b)));
-                }
-            }
-        },
-    );
+pub(crate) unsafe fn blend<S: SimdF32>(x: &mut [f32], y: &[f32], a: f32, b: f32) {
+    assert_eq!(x.len(), y.len(), "blend extents");
+    let whole = x.len() / S::LANES * S::LANES;
+    let (x_ptr, y_ptr) = (x.as_mut_ptr(), y.as_ptr());
+    // SAFETY: at + LANES ≤ whole ≤ the common length; the tier is the caller's.
+    unsafe {
+        let (av, bv) = (S::splat(a), S::splat(b));
+        for at in (0..whole).step_by(S::LANES) {
+            let xv = S::load(x_ptr.add(at));
+            let yv = S::load(y_ptr.add(at));
+            S::store(x_ptr.add(at), S::add(S::mul(xv, av), S::mul(yv, bv)));
+        }
+    }
+    for (x, &y) in x[whole..].iter_mut().zip(&y[whole..]) {
+        *x = *x * a + y * b;
+    }
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]): non-temporal stores when `stream` is set and
@@ -510,16 +496,9 @@ macro_rules! attention_tier {
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn merge_impl(
-            row: &mut [f32],
-            run_max: &mut f32,
-            run_sum: &mut f32,
-            acc: &[f32],
-            max: f32,
-            sum: f32,
-        ) {
+        unsafe fn blend_impl(x: &mut [f32], y: &[f32], a: f32, b: f32) {
             // SAFETY: as above.
-            unsafe { generic::merge::<S>(row, run_max, run_sum, acc, max, sum) }
+            unsafe { generic::blend::<S>(x, y, a, b) }
         }
 
         #[target_feature(enable = $features)]
@@ -585,16 +564,9 @@ macro_rules! attention_tier {
             unsafe { exp_impl(values) }
         }
 
-        pub(super) fn merge(
-            row: &mut [f32],
-            run_max: &mut f32,
-            run_sum: &mut f32,
-            acc: &[f32],
-            max: f32,
-            sum: f32,
-        ) {
+        pub(super) fn blend(x: &mut [f32], y: &[f32], a: f32, b: f32) {
             // SAFETY: as for the Q·Kᵀ entry.
-            unsafe { merge_impl(row, run_max, run_sum, acc, max, sum) }
+            unsafe { blend_impl(x, y, a, b) }
         }
 
         pub(super) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {

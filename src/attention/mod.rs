@@ -25,6 +25,7 @@ use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::runtime::prefetch::{prefetch_span, LineQueue, HINT_L1};
 use crate::runtime::profile::{Stage, StageTimer};
 use crate::simd::Tier;
+use crate::view::Rows;
 
 pub use exp::exp_nonpositive;
 
@@ -76,72 +77,13 @@ pub(crate) type PvFn = fn(
 );
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
-/// Round merge (design §1 step 6): the log-sum-exp merge of a round's result into a query's
-/// running result, kept as a (max, sum) pair (log-sum-exp `run_max + ln(run_sum)`), with
-/// the round's result as its unnormalised row `acc` and its softmax's `max` and `sum` (output
-/// `acc / sum`). Needs one exp and no logarithm per row; rows with no finite max on either
-/// side are left as they are.
-pub(crate) type MergeFn =
-    fn(row: &mut [f32], run_max: &mut f32, run_sum: &mut f32, acc: &[f32], max: f32, sum: f32);
+/// `x = x·a + y·b` elementwise, with two products and a sum per element in every tier (the
+/// same bits everywhere): the vector part of the round merge (`crate::plan::combine`).
+pub(crate) type BlendFn = fn(x: &mut [f32], y: &[f32], a: f32, b: f32);
 /// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
 /// when `stream` is set and the row lies on whole cache lines (`crate::runtime::stream::can_stream`);
 /// the caller fences (`crate::runtime::stream::fence`) after streaming.
 pub(crate) type ScaleStoreFn = fn(row: &mut [f32], o: &[f32], scale: f32, stream: bool);
-/// The weights of a [`MergeFn`], shared by every tier: with top = max(run_max, max),
-/// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns
-/// (a / total, e^(max − top) / total, top, total): the weight of the running row, the weight
-/// of the unnormalised `acc`, and the merged (max, sum). One of the two exponentials is
-/// e^0 = 1 and is not computed. `None` when neither max is finite (or one is NaN and the
-/// other −∞): the row is left as it is.
-#[inline(always)]
-pub(crate) fn merge_weights(
-    run_max: f32,
-    run_sum: f32,
-    max: f32,
-    sum: f32,
-) -> Option<(f32, f32, f32, f32)> {
-    let top = run_max.max(max);
-    if top == f32::NEG_INFINITY || top.is_nan() {
-        return None;
-    }
-    let (e_old, e_new) = if run_max >= max {
-        (1.0, exp_nonpositive(max - top))
-    } else {
-        (exp_nonpositive(run_max - top), 1.0)
-    };
-    let total = run_sum * e_old + sum * e_new;
-    Some((run_sum * e_old / total, e_new / total, top, total))
-}
-
-/// The part of a [`MergeFn`] every tier shares: the weights ([`merge_weights`]), the
-/// elements after the last whole vector of `lanes`, and the updated (max, sum) pair.
-/// `vector(x, y, w_old, w_new)` merges the leading whole vectors, `x = x·w_old + y·w_new`
-/// with two products and a sum, as the scalar tail does, so every tier gives the same bits.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn merge_row(
-    row: &mut [f32],
-    run_max: &mut f32,
-    run_sum: &mut f32,
-    acc: &[f32],
-    max: f32,
-    sum: f32,
-    lanes: usize,
-    vector: impl FnOnce(&mut [f32], &[f32], f32, f32),
-) {
-    assert_eq!(row.len(), acc.len(), "merge extents");
-    let Some((w_old, w_new, top, total)) = merge_weights(*run_max, *run_sum, max, sum) else {
-        return;
-    };
-    let whole = row.len() / lanes * lanes;
-    let (vectors, tail) = row.split_at_mut(whole);
-    vector(vectors, &acc[..whole], w_old, w_new);
-    for (x, &y) in tail.iter_mut().zip(&acc[whole..]) {
-        *x = *x * w_old + y * w_new;
-    }
-    (*run_max, *run_sum) = (top, total);
-}
-
 /// One query's result from [`attend`]: its output row is `acc / sum` and its log-sum-exp
 /// `max + ln(sum)`, computed by whoever needs them (the SMYRF rounds merge without either).
 #[derive(Clone, Copy)]
@@ -180,7 +122,7 @@ pub(crate) struct AttentionKernels {
     pub(crate) pv: PvFn,
     #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub(crate) exp: ExpFn,
-    pub(crate) merge: MergeFn,
+    pub(crate) blend: BlendFn,
     pub(crate) scale_store: ScaleStoreFn,
     pub(crate) transpose16: Option<Transpose16Fn>,
     /// Multiply-adds per register-tile step of the Q·Kᵀ kernel.
@@ -192,7 +134,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     softmax: portable::softmax,
     pv: portable::pv,
     exp: portable::exp_in_place,
-    merge: portable::merge,
+    blend: portable::blend,
     scale_store: portable::scale_store,
     transpose16: None,
     macs_per_step: portable::MACS_PER_STEP,
@@ -204,7 +146,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     softmax: avx2::softmax,
     pv: avx2::pv_avx2_6x16,
     exp: avx2::exp_in_place,
-    merge: avx2::merge,
+    blend: avx2::blend,
     scale_store: avx2::scale_store,
     transpose16: None,
     macs_per_step: avx2::MACS_PER_STEP,
@@ -216,7 +158,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     softmax: avx512::softmax,
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
-    merge: avx512::merge,
+    blend: avx512::blend,
     scale_store: avx512::scale_store,
     transpose16: Some(avx512::transpose16),
     macs_per_step: avx512::MACS_PER_STEP,
@@ -228,7 +170,7 @@ const NEON: AttentionKernels = AttentionKernels {
     softmax: neon::softmax,
     pv: neon::pv_neon_8x8,
     exp: neon::exp_in_place,
-    merge: neon::merge,
+    blend: neon::blend,
     scale_store: neon::scale_store,
     transpose16: None,
     macs_per_step: neon::MACS_PER_STEP,
@@ -245,31 +187,6 @@ pub(crate) fn kernels(tier: Tier) -> &'static AttentionKernels {
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => &NEON,
         _ => &PORTABLE,
-    }
-}
-
-/// Rows of one (batch, head) of a tensor view: row i starts at `base + i·stride`.
-#[derive(Clone, Copy)]
-pub(crate) struct Rows<'a> {
-    pub(crate) data: &'a [f32],
-    pub(crate) base: usize,
-    pub(crate) stride: usize,
-    pub(crate) dim: usize,
-}
-
-impl<'a> Rows<'a> {
-    #[inline(always)]
-    pub(crate) fn row(&self, i: usize) -> &'a [f32] {
-        let start = self.base + i * self.stride;
-        &self.data[start..start + self.dim]
-    }
-
-    /// Where row i starts, for a prefetch: formed with wrapping arithmetic, never read.
-    #[inline(always)]
-    pub(crate) fn row_start(&self, i: usize) -> *const f32 {
-        self.data
-            .as_ptr()
-            .wrapping_add(self.base.wrapping_add(i.wrapping_mul(self.stride)))
     }
 }
 
@@ -314,7 +231,7 @@ pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], usize, &[u32], &mut [f32], 
 
 /// Softmax attention of the queries `q_idx` over the keys `k_idx` (indices into the row
 /// sets). For every query, in order, calls `sink(position in q_idx, result)`: the sink
-/// normalises while it stores or merges (see [`RowResult`], [`MergeFn`], [`ScaleStoreFn`]).
+/// normalises while it stores or merges (see [`RowResult`], [`ScaleStoreFn`]).
 ///
 /// Blocking: the queries are gathered once; keys stream in tiles of `K_TILE` (each gathered
 /// once, transposed) and every 64-query sub-tile is updated with an online softmax, so a

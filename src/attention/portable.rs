@@ -169,32 +169,19 @@ pub(crate) fn pv(
     }
 }
 
-/// Round merge ([`super::MergeFn`], shared part in [`super::merge_row`]), 8 lanes at a
-/// time: `x·w_old + y·w_new` per element, the same bits as every other tier.
-pub(crate) fn merge(
-    row: &mut [f32],
-    run_max: &mut f32,
-    run_sum: &mut f32,
-    acc: &[f32],
-    max: f32,
-    sum: f32,
-) {
-    super::merge_row(
-        row,
-        run_max,
-        run_sum,
-        acc,
-        max,
-        sum,
-        8,
-        |x, y, w_old, w_new| {
-            let (a, b) = (f32x8::splat(w_old), f32x8::splat(w_new));
-            for at in (0..x.len()).step_by(8) {
-                let merged = load(x, at) * a + load(y, at) * b;
-                store(x, at, merged);
-            }
-        },
-    );
+/// `x = x·a + y·b` elementwise ([`super::BlendFn`]), 8 lanes at a time: the same bits as
+/// every other tier.
+pub(crate) fn blend(x: &mut [f32], y: &[f32], a: f32, b: f32) {
+    assert_eq!(x.len(), y.len(), "blend extents");
+    let whole = x.len() / 8 * 8;
+    let (av, bv) = (f32x8::splat(a), f32x8::splat(b));
+    for at in (0..whole).step_by(8) {
+        let merged = load(x, at) * av + load(y, at) * bv;
+        store(x, at, merged);
+    }
+    for (x, &y) in x[whole..].iter_mut().zip(&y[whole..]) {
+        *x = *x * a + y * b;
+    }
 }
 
 /// `row = o · scale` ([`super::ScaleStoreFn`]), streamed where allowed.

@@ -9,7 +9,8 @@
 //!   in a Rust enum would be undefined behaviour;
 //! - on any error nothing is written through an output pointer, and
 //!   `smyrf_last_error_message` says what was wrong;
-//! - a panic never unwinds into C: it is caught and reported as `SMYRF_ERROR_PANIC`.
+//! - a panic never unwinds into C: it is caught and reported as `SMYRF_ERROR_PANIC`, the one
+//!   status after which the outputs may hold partial results.
 
 // The C names are the public contract; they are spelled the C way on the Rust side too, so
 // the header is generated without renaming rules.
@@ -471,7 +472,7 @@ pub extern "C" fn smyrf_status_message(status: u32) -> *const c_char {
         2 => c"invalid argument",
         3 => c"instruction set not supported by this CPU",
         4 => c"out of memory",
-        5 => c"internal error (panic caught at the library boundary)",
+        5 => c"internal error (a panic caught at the library boundary; outputs may hold partial results)",
         _ => c"unknown status code",
     };
     text.as_ptr()

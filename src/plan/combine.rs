@@ -3,7 +3,9 @@
 //! log-sum-exp `max + ln(sum)` is taken once, at the end. Keeping the pair instead of the
 //! log-sum-exp makes a merge cost one exp and no logarithm per row.
 
-use crate::attention::{AttentionKernels, RowResult};
+#[cfg(doc)]
+use crate::attention::BlendFn;
+use crate::attention::{exp_nonpositive, AttentionKernels, RowResult};
 use crate::call::SharedSlice;
 
 /// The (max, sum) pairs of one head's queries, shared by the tasks that merge into them.
@@ -72,7 +74,7 @@ impl<'a> Running<'a> {
         unsafe {
             let (max, sum) = (&mut self.max.range(qi, 1)[0], &mut self.sum.range(qi, 1)[0]);
             if *max != f32::NEG_INFINITY {
-                (kern.merge)(row, max, sum, result.acc, result.max, result.sum);
+                merge_row(kern, row, max, sum, result.acc, result.max, result.sum);
                 return;
             }
             self.store(kern, qi, row, result, false);
@@ -85,4 +87,54 @@ pub(crate) fn log_sum_exp(max: &[f32], sum: &[f32], lse: &mut [f32]) {
     for ((lse, &max), &sum) in lse.iter_mut().zip(max).zip(sum) {
         *lse = max + sum.ln();
     }
+}
+
+/// The weights of a round merge ([`merge_row`]): with top = max(run_max, max),
+/// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns
+/// (a / total, e^(max − top) / total, top, total): the weight of the running row, the weight
+/// of the unnormalised `acc`, and the merged (max, sum). One of the two exponentials is
+/// e^0 = 1 and is not computed. `None` when neither max is finite (or one is NaN and the
+/// other −∞): the row is left as it is.
+#[inline(always)]
+pub(crate) fn merge_weights(
+    run_max: f32,
+    run_sum: f32,
+    max: f32,
+    sum: f32,
+) -> Option<(f32, f32, f32, f32)> {
+    let top = run_max.max(max);
+    if top == f32::NEG_INFINITY || top.is_nan() {
+        return None;
+    }
+    let (e_old, e_new) = if run_max >= max {
+        (1.0, exp_nonpositive(max - top))
+    } else {
+        (exp_nonpositive(run_max - top), 1.0)
+    };
+    let total = run_sum * e_old + sum * e_new;
+    Some((run_sum * e_old / total, e_new / total, top, total))
+}
+
+/// The round merge (design §1 step 6): the log-sum-exp merge of a round's result into a
+/// query's running result, kept as a (max, sum) pair (log-sum-exp `run_max + ln(run_sum)`),
+/// with the round's result as its unnormalised row `acc` and its softmax's `max` and `sum`
+/// (output `acc / sum`): `row = row·w_old + acc·w_new` by the tier's [`BlendFn`], one exp
+/// and no logarithm per row. Rows with no finite max on either side are left as they are.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn merge_row(
+    kern: &AttentionKernels,
+    row: &mut [f32],
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
+) {
+    assert_eq!(row.len(), acc.len(), "merge extents");
+    let Some((w_old, w_new, top, total)) = merge_weights(*run_max, *run_sum, max, sum) else {
+        return;
+    };
+    (kern.blend)(row, acc, w_old, w_new);
+    (*run_max, *run_sum) = (top, total);
 }

@@ -1,6 +1,7 @@
-//! Optional per-stage timing for the end-to-end benchmark: off by default (one relaxed atomic
-//! load per stage), switched on by `testing::profile_stages`. Times are summed over threads,
-//! so shares are shares of CPU time.
+//! Optional per-stage timing for the end-to-end benchmark. Compiled in only with the
+//! `profile` feature (without it a timer is an empty value), and then still off until
+//! `internals::profile_stages` switches it on (one relaxed atomic load per stage). Times are
+//! summed over threads, so shares are shares of CPU time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -34,7 +35,8 @@ pub(crate) struct StageTimer {
 impl StageTimer {
     #[inline(always)]
     pub(crate) fn start(stage: Stage) -> StageTimer {
-        let start = ENABLED.load(Ordering::Relaxed).then(Instant::now);
+        let on = cfg!(feature = "profile") && ENABLED.load(Ordering::Relaxed);
+        let start = on.then(Instant::now);
         StageTimer { stage, start }
     }
 }
@@ -58,6 +60,7 @@ pub(crate) fn timed<R>(stage: Stage, f: impl FnOnce() -> R) -> R {
 
 /// Runs `job` with profiling on and returns the CPU seconds spent in each stage, in the order
 /// of [`Stage`]. Not meant to run concurrently with other profiled jobs.
+#[cfg(feature = "profile")]
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub(crate) fn profile(job: impl FnOnce()) -> [f64; STAGES] {
     for n in &NANOS {

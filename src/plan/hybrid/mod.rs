@@ -11,7 +11,7 @@
 //!
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
-use crate::attention::{self, AttentionKernels, Rows, TileScratch, LANES};
+use crate::attention::{self, AttentionKernels, TileScratch, LANES};
 use crate::config::{Config, SinkSelection, DEFAULT_SAMPLE_GROUP};
 use crate::error::{Error, Result};
 use crate::plan::combine::Running;
@@ -19,6 +19,7 @@ use crate::plan::cut;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::for_each_index_with;
 use crate::sort::ordered_key;
+use crate::view::Rows;
 use crate::view::{RowWriter, TensorView};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
