@@ -22,6 +22,7 @@
 //! V `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, any strides with a contiguous last axis,
 //! grouped-query heads, an optional key padding mask `[B, Nk]`.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 // Leaves: no imports from the crate beyond each other.

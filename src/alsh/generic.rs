@@ -149,12 +149,14 @@ impl<'a> Block<'a> {
     #[inline(always)]
     fn row(&self, j: usize) -> *const f32 {
         match *self {
-            // SAFETY: start + j'·stride + dim ≤ end ≤ data.len() for j' < count (`new`).
             Block::Strided {
                 first,
                 stride,
                 count,
-            } => unsafe { first.add(j.min(count - 1) * stride) },
+            } => {
+                // SAFETY: start + j'·stride + dim ≤ end ≤ data.len() for j' < count (`new`).
+                unsafe { first.add(j.min(count - 1) * stride) }
+            }
             Block::Indexed { rows, idx } => rows.row(idx[j.min(idx.len() - 1)] as usize).as_ptr(),
         }
     }

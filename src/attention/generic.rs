@@ -75,7 +75,7 @@ pub(crate) unsafe fn gemm<S: SimdF32, const MR: usize, const NV: usize, const PF
 ) {
     debug_assert!(ncols.is_multiple_of(S::LANES));
     let mut j = 0;
-    // SAFETY (all column blocks): columns j..j+W·LANES ≤ ncols by the loop bounds.
+    // SAFETY: (all column blocks) columns j..j+W·LANES ≤ ncols by the loop bounds.
     unsafe {
         while j + NV * S::LANES <= ncols {
             column_block::<S, MR, NV, PF>(a, lda, b, ldb, c, ldc, m, j, kdim, epilogue, queue);
@@ -147,7 +147,7 @@ unsafe fn column_block<S: SimdF32, const MR: usize, const W: usize, const PF: bo
     queue: &mut LineQueue,
 ) {
     let mut i = 0;
-    // SAFETY (all tile calls): rows i..i+R ≤ m by the loop bounds; columns by the caller.
+    // SAFETY: (all tile calls) rows i..i+R ≤ m by the loop bounds; columns by the caller.
     unsafe {
         while i + MR <= m {
             tile::<S, MR, W, PF>(a, lda, b, ldb, c, ldc, i, j, kdim, epilogue, queue);

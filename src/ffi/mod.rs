@@ -816,7 +816,7 @@ impl CallBuffers<'_> {
                 }
             }
         }
-        // SAFETY (all slices below): each pointer is non-NULL, aligned and covers the checked
+        // SAFETY: (all slices below) each pointer is non-NULL, aligned and covers the checked
         // extent its shape names, which the caller guarantees is readable (inputs) or
         // writable (outputs); the written ranges overlap nothing else, so no `&mut` aliases.
         let (q, k, v) = unsafe {
