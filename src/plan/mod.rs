@@ -375,3 +375,47 @@ fn check_plan_args(config: &Config, head_dim: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls from several threads at once into one plan's pool, each with more (batch ×
+    /// head) tasks than the pool has threads: a worker that waited inside a task's parallel
+    /// loop would pick up another call's task meanwhile, holding two sets. No more task
+    /// scratch sets or tile sets are ever made than there are threads, which is what
+    /// `Plan::scratch_bytes` counts.
+    #[test]
+    fn no_more_scratch_sets_than_threads() {
+        let (b, h, n, d) = (2, 2, 2048, 8);
+        let data: Vec<f32> = (0..b * h * n * d)
+            .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let view = TensorView::bhnd(&data, b, h, n, d).unwrap();
+        let threads = 2;
+        for config in [
+            Config::default().q_cluster_size(8),
+            Config::default()
+                .q_cluster_size(8)
+                .n_sinks(2)
+                .window(4)
+                .n_samples(2),
+        ] {
+            let plan = Plan::new(config.num_threads(threads), d).unwrap();
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| {
+                        let mut out = vec![0.0f32; data.len()];
+                        for _ in 0..10 {
+                            let mut o = TensorViewMut::bhnd(&mut out, b, h, n, d).unwrap();
+                            plan.attention(&view, &view, &view, &mut o).unwrap();
+                        }
+                    });
+                }
+            });
+            let (sets, tiles) = (plan.scratch.made(), plan.tiles.made());
+            assert!(sets <= threads, "{sets} task sets");
+            assert!(tiles <= threads, "{tiles} tile sets");
+        }
+    }
+}

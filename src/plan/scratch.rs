@@ -27,9 +27,12 @@ pub(super) struct HeadScratch {
 }
 
 impl Plan {
-    /// Upper bound, in bytes, of the scratch one call with these lengths allocates (reused
-    /// by later calls): per concurrent (batch, head) task O(R·(Nq + Nk)), plus one set of
-    /// attention tiles per thread. Never proportional to Nq·Nk.
+    /// Upper bound, in bytes, of the scratch the plan holds for calls with these lengths
+    /// (kept and reused by later calls): per thread one (batch, head) task set,
+    /// O(R·(Nq + Nk)), and one set of attention tiles. Never proportional to Nq·Nk. It holds
+    /// for any number of concurrent calls with at least as many (batch, head) tasks as
+    /// threads; a call with fewer tasks spreads each task over the threads, and concurrent
+    /// calls of that kind may hold one task set more each.
     pub fn scratch_bytes(&self, nq: usize, nk: usize, dv: usize) -> usize {
         let rounds = self.config.n_hashes;
         // Saturating throughout: lengths near 2^32 must not wrap to a small bound.
