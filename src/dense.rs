@@ -34,7 +34,7 @@ pub(crate) fn dense_attention_default(
 }
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
-/// output as [`crate::Plan::attention`]. `scale` `None` means 1/sqrt(d). The tasks run in
+/// output as SMYRF attention. `scale` `None` means 1/sqrt(d). The tasks run in
 /// parallel on the current rayon pool when `parallel` is set.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_attention(

@@ -78,7 +78,7 @@ pub(crate) type PvFn = fn(
 /// In-place exp of values ≤ 0.
 pub(crate) type ExpFn = fn(values: &mut [f32]);
 /// `x = x·a + y·b` elementwise, with two products and a sum per element in every tier (the
-/// same bits everywhere): the vector part of the round merge (`crate::plan::combine`).
+/// same bits everywhere): the vector part of the pipeline's round merge.
 pub(crate) type BlendFn = fn(x: &mut [f32], y: &[f32], a: f32, b: f32);
 /// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
 /// when `stream` is set and the row lies on whole cache lines (`crate::runtime::stream::can_stream`);

@@ -12,9 +12,9 @@ pub(crate) trait SimdF32 {
     unsafe fn load(p: *const f32) -> Self::V;
     /// Unaligned store of `LANES` values.
     unsafe fn store(p: *mut f32, v: Self::V);
-    /// Non-temporal store of `LANES` values at `p`, aligned to a whole vector (see
-    /// `crate::stream`); a plain store where the tier has none. Followed by
-    /// `crate::runtime::stream::fence` before the values are published.
+    /// Non-temporal store of `LANES` values at `p`, aligned to a whole vector; a plain store
+    /// where the tier has none. The caller fences (the runtime's `stream::fence`) before the
+    /// values are published.
     #[inline(always)]
     unsafe fn stream(p: *mut f32, v: Self::V) {
         // SAFETY: the caller's pointer, valid for `LANES` values.
