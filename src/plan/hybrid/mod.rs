@@ -11,18 +11,22 @@
 //!
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
-use crate::attention::{self, AttentionKernels, TileScratch, LANES};
-use crate::config::{Config, SinkSelection, DEFAULT_SAMPLE_GROUP};
+mod samples;
+mod sinks;
+mod window;
+
+pub(crate) use samples::{draw_samples_into, sample_seed};
+
+use crate::attention::{self, AttentionKernels, TileScratch};
+use crate::config::{Config, DEFAULT_SAMPLE_GROUP};
 use crate::error::{Error, Result};
 use crate::plan::combine::Running;
 use crate::plan::cut;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::for_each_index_with;
-use crate::sort::ordered_key;
 use crate::view::Rows;
 use crate::view::{RowWriter, TensorView};
-use rand::{RngCore, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use window::{drop_window_columns, window_tile};
 
 /// Round-0 blocks (sample groups) prepared before their attention runs in parallel.
 const SAMPLE_BATCH: usize = 64;
@@ -81,18 +85,6 @@ fn sample_group(config: &Config) -> usize {
         DEFAULT_SAMPLE_GROUP
     } else {
         config.sample_group
-    }
-}
-
-/// Consecutive queries per window tile: a tile of T queries attends to the T + 2·half keys
-/// of its band, so T is small (few logits outside each query's own window) and chosen so
-/// that the band fills whole 16-key vectors of the logit tile.
-fn window_tile(half: usize) -> usize {
-    let tile = LANES - 2 * (half % (LANES / 2)); // LANES − (2·half mod LANES), overflow-free
-    if tile < LANES / 2 {
-        tile + LANES
-    } else {
-        tile
     }
 }
 
@@ -243,100 +235,6 @@ impl HeadBlocks<'_> {
         );
     }
 
-    /// Design §8 sinks: the first valid position and, per the selection, the next ones or
-    /// the keys best aligned with the mean query; sorted by position.
-    fn select_sinks(&self, s: &mut HybridScratch) {
-        let valid = self.valid;
-        let n = self.config.n_sinks.min(valid.len());
-        s.sinks.clear();
-        s.is_sink.clear();
-        s.is_sink.resize(self.nk, false);
-        if n == 0 {
-            return;
-        }
-        match self.config.sink_selection {
-            SinkSelection::First => s.sinks.extend_from_slice(&valid[..n]),
-            SinkSelection::MeanQuery => {
-                s.sinks.push(valid[0]);
-                if n > 1 {
-                    self.mean_query(&mut s.mean_query);
-                    let mean = &s.mean_query;
-                    // One u64 per key: the score mapped to the sort's order-preserving
-                    // integer (every NaN above +∞),
-                    // inverted so that ascending keys are descending scores, then the
-                    // position: a total order (ties go to the lower position), so the
-                    // choice is deterministic and the selection compares integers.
-                    s.scores.clear();
-                    s.scores.extend(valid[1..].iter().map(|&j| {
-                        let score = dot(self.k.row(j as usize), mean);
-                        (u64::from(!ordered_key(score)) << 32) | u64::from(j)
-                    }));
-                    let take = n - 1;
-                    if take < s.scores.len() {
-                        s.scores.select_nth_unstable(take);
-                    }
-                    s.sinks
-                        .extend(s.scores[..take].iter().map(|&key| key as u32));
-                    s.sinks.sort_unstable();
-                }
-            }
-        }
-        for &j in &s.sinks {
-            s.is_sink[j as usize] = true;
-        }
-    }
-
-    /// Mean of every query of the query heads that share this key/value head.
-    fn mean_query(&self, mean: &mut Vec<f32>) {
-        let d = self.q.dim;
-        mean.clear();
-        mean.resize(d, 0.0);
-        let first = self.h / self.group * self.group;
-        for head in first..first + self.group {
-            for i in 0..self.nq {
-                for (m, &x) in mean.iter_mut().zip(self.q_view.row(self.b, head, i)) {
-                    *m += x;
-                }
-            }
-        }
-        let inv = 1.0 / (self.group * self.nq) as f32;
-        for m in mean.iter_mut() {
-            *m *= inv;
-        }
-    }
-
-    /// Tiles of consecutive queries against the contiguous run of candidate keys covering
-    /// their band; the hook keeps each query's own window.
-    fn window_block(&self, query_ids: &[u32], candidates: &[u32], running: &Running<'_>) {
-        let half = self.half();
-        let keep_window =
-            move |q_ids: &[u32], _: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
-                let n = k_ids.len();
-                let mut window = WindowCursor::default();
-                for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
-                    let (a, z) = window.advance(k_ids, qi, half);
-                    row[..a].fill(f32::NEG_INFINITY);
-                    row[z..n].fill(f32::NEG_INFINITY);
-                }
-            };
-        let tile = window_tile(half as usize);
-        let tasks = self.nq.div_ceil(tile);
-        for_each_index_with(self.parallel, tasks, self.tiles, |tiles, t| {
-            let (q0, q1) = (t * tile, ((t + 1) * tile).min(self.nq));
-            let lo = (q0 as u32).saturating_sub(half);
-            let hi = (q1 as u32 - 1).saturating_add(half);
-            let a = candidates.partition_point(|&j| j < lo);
-            let z = a + candidates[a..].partition_point(|&j| j <= hi);
-            self.block(
-                tiles,
-                &query_ids[q0..q1],
-                &candidates[a..z],
-                Some(&keep_window),
-                running,
-            );
-        });
-    }
-
     /// Round r's attention calls: the queries of every cluster, cut into groups of at most
     /// `group_size` consecutive sorted queries, each group's members by position; and every
     /// cluster's keys without sinks, by position. Counting sorts, O(Nq + Nk).
@@ -417,233 +315,5 @@ impl HeadBlocks<'_> {
             let keys = &s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]];
             self.block(tiles, members, keys, adjust, running);
         });
-    }
-
-    /// Round 0 with the sinks and the residual samples (design §8): per group of
-    /// `sample_group` consecutive queries of a round-0 cluster, `n_samples` keys drawn
-    /// without replacement from the candidates outside that cluster, their logits raised by
-    /// ln(n_eligible / n_drawn). Without samples a group is the whole cluster.
-    fn round_zero(&self, s: &mut HybridScratch, running: &Running<'_>) {
-        let sampling = self.config.n_samples > 0;
-        let group_size = if sampling {
-            sample_group(self.config)
-        } else {
-            usize::MAX
-        };
-        self.build_round(0, group_size, s);
-        s.block_keys.clear();
-        s.blocks.clear();
-        let groups = s.group_cluster.len();
-        let (mut n, mut log_weight) = (0, 0.0);
-        for g in 0..groups {
-            let c = s.group_cluster[g];
-            if sampling && (g == 0 || s.group_cluster[g - 1] != c) {
-                // First group of cluster c: the keys its samples are drawn from.
-                s.eligible.clear();
-                let key_cluster = &s.key_cluster;
-                s.eligible.extend(
-                    s.candidates
-                        .iter()
-                        .copied()
-                        .filter(|&j| key_cluster[j as usize] != c),
-                );
-                n = self.config.n_samples.min(s.eligible.len());
-                log_weight = if n > 0 {
-                    (s.eligible.len() as f64 / n as f64).ln() as f32
-                } else {
-                    0.0
-                };
-            }
-            let k0 = s.block_keys.len();
-            s.block_keys.extend_from_slice(&s.sinks);
-            let k1 = s.block_keys.len();
-            let c = c as usize;
-            s.block_keys
-                .extend_from_slice(&s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]]);
-            let k2 = s.block_keys.len();
-            if n > 0 {
-                draw_samples_into(
-                    sample_seed(self.config.seed, self.b, self.h, g),
-                    &mut s.eligible,
-                    n,
-                    &mut s.swaps,
-                    &mut s.block_keys,
-                );
-                // By position, so the hook finds each query's window as one run.
-                s.block_keys[k2..].sort_unstable();
-            }
-            s.blocks.push(FusedBlock {
-                group: g,
-                k0,
-                k1,
-                k2,
-                k3: s.block_keys.len(),
-                log_weight,
-            });
-            if s.blocks.len() == SAMPLE_BATCH || s.block_keys.len() >= SAMPLE_KEYS {
-                self.run_round_zero_batch(s, running);
-                s.block_keys.clear();
-                s.blocks.clear();
-            }
-        }
-        self.run_round_zero_batch(s, running);
-    }
-
-    fn run_round_zero_batch(&self, s: &HybridScratch, running: &Running<'_>) {
-        let (half, window) = (self.half(), self.config.window > 0);
-        for_each_index_with(self.parallel, s.blocks.len(), self.tiles, |tiles, i| {
-            let block = s.blocks[i];
-            let keys = &s.block_keys[block.k0..block.k3];
-            let g = block.group;
-            let members = &s.group_members[s.group_bounds[g]..s.group_bounds[g + 1]];
-            let adjust = |q_ids: &[u32], at: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
-                // `at`: where this key tile starts in `keys`, to split its columns into
-                // sinks, cluster keys and samples.
-                let n = k_ids.len();
-                let local = |x: usize| (x - block.k0).saturating_sub(at).min(n);
-                let (c0, c1) = (local(block.k1), local(block.k2));
-                if block.log_weight != 0.0 && c1 < n {
-                    for row in s.chunks_exact_mut(ldk) {
-                        for x in &mut row[c1..n] {
-                            *x += block.log_weight;
-                        }
-                    }
-                }
-                if window {
-                    drop_window_columns(q_ids, &k_ids[c0..c1], c0, s, ldk, half);
-                    drop_window_columns(q_ids, &k_ids[c1..n], c1, s, ldk, half);
-                }
-            };
-            let needs_hook = window || block.log_weight != 0.0;
-            self.block(
-                tiles,
-                members,
-                keys,
-                needs_hook.then_some(&adjust as attention::TileAdjust<'_>),
-                running,
-            );
-        });
-    }
-}
-
-/// The run of position-sorted keys inside the windows of queries visited in increasing
-/// position: two cursors that only move forward.
-#[derive(Default)]
-struct WindowCursor {
-    a: usize,
-    z: usize,
-}
-
-impl WindowCursor {
-    /// The columns `[a, z)` of `k_ids` (sorted) inside query `qi`'s window; `qi` must not
-    /// decrease between calls.
-    #[inline(always)]
-    fn advance(&mut self, k_ids: &[u32], qi: u32, half: u32) -> (usize, usize) {
-        let (lo, hi) = (qi.saturating_sub(half), qi.saturating_add(half));
-        let n = k_ids.len();
-        while self.a < n && k_ids[self.a] < lo {
-            self.a += 1;
-        }
-        self.z = self.z.max(self.a);
-        while self.z < n && k_ids[self.z] <= hi {
-            self.z += 1;
-        }
-        (self.a, self.z)
-    }
-}
-
-/// Sets −∞ on the logits of keys inside each row's window: `k_ids` (sorted by position) are
-/// the columns from `col0` on, `q_ids` the rows (sorted by position).
-#[inline(always)]
-fn drop_window_columns(
-    q_ids: &[u32],
-    k_ids: &[u32],
-    col0: usize,
-    s: &mut [f32],
-    ldk: usize,
-    half: u32,
-) {
-    if k_ids.is_empty() {
-        return;
-    }
-    let mut window = WindowCursor::default();
-    for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
-        let (a, z) = window.advance(k_ids, qi, half);
-        row[col0 + a..col0 + z].fill(f32::NEG_INFINITY);
-    }
-}
-
-/// Dot product with eight partial sums, so it vectorises (a fixed order: deterministic).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for t in 0..8 {
-            acc[t] += x[t] * y[t];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// SplitMix64's finaliser: spreads every input bit over the output.
-fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Seed of the sample draw of one group: a hash of (seed, b, h, group) kept apart from the
-/// projection stream of the same seed.
-pub(crate) fn sample_seed(seed: u64, b: usize, h: usize, group: usize) -> u64 {
-    const DOMAIN: u64 = 0x5A4D_5952_465F_5338; // "SMYRF_S8"
-    let mut x = mix64(seed ^ DOMAIN);
-    for part in [b, h, group] {
-        x = mix64(x ^ part as u64);
-    }
-    x
-}
-
-/// Uniform integer in `[0, n)`, n ≥ 1, without bias (Lemire's multiply-and-reject).
-fn below(rng: &mut Xoshiro256PlusPlus, n: u64) -> u64 {
-    let mut m = rng.next_u64() as u128 * n as u128;
-    if (m as u64) < n {
-        let threshold = n.wrapping_neg() % n;
-        while (m as u64) < threshold {
-            m = rng.next_u64() as u128 * n as u128;
-        }
-    }
-    (m >> 64) as u64
-}
-
-/// Appends `n ≤ eligible.len()` distinct entries of `eligible`, drawn uniformly without
-/// replacement by a partial Fisher–Yates shuffle from Xoshiro256++ seeded with `seed`.
-/// `eligible` is restored to its order afterwards (the swaps are undone), so every draw
-/// depends only on its seed and the eligible list, never on earlier draws.
-pub(crate) fn draw_samples_into(
-    seed: u64,
-    eligible: &mut [u32],
-    n: usize,
-    swaps: &mut Vec<u32>,
-    out: &mut Vec<u32>,
-) {
-    let len = eligible.len();
-    let n = n.min(len);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    swaps.clear();
-    for t in 0..n {
-        let j = t + below(&mut rng, (len - t) as u64) as usize;
-        eligible.swap(t, j);
-        swaps.push(j as u32);
-    }
-    out.extend_from_slice(&eligible[..n]);
-    for (t, &j) in swaps.iter().enumerate().rev() {
-        eligible.swap(t, j as usize);
     }
 }
