@@ -268,6 +268,11 @@ impl Config {
         }
     }
 
+    /// Whether the §8 sinks are chosen with the mean query (more than the first position).
+    pub(crate) fn sinks_use_mean_query(&self) -> bool {
+        self.n_sinks > 1 && self.sink_selection == SinkSelection::MeanQuery
+    }
+
     /// Whether any §8 block is on.
     pub fn has_hybrid_blocks(&self) -> bool {
         self.n_sinks > 0 || self.window > 0 || self.n_samples > 0

@@ -179,6 +179,14 @@ impl Plan {
         hybrid::check_call(&self.config, shape.nq, shape.nk)?;
         let writer = out.rows_writer();
         let lse = lse.map(SharedSlice::new);
+        // Sinks chosen by the mean query belong to the key/value head: then one task runs
+        // every query head of a key/value head and selects them once.
+        let heads_per_task = if self.config.sinks_use_mean_query() {
+            shape.group()
+        } else {
+            1
+        };
+        let tasks = shape.batch * shape.q_heads / heads_per_task;
         let call = Call {
             shape,
             q,
@@ -187,9 +195,8 @@ impl Plan {
             key_mask,
             out: &writer,
             lse: lse.as_ref(),
-            split_sides: shape.batch * shape.q_heads < self.threads.count(),
+            split_sides: tasks < self.threads.count(),
         };
-        let tasks = shape.batch * shape.q_heads;
         self.threads.run(|parallel| {
             // With a task for every thread, each task runs on one thread: a thread never
             // waits inside a task's parallel loop, where it could pick up another task, so
@@ -198,9 +205,13 @@ impl Plan {
             // threads instead.
             let inner = parallel && tasks < self.threads.count();
             for_each_index(parallel, tasks, |task| {
-                let (b, h) = (task / shape.q_heads, task % shape.q_heads);
+                let first = task * heads_per_task;
                 let mut scratch = self.scratch.take();
-                self.head(&call, b, h, inner, &mut scratch);
+                scratch.hybrid.forget_sinks();
+                for bh in first..first + heads_per_task {
+                    let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
+                    self.head(&call, b, h, inner, &mut scratch);
+                }
             })
         });
         Ok(())

@@ -94,6 +94,9 @@ pub(crate) struct HybridScratch {
     query_ids: Vec<u32>,
     sinks: Vec<u32>,
     is_sink: Vec<bool>,
+    /// The (batch element, key/value head) that `sinks` and `is_sink` were selected for: the
+    /// query heads of one key/value head share them.
+    sinks_of: Option<(usize, usize)>,
     /// Valid keys that are not sinks, by position.
     candidates: Vec<u32>,
     /// The current round's partition of the queries into attention calls: call g holds
@@ -116,6 +119,13 @@ pub(crate) struct HybridScratch {
     blocks: Vec<FusedBlock>,
     scores: Vec<u64>,
     mean_query: Vec<f32>,
+}
+
+impl HybridScratch {
+    /// Drops the remembered sink selection: the next head selects its own.
+    pub(crate) fn forget_sinks(&mut self) {
+        self.sinks_of = None;
+    }
 }
 
 /// One round-0 attention call: the queries of group `group` against `block_keys[k0..k3]` =

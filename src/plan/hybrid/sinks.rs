@@ -8,7 +8,14 @@ use crate::sort::ordered_key;
 impl HeadBlocks<'_> {
     /// Design §8 sinks: the first valid position and, per the selection, the next ones or
     /// the keys best aligned with the mean query; sorted by position.
+    /// The query heads of one key/value head share the selection: a task that runs them one
+    /// after the other selects once.
     pub(super) fn select_sinks(&self, s: &mut HybridScratch) {
+        let kv_head = (self.b, self.h / self.group);
+        if s.sinks_of == Some(kv_head) {
+            return;
+        }
+        s.sinks_of = Some(kv_head);
         let valid = self.valid;
         let n = self.config.n_sinks.min(valid.len());
         s.sinks.clear();
@@ -25,10 +32,10 @@ impl HeadBlocks<'_> {
                     self.mean_query(&mut s.mean_query);
                     let mean = &s.mean_query;
                     // One u64 per key: the score mapped to the sort's order-preserving
-                    // integer (every NaN above +∞),
-                    // inverted so that ascending keys are descending scores, then the
-                    // position: a total order (ties go to the lower position), so the
-                    // choice is deterministic and the selection compares integers.
+                    // integer (every NaN above +∞), inverted so that ascending keys are
+                    // descending scores, then the position: a total order (ties go to the
+                    // lower position), so the choice is deterministic and the selection
+                    // compares integers.
                     s.scores.clear();
                     s.scores.extend(valid[1..].iter().map(|&j| {
                         let score = dot(self.k.row(j as usize), mean);
