@@ -7,20 +7,28 @@
 //! hash rounds merge by log-sum-exp. Cost O(N log N + N·c) instead of O(N²), no retraining.
 //!
 //! ```
-//! use smyrf::{Config, Plan, TensorView, TensorViewMut};
+//! use smyrf::{CallOptions, Config, Plan, TensorView, TensorViewMut};
 //! let (b, h, n, d) = (1, 2, 256, 32);
-//! let q: Vec<f32> = (0..b * h * n * d).map(|i| ((i * 7919) % 101) as f32 / 101.0 - 0.5).collect();
-//! let (k, v) = (q.clone(), q.clone());
+//! let data: Vec<f32> = (0..b * h * n * d).map(|i| ((i * 7919) % 101) as f32 / 101.0 - 0.5).collect();
 //! let mut out = vec![0.0; b * h * n * d];
-//! let plan = Plan::new(Config { n_hashes: 2, q_cluster_size: 32, ..Config::default() }, d)?;
-//! let (q, k, v) = (TensorView::bhnd(&q, b, h, n, d)?, TensorView::bhnd(&k, b, h, n, d)?, TensorView::bhnd(&v, b, h, n, d)?);
-//! plan.attention(&q, &k, &v, None, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?, None)?;
+//! let plan = Plan::new(Config::default().n_hashes(2).q_cluster_size(32), d)?;
+//! let q = TensorView::bhnd(&data, b, h, n, d)?; // [B, H, N, D]; `bnhd` for [B, N, H, D]
+//! let (k, v) = (q, q);
+//! plan.attention(&q, &k, &v, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?)?;
+//!
+//! // A key mask and the per-query log-sum-exp, and exact attention for comparison.
+//! let mask = vec![1u8; b * n];
+//! let mut lse = vec![0.0; b * h * n];
+//! let options = CallOptions::new().key_mask(&mask).lse(&mut lse);
+//! plan.attention_with(&q, &k, &v, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?, options)?;
+//! plan.dense_attention(&q, &k, &v, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?)?;
 //! # Ok::<(), smyrf::Error>(())
 //! ```
 //!
-//! The contract is `design.md` §1: shapes Q `[B, Hq, Nq, d]`, K `[B, Hkv, Nk, d]`,
+//! The contract is `docs/design.md`: shapes Q `[B, Hq, Nq, d]`, K `[B, Hkv, Nk, d]`,
 //! V `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, any strides with a contiguous last axis,
-//! grouped-query heads, an optional key padding mask `[B, Nk]`.
+//! grouped-query heads, an optional key padding mask `[B, Nk]` (§1); bad input is an
+//! [`Error`] and writes nothing (§2). The kernels are chosen at run time for the CPU (§4).
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

@@ -1,8 +1,7 @@
 //! AVX-512F attention kernels: Q·Kᵀ in 12 × 32 register tiles (24 accumulators; per step
 //! 2 loads of Kᵀ and 12 broadcasts feed 24 FMAs), P·V in 6 × 64 tiles (24 accumulators; a
 //! 64-wide tile covers dv = 64 whole, so each P element is broadcast once and V streams from
-//! L1). Measured against 8 × 32 for both (qk 73% → 83% of peak, pv 57% → 86–95%, c = 128,
-//! d = dv = 64). Calls of fewer than 24 queries take 8-row Q·Kᵀ tiles (fewer edge rows), and
+//! L1); both shapes measured faster than 8 × 32 (docs/perf-notes.md). Calls of fewer than 24 queries take 8-row Q·Kᵀ tiles (fewer edge rows), and
 //! value rows narrower than 64 (dv ≤ 48) 8 × 32 P·V tiles.
 super::generic::attention_tier!(
     crate::simd::Avx512,

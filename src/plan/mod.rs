@@ -367,9 +367,8 @@ struct Call<'a> {
     key_mask: Option<&'a [u8]>,
     out: &'a RowWriter<'a>,
     lse: Option<&'a SharedSlice<'a>>,
-    /// Fewer heads than threads: each head projects and sorts its query and key sides on
-    /// two threads. With enough heads to go round, the heads alone keep the threads busy
-    /// (splitting then measured 1–3 % slower at 8 heads on 2 threads, within noise).
+    /// Fewer tasks than threads: each head projects and sorts its query and key sides on
+    /// two threads. With enough tasks to go round, the tasks alone keep the threads busy.
     split_sides: bool,
 }
 

@@ -1,13 +1,9 @@
-//! Software prefetch of scattered rows (a no-op off x86-64), and the per-thread queue of
-//! lines that the attention kernels prefetch while they compute.
+//! Software prefetch of scattered rows (a no-op off x86-64), and the queue of lines that the
+//! attention kernels prefetch while they compute.
 //!
 //! A row of `dim` f32 rarely starts on a cache line: an f32 buffer from `malloc` or a `Vec`
-//! is 16-byte aligned, so a 256-byte row (d = 64) spans five lines, not four. Prefetching
-//! only the lines counted from the row's start left the fifth to a demand miss on every
-//! gathered row; measured on this machine with 512 random 256-byte rows out of 128 MiB,
-//! gathered 100 µs after their prefetch: 13.6 µs when the fifth line was left out, 5.8 µs
-//! with every line of the row, 4.7 µs with the rows already in cache, 25.3 µs without
-//! prefetch.
+//! is 16-byte aligned, so a 256-byte row (d = 64) spans five lines, not four. Every line of
+//! the row is prefetched; leaving out the last one costs a demand miss per gathered row.
 
 /// `_MM_HINT_T0`: into every cache level.
 pub(crate) const HINT_L1: i32 = 3;
@@ -68,21 +64,15 @@ fn prefetch_line_l2(addr: usize) {
 /// cluster's kernels issue one prefetch every [`LineQueue::interval`] steps of their inner
 /// loop, so the fetches overlap the arithmetic instead of stalling in a burst.
 ///
-/// A burst of prefetches (the whole next cluster before each cluster, as the pipeline did
-/// first) stalls once the core's dozen or so outstanding-miss slots are taken, and nothing
-/// else runs meanwhile; spread through the kernels, each prefetch finds a free slot while
-/// the FMAs run. Measured at N = 16384, 8 heads, d = 64, R = 2, c = 128, two threads, six
-/// alternating runs: 54.2 → 51.7 ms (medians); an earlier run of the same change, one
-/// thread: 110 → 103 ms at c = 128, 80 → 77 ms at c = 64. Dense attention queues nothing
-/// and runs the kernels' plain variant (unchanged, 4096 tokens: 111–116 ms either way).
+/// A burst of prefetches (the whole next cluster before each cluster) stalls once the core's
+/// dozen or so outstanding-miss slots are taken, and nothing else runs meanwhile; spread
+/// through the kernels, each prefetch finds a free slot while the FMAs run. Dense attention
+/// queues nothing and runs the kernels' plain variant.
 ///
 /// The interval follows the cluster's arithmetic per queued line: about two kernel steps
 /// per line at c = 128 (d = dv = 64, AVX-512) take one line every 4 steps, one step per line
 /// (c = 64) every 2, fewer (c = 32) every step; what the kernels leave is issued after the
-/// cluster. Measured at N = 16384, 8 heads, two threads, four alternating runs each: c = 128
-/// every 4 steps 41.5–45.9 ms against 43.8–46.8 every 2 (every 3: 44.0–46.7, every 8:
-/// 43.6–47.8); c = 64 every 4 steps 2–3 % slower than every 2 (every step: the same as
-/// every 2 within noise); R = 4, c = 32 every step 48.1–49.5 ms against 51.6–52.2 every 2.
+/// cluster. The intervals were chosen by measurement (docs/perf-notes.md).
 ///
 /// The queue is part of the tile scratch a plan owns (one per concurrently running cluster)
 /// and is handed to the kernels as an argument.

@@ -3,12 +3,10 @@
 //! The first round of a SMYRF call overwrites every output row whole. An ordinary store
 //! first reads the row's lines into the cache (a scattered read of the caller's output, one
 //! per line) only to overwrite them; a streaming store writes full lines without reading
-//! them. Measured at N = 16384, 8 heads, d = 64, one thread, aligned tensors: R = 1, c = 128
-//! 54.6 → 51.8 ms; R = 2, c = 64 76.7 → 74.2 ms (three alternating runs each).
+//! them (a few percent of a long call, docs/perf-notes.md).
 
 /// Output rows of one head below this size stay with plain stores: they fit in the core's
-/// cache, where the later rounds read them back, and streaming them out to memory measured
-/// 3 % slower at N = 512 and 1024 (R = 2, c = 64, d = 64; the same at 4096 tokens, 1 MiB).
+/// cache, where the later rounds read them back, and streaming them out measured slower.
 pub(crate) const MIN_STREAMED_BYTES: usize = 2 << 20;
 
 /// True when `rows` output rows of `dim` f32 are worth streaming (see [`MIN_STREAMED_BYTES`]).

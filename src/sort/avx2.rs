@@ -2,8 +2,7 @@
 //! of a histogram. The histogram
 //! increments and the scatter passes are shared scalar code in `mod.rs`.
 //!
-//! Measured gains over the portable tier are in BENCHMARKS.md ("Radix argsort (issue 4)",
-//! `argsort_tiers`).
+//! Their rate against the portable tier is in BENCHMARKS.md (radix argsort, tiers).
 
 use super::ordered_key;
 use std::arch::x86_64::*;

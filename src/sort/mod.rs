@@ -31,75 +31,22 @@
 //! distinct, so the permutation is the same. Scratch: 12 bytes per key (20 past 2^20 keys)
 //! plus 68 KiB of counters.
 //!
-//! # Measurements behind the choices
+//! # Why this method
 //!
-//! Intel Xeon (Sapphire Rapids), 2 vCPUs shared with other work, hash-like (Gaussian) keys,
-//! ns per key, best of 5 runs of an experiment harness (the criterion figures are in
-//! BENCHMARKS.md).
+//! The digit layout, the narrow words, the short-input cut-off and the bounds-checked
+//! scatter were each chosen by measurement; the alternatives tried are one line each in
+//! `docs/perf-notes.md` (cluster assignment). The sort stores 9 times per key (3 counter
+//! increments, then per pass an element and its bucket's offset), and a core commits about
+//! one store per cycle to distinct lines: that store rate is the floor of the method.
 //!
-//! The first version moved 8-byte pairs through three 11-bit passes (bits 0–10, 11–21,
-//! 22–31): 4.4 ns at 16 Ki keys, 4.5 at 64 Ki, 6.0 at 1 Mi; phases at 16 Ki: mapping and
-//! counting 1.0, each 11-bit pass 1.0–1.2, the last 0.8. Then, each step measured on its own:
+//! The sort stays full and stable although SMYRF only needs each key's cluster: the order
+//! within a cluster is the order of the floating-point sums of the attention that follows,
+//! and the output must not depend on how the sort breaks ties.
 //!
-//! - narrow words for the last pass (4 instead of 8 bytes read and written): −8%;
-//! - mapping into a u32 array and packing pairs in pass 0 instead of a packing pre-pass:
-//!   −10% at 16 Ki;
-//! - the digit split. Per pass, fewer buckets means fewer write streams (256 buckets stay in
-//!   L1, 2048 spill to L2); more buckets in the top digit cost little on hashes, whose top
-//!   bits (sign, exponent, a few mantissa bits) take few values. With the steps above, at
-//!   16 Ki / 64 Ki / 1 Mi: 11/11/10 3.7 / 3.9 / 5.2, 10/10/12 3.4 / 3.4 / 5.2, 9/9/14 3.3 /
-//!   3.3 / 5.2 (but 3.9 at 4 Ki against 3.5, and slower on uniformly random bit patterns,
-//!   whose 16384 top buckets are all live), 14/9/9 with 4-byte words from pass 0 on (indices
-//!   below 2^14) 4.1 at 16 Ki: its first pass is a random scatter. So 10/10/12 at first;
-//! - then 9/9/14 from 4 Ki to 2^18 keys, with the top histogram cleared and scanned over its live
-//!   range only (which removes the fixed cost that held 9/9/14 back): 16 Ki 3.3 → 3.0,
-//!   64 Ki 3.4 → 3.0, in alternating runs against the 10/10/12 build. 8/8/16 measured
-//!   slower (3.8 at 16 Ki: 65536 top counters to count and a top pass of many streams).
-//!   On uniformly random bit patterns (every top bucket live) the 9/9/14 layout is 2–5%
-//!   slower than 10/10/12 was (3.9 against 3.8 at 16 Ki);
-//! - the scatter loop unrolled by 4: −6% at 16 Ki;
-//! - not taken: four sub-histograms for the top digit (no gain: its buckets are few but not
-//!   so few that increments queue on one counter), counting the later passes' digits inside
-//!   the earlier scatters (the increments cost the same wherever they run), scattering only
-//!   indices and looking keys up (+15%), two interleaved halves per pass with their own
-//!   offsets (+5%: the extra counting costs more than the parallelism gains), an MSD pass on
-//!   the top 12 bits followed by small sorts per bucket (+70%: bucket fixed costs), an MSD
-//!   pass on a value-linear bucket `(x − min) · B / (max − min)` (monotone) with an insertion
-//!   pass inside buckets (5.3–7.6 ns per key at 16 Ki for B = N/2 … 4N: its scatter goes to
-//!   N places, not 512 streams, and the insertions mispredict), buckets of
-//!   fixed capacity for the low passes instead of counted histograms (the benchmark's
-//!   hash-like keys have structured low mantissa bits, so pass 0 overflows; with a counted
-//!   pass 0 and a speculative pass 1, pass 1 measured 1.1–2.9 ns per key against 0.7: its
-//!   spread-out buffer costs more than the counting it saves).
-//!
-//! Where the time goes now (16 Ki keys, ns per key): mapping and counting 1.0, passes 0.7,
-//! 0.7, 0.6. A core here commits about one store per cycle to distinct cache lines (a
-//! one-histogram count loop runs at 0.35 ns per key, three histograms at 0.77, a scatter
-//! with offsets at 0.8), and the sort stores 9 times per key (3 counter increments, then per
-//! pass an element and its bucket's offset): about 2.3 ns at 3.9 GHz is the floor of this
-//! method, the rest is the low passes' write streams missing L1.
-//!
-//! The fixed cost of a radix sort here is clearing and scanning the low histograms and the
-//! live part of the top one; the x86 tiers scan 16 or 8 counters per step. The radix sort overtakes `sort_unstable` on the packed
-//! pairs between 320 and 448 keys, hence `SMALL_SORT_MAX`.
-//!
-//! The scatter writes stay bounds-checked: unchecked writes measured 3% faster at 16 Ki
-//! keys with the first layout and no faster than run-to-run noise with the second, not worth
-//! an `unsafe` whose soundness would rest on every tier's prefix sum being exact.
-//!
-//! Partial sort: SMYRF only needs each key's cluster. The least a radix partial sort could do
-//! is the histogram and one MSD pass on the top digit: 2.1 ns per key at 16 Ki against 4.8 for
-//! the first full sort, measured together. But the order within a cluster is the order of
-//! the floating-point sums of the attention that follows, and the output must stay bitwise
-//! the same as with the full stable sort, so the sort stays full.
-//!
-//! Vectorised parts: the key map (`map_block`) and the prefix sum (`exclusive_prefix_sum`),
-//! in `avx512.rs` and `avx2.rs` (gains over the portable tier in BENCHMARKS.md, "Radix
-//! argsort (issue 4)"). The histogram increments and the scatter stay scalar in every tier:
-//! each is a load and a store on a bucket that depends on the key, and the loops are bound
-//! by those stores, which vector scatter instructions would still issue once per key (not
-//! tried). No NEON file: it could not be measured on this machine, and the portable tier's
-//! plain code is what the compiler vectorises for NEON.
+//! Vectorised parts: the key map and the prefix sum (`avx512.rs`, `avx2.rs`). The histogram
+//! increments and the scatter stay scalar in every tier: each is a load and a store on a
+//! bucket that depends on the key, bound by those stores. The portable tier's plain code is
+//! what the compiler vectorises for NEON.
 
 use crate::isa::Isa;
 use crate::simd::Tier;
