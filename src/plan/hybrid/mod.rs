@@ -15,6 +15,7 @@ mod samples;
 mod sinks;
 mod window;
 
+#[cfg(feature = "internals")]
 pub(crate) use samples::{draw_samples_into, sample_seed};
 
 use crate::attention::{self, AttentionKernels, TileScratch};
