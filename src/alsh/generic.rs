@@ -307,12 +307,12 @@ unsafe fn store_lanes<S: SimdF32>(v: S::V, dst: &mut [f32], first: bool) {
 
 /// Declares a tier's projection kernel: a `#[target_feature]` shim and a safe table entry.
 macro_rules! alsh_tier {
-    ($simd:ty, $features:literal, $project:ident) => {
+    ($simd:ty, [$($attr:meta),*], $project:ident) => {
         use super::generic;
         use crate::view::Rows;
         use $simd as S;
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         unsafe fn project_impl(
             rows: Rows<'_>,
             idx: Option<&[u32]>,
@@ -320,19 +320,21 @@ macro_rules! alsh_tier {
             norms: &mut [f32],
             out: &mut [f32],
         ) {
-            // SAFETY: the features are enabled here; the generic body checks extents.
+            // SAFETY: the tier's features are enabled here (or needed by none); the generic
+            // body checks extents.
             unsafe { generic::project::<S>(rows, idx, a_t, norms, out) }
         }
 
         /// Norms and raw hashes in one pass; the name carries the row block (one row per lane).
-        pub(crate) fn $project(
+        pub(super) fn $project(
             rows: Rows<'_>,
             idx: Option<&[u32]>,
             a_t: &[f32],
             norms: &mut [f32],
             out: &mut [f32],
         ) {
-            // SAFETY: this table entry is only reachable for a tier the CPU supports.
+            // SAFETY: reachable only through `super::kernels`, which takes a `Tier`: the CPU
+            // has this tier's features.
             unsafe { project_impl(rows, idx, a_t, norms, out) }
         }
     };

@@ -9,7 +9,7 @@ mod avx512;
 mod generic;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-pub(crate) mod portable;
+mod portable;
 
 use crate::isa::Isa;
 use crate::simd::Tier;
@@ -67,7 +67,7 @@ pub(crate) struct AlshKernels {
 }
 
 const PORTABLE: AlshKernels = AlshKernels {
-    project: portable::project,
+    project: portable::project_portable_8x1,
 };
 
 #[cfg(target_arch = "x86_64")]

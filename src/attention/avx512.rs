@@ -5,7 +5,7 @@
 //! value rows narrower than 64 (dv ≤ 48) 8 × 32 P·V tiles.
 super::generic::attention_tier!(
     crate::simd::Avx512,
-    "avx512f,avx2,fma",
+    [target_feature(enable = "avx512f,avx2,fma")],
     qk: (12, 2, qk_avx512_12x32, short: 8),
     pv: (6, 4, pv_avx512_6x64, narrow: (8, 2))
 );

@@ -419,7 +419,7 @@ pub(crate) unsafe fn scale_store<S: SimdF32>(row: &mut [f32], o: &[f32], scale: 
 macro_rules! attention_tier {
     (
         $simd:ty,
-        $features:literal,
+        [$($attr:meta),*],
         qk: ($qk_mr:literal, $qk_nv:literal, $qk:ident, short: $qk_short_mr:literal),
         pv: ($pv_mr:literal, $pv_nv:literal, $pv:ident, narrow: ($pv_narrow_mr:literal, $pv_narrow_nv:literal))
     ) => {
@@ -432,7 +432,7 @@ macro_rules! attention_tier {
         pub(crate) const MACS_PER_STEP: usize =
             $qk_mr * $qk_nv * <S as crate::simd::SimdF32>::LANES;
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
         unsafe fn qk_impl(
             q: &[f32],
@@ -456,7 +456,7 @@ macro_rules! attention_tier {
             }
         }
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
         unsafe fn pv_impl(
             p: &[f32],
@@ -482,7 +482,7 @@ macro_rules! attention_tier {
             }
         }
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         unsafe fn softmax_impl(
             s: &mut [f32],
             m: usize,
@@ -495,19 +495,19 @@ macro_rules! attention_tier {
             unsafe { generic::softmax::<S>(s, m, ldk, row_max, row_sum, corr) }
         }
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         unsafe fn blend_impl(x: &mut [f32], y: &[f32], a: f32, b: f32) {
             // SAFETY: as above.
             unsafe { generic::blend::<S>(x, y, a, b) }
         }
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         unsafe fn scale_store_impl(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
             // SAFETY: as above.
             unsafe { generic::scale_store::<S>(row, o, scale, stream) }
         }
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         unsafe fn exp_impl(values: &mut [f32]) {
             // SAFETY: as above.
             unsafe { generic::exp_in_place::<S>(values) }

@@ -18,7 +18,7 @@ pub(crate) mod exp;
 mod generic;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-pub(crate) mod portable;
+mod portable;
 
 use crate::isa::Isa;
 use crate::runtime::buffer::{round_up, AlignedBuf};
@@ -130,9 +130,9 @@ pub(crate) struct AttentionKernels {
 }
 
 const PORTABLE: AttentionKernels = AttentionKernels {
-    qk: portable::qk,
+    qk: portable::qk_portable_4x16,
     softmax: portable::softmax,
-    pv: portable::pv,
+    pv: portable::pv_portable_4x16,
     exp: portable::exp_in_place,
     blend: portable::blend,
     scale_store: portable::scale_store,

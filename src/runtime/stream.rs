@@ -25,37 +25,6 @@ pub(crate) fn can_stream(start: *const f32, len: usize) -> bool {
         && len.is_multiple_of(16)
 }
 
-/// `dst[i] = src[i] · scale`, with non-temporal stores when `stream` is set and
-/// [`can_stream`] allows: the portable tier's `ScaleStoreFn` (the vector tiers have their
-/// own). After streaming stores the caller must call [`fence`] before other threads may
-/// read `dst` or the call returns.
-///
-/// # Panics
-/// If the lengths differ.
-#[inline(always)]
-pub(crate) fn scale_row(dst: &mut [f32], src: &[f32], scale: f32, stream: bool) {
-    assert_eq!(dst.len(), src.len(), "stream::scale_row lengths");
-    #[cfg(target_arch = "x86_64")]
-    if stream && can_stream(dst.as_ptr(), dst.len()) {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_stream_ps};
-        for (to, from) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-            // SAFETY: SSE is baseline on x86-64; `to` is 4 writable f32 at a 16-byte aligned
-            // address (the row starts on a 64-byte line and chunks are 16 bytes), `from` 4
-            // readable f32 (unaligned loads are allowed).
-            unsafe {
-                let scaled = _mm_mul_ps(_mm_loadu_ps(from.as_ptr()), _mm_set1_ps(scale));
-                _mm_stream_ps(to.as_mut_ptr(), scaled);
-            }
-        }
-        return;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = stream;
-    for (to, &from) in dst.iter_mut().zip(src) {
-        *to = from * scale;
-    }
-}
-
 /// Orders this thread's streaming stores before its later stores (and so before the release
 /// that publishes them to other threads).
 #[inline(always)]
@@ -70,25 +39,6 @@ pub(crate) fn fence() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rows_are_scaled_whatever_their_alignment() {
-        let src: Vec<f32> = (0..200).map(|i| i as f32 * 0.5 - 7.0).collect();
-        for offset in 0..20 {
-            for len in [1, 15, 16, 17, 64, 100] {
-                let mut store = vec![f32::NAN; 256];
-                let dst = &mut store[offset..offset + len];
-                scale_row(dst, &src[..len], 0.375, offset % 2 == 0);
-                fence();
-                let expected: Vec<f32> = src[..len].iter().map(|&x| x * 0.375).collect();
-                assert_eq!(&store[offset..offset + len], &expected[..]);
-                assert!(store[..offset]
-                    .iter()
-                    .chain(&store[offset + len..])
-                    .all(|x| x.is_nan()));
-            }
-        }
-    }
 
     #[test]
     fn only_large_outputs_are_worth_streaming() {

@@ -146,21 +146,11 @@ pub(crate) fn peak_kernel(tier: Tier) -> PeakKernel {
     }
 }
 
-/// The portable tier's peak: 12 `wide::f32x8` multiply-adds per iteration.
+/// The portable tier's peak loop: the same generic loop on `wide::f32x8`.
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]
 fn portable_peak(iterations: usize) -> f32 {
-    use wide::f32x8;
-    let mut acc = [f32x8::splat(1.0); 12];
-    for (i, a) in acc.iter_mut().enumerate() {
-        *a = f32x8::splat(1.0 + i as f32);
-    }
-    let (b, c) = (f32x8::splat(0.999_999), f32x8::splat(1e-7));
-    for _ in 0..iterations {
-        for a in acc.iter_mut() {
-            *a = a.mul_add(b, c);
-        }
-    }
-    acc.iter().fold(f32x8::ZERO, |s, &a| s + a).reduce_add()
+    // SAFETY: the portable tier needs no instruction-set feature.
+    unsafe { fma_peak::<Portable>(iterations, 1.0) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -169,6 +159,7 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod portable;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::Avx2;
@@ -176,6 +167,7 @@ pub(crate) use avx2::Avx2;
 pub(crate) use avx512::Avx512;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use neon::Neon;
+pub(crate) use portable::Portable;
 
 /// Flops of one [`fma_peak`] iteration per vector lane: 12 accumulators × 2 flops.
 #[cfg_attr(not(feature = "internals"), allow(dead_code))]

@@ -13,67 +13,67 @@ impl SimdF32 for Neon {
     const LANES: usize = 4;
     #[inline(always)]
     unsafe fn splat(x: f32) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vdupq_n_f32(x) }
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vld1q_f32(p) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: float32x4_t) {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vst1q_f32(p, v) }
     }
     #[inline(always)]
     unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vaddq_f32(a, b) }
     }
     #[inline(always)]
     unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vsubq_f32(a, b) }
     }
     #[inline(always)]
     unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vmulq_f32(a, b) }
     }
     #[inline(always)]
     unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vfmaq_f32(c, a, b) }
     }
     #[inline(always)]
     unsafe fn fnma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vfmsq_f32(c, a, b) }
     }
     #[inline(always)]
     unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vmaxnmq_f32(a, b) }
     }
     #[inline(always)]
     unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vminnmq_f32(a, b) }
     }
     #[inline(always)]
     unsafe fn round(a: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vrndnq_f32(a) }
     }
     #[inline(always)]
     unsafe fn floor(a: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vrndmq_f32(a) }
     }
     #[inline(always)]
     unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe {
             let bits = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
             vreinterpretq_f32_s32(vshlq_n_s32::<23>(bits))
@@ -81,7 +81,7 @@ impl SimdF32 for Neon {
     }
     #[inline(always)]
     unsafe fn zero_below(x: float32x4_t, limit: f32, y: float32x4_t) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe {
             // Ordered compare: a NaN x is not below, so its (NaN) y passes through.
             let below = vcltq_f32(x, vdupq_n_f32(limit));
@@ -90,24 +90,24 @@ impl SimdF32 for Neon {
     }
     #[inline(always)]
     unsafe fn reduce_add(v: float32x4_t) -> f32 {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vaddvq_f32(v) }
     }
     #[inline(always)]
     unsafe fn reduce_max(v: float32x4_t) -> f32 {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vmaxnmvq_f32(v) }
     }
     type Block = [float32x4_t; 4];
     #[inline(always)]
     unsafe fn zero_block() -> [float32x4_t; 4] {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { [vdupq_n_f32(0.0); 4] }
     }
     /// Two levels of pairwise adds: 3 instructions for 4 sums.
     #[inline(always)]
     unsafe fn transpose_sum(v: &[float32x4_t; 4]) -> float32x4_t {
-        // SAFETY: this tier's intrinsics, inside code that enables NEON; pointers valid for a whole vector (the impl's note).
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vpaddq_f32(vpaddq_f32(v[0], v[1]), vpaddq_f32(v[2], v[3])) }
     }
 }
