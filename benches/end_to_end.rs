@@ -13,8 +13,8 @@
 //! may, so that every row spans five.
 
 use criterion::{black_box, Criterion};
-use smyrf::testing::{self, profile_stages};
-use smyrf::{dense_attention, detected_isa, Config, Plan, TensorView, TensorViewMut};
+use smyrf::internals::{self as testing, profile_stages};
+use smyrf::{detected_isa, Config, Plan, TensorView, TensorViewMut};
 use std::time::Instant;
 
 const HEADS: usize = 8;
@@ -81,7 +81,7 @@ impl Inputs {
         let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
         let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
         let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
-        plan.attention(&q, &k, &v, None, &mut out, None).unwrap();
+        plan.attention(&q, &k, &v, &mut out).unwrap();
     }
     fn dense(&mut self) {
         let n = self.n;
@@ -89,18 +89,20 @@ impl Inputs {
         let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
         let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
         let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
-        dense_attention(&q, &k, &v, None, None, &mut out, None).unwrap();
+        smyrf::Plan::new(smyrf::Config::default(), q.shape().dim)
+            .and_then(|plan| {
+                plan.dense_attention_with(&q, &k, &v, &mut out, smyrf::CallOptions::new())
+            })
+            .unwrap();
     }
 }
 
 fn plan(rounds: usize, cluster: usize, threads: usize) -> Plan {
     Plan::new(
-        Config {
-            n_hashes: rounds,
-            q_cluster_size: cluster,
-            num_threads: threads,
-            ..Config::default()
-        },
+        Config::default()
+            .n_hashes(rounds)
+            .q_cluster_size(cluster)
+            .num_threads(threads),
         D,
     )
     .unwrap()

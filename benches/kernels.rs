@@ -5,7 +5,7 @@
 //! `cargo bench --bench kernels` (criterion timings, then the summary table on stdout).
 
 use criterion::{black_box, criterion_group, Criterion, Throughput};
-use smyrf::testing::{self, supported_tiers};
+use smyrf::internals::{self as testing, supported_tiers};
 use smyrf::Isa;
 use std::time::Instant;
 

@@ -11,8 +11,8 @@
 //! Short run: `cargo bench --bench sort -- --warm-up-time 1 --measurement-time 2`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use smyrf::isa::{detected_isa, Isa};
-use smyrf::sort::{argsort_into, argsort_many, SortScratch};
+use smyrf::internals::sort::{argsort_into, argsort_many, SortScratch};
+use smyrf::{detected_isa, Isa};
 use std::hint::black_box;
 
 /// Hash-like keys from splitmix64: a sum of four uniforms in [-4, 4).

@@ -15,8 +15,8 @@
 //! unbiased estimate of 1; with R > 1 a key counts once per round holding it). Time: the
 //! fastest of several runs of the 6 calls on one thread.
 
-use smyrf::config::DEFAULT_SAMPLE_GROUP;
-use smyrf::{dense_attention, Config, Plan, SinkSelection, TensorView, TensorViewMut};
+use smyrf::DEFAULT_SAMPLE_GROUP;
+use smyrf::{Config, Plan, SinkSelection, TensorView, TensorViewMut};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -60,16 +60,17 @@ fn load(dir: &Path, n: usize) -> Vec<Pair> {
             let (q, k, v) = (part(&q), part(&k), part(&v));
             let mut lse = vec![0.0f32; HEADS * n];
             let mut check = vec![0.0f32; pair_len];
-            dense_attention(
-                &view(&q, n),
-                &view(&k, n),
-                &view(&v, n),
-                None,
-                None,
-                &mut TensorViewMut::bhnd(&mut check, 1, HEADS, n, DIM).unwrap(),
-                Some(&mut lse),
-            )
-            .unwrap();
+            smyrf::Plan::new(smyrf::Config::default(), view(&q, n).shape().dim)
+                .and_then(|plan| {
+                    plan.dense_attention_with(
+                        &view(&q, n),
+                        &view(&k, n),
+                        &view(&v, n),
+                        &mut TensorViewMut::bhnd(&mut check, 1, HEADS, n, DIM).unwrap(),
+                        smyrf::CallOptions::new().lse(&mut lse),
+                    )
+                })
+                .unwrap();
             let dense = part(&out);
             Pair {
                 q,
@@ -102,10 +103,7 @@ struct Measured {
 }
 
 fn measure(config: &Config, pairs: &[Pair], n: usize) -> Measured {
-    let config = Config {
-        num_threads: 1,
-        ..config.clone()
-    };
+    let config = (config.clone()).num_threads(1);
     let plan = Plan::new(config, DIM).expect("valid config");
     let mut out = vec![0.0f32; HEADS * n * DIM];
     let mut lse = vec![0.0f32; HEADS * n];
@@ -117,8 +115,14 @@ fn measure(config: &Config, pairs: &[Pair], n: usize) -> Measured {
         for _ in 0..REPEATS {
             let mut out_view = TensorViewMut::bhnd(&mut out, 1, HEADS, n, DIM).unwrap();
             let start = Instant::now();
-            plan.attention(&q, &k, &v, None, &mut out_view, Some(&mut lse))
-                .unwrap();
+            plan.attention_with(
+                &q,
+                &k,
+                &v,
+                &mut out_view,
+                smyrf::CallOptions::new().lse(&mut lse),
+            )
+            .unwrap();
             best = best.min(start.elapsed().as_secs_f64());
         }
         seconds += best;
@@ -147,11 +151,7 @@ fn measure(config: &Config, pairs: &[Pair], n: usize) -> Measured {
 
 /// Plain SMYRF with K keys per query: R = 2 rounds of clusters of K/2 (README's baseline).
 fn plain(k: usize) -> Config {
-    Config {
-        n_hashes: 2,
-        q_cluster_size: (k / 2).max(1),
-        ..Config::default()
-    }
+    Config::default().n_hashes(2).q_cluster_size((k / 2).max(1))
 }
 
 fn describe(c: &Config) -> String {
@@ -160,6 +160,7 @@ fn describe(c: &Config) -> String {
         let how = match c.sink_selection {
             SinkSelection::First => "first",
             SinkSelection::MeanQuery => "meanq",
+            _ => "other",
         };
         s += &format!(" sinks={}({how})", c.n_sinks);
     }
@@ -213,19 +214,17 @@ fn sweep(k: usize) -> Vec<(String, Config)> {
         (2, 0, 1, 14, 0),
     ] {
         let n_sinks = sixteenths(sinks);
-        let c = Config {
-            n_hashes: rounds,
-            n_sinks,
-            sink_selection: if n_sinks >= 8 {
+        let c = (base.clone())
+            .n_hashes(rounds)
+            .n_sinks(n_sinks)
+            .sink_selection(if n_sinks >= 8 {
                 SinkSelection::MeanQuery
             } else {
                 SinkSelection::First
-            },
-            window: sixteenths(window),
-            q_cluster_size: sixteenths(cluster).max(1),
-            n_samples: sixteenths(samples),
-            ..base.clone()
-        };
+            })
+            .window(sixteenths(window))
+            .q_cluster_size(sixteenths(cluster).max(1))
+            .n_samples(sixteenths(samples));
         out.push((
             format!("s{sinks} w{window} r{rounds} c{cluster} x{samples}"),
             c,
@@ -234,21 +233,16 @@ fn sweep(k: usize) -> Vec<(String, Config)> {
     for group in [16, 32, 128] {
         out.push((
             format!("s2 w4 r1 c5 x5, group {group}"),
-            Config {
-                q_cluster_size: sixteenths(5).max(1),
-                n_samples: sixteenths(5),
-                sample_group: group,
-                ..base.clone()
-            },
+            (base.clone())
+                .q_cluster_size(sixteenths(5).max(1))
+                .n_samples(sixteenths(5))
+                .sample_group(group),
         ));
     }
     for selection in [SinkSelection::First, SinkSelection::MeanQuery] {
         out.push((
             format!("preset, {selection:?}"),
-            Config {
-                sink_selection: selection,
-                ..base.clone()
-            },
+            (base.clone()).sink_selection(selection),
         ));
     }
     out
@@ -292,11 +286,9 @@ fn main() {
                 &pairs,
                 Some(base),
             );
-            let with_samples = Config {
-                q_cluster_size: (5 * k / 16).max(1),
-                n_samples: 5 * k / 16,
-                ..Config::hybrid(k)
-            };
+            let with_samples = (Config::hybrid(k))
+                .q_cluster_size((5 * k / 16).max(1))
+                .n_samples(5 * k / 16);
             row(
                 n,
                 k,

@@ -6,7 +6,7 @@
 
 mod common;
 use common::Rng;
-use smyrf::isa::Isa;
+use smyrf::Isa;
 use smyrf::{Config, Plan, TensorView, TensorViewMut};
 
 /// `len` floats starting `skew` bytes past a 64-byte boundary, inside `store`.
@@ -27,13 +27,11 @@ fn outputs_are_the_same_at_every_buffer_alignment() {
     for isa in Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
         for (rounds, threads) in [(1, 1), (2, 2), (3, 1)] {
             let plan = Plan::new(
-                Config {
-                    n_hashes: rounds,
-                    q_cluster_size: 64,
-                    num_threads: threads,
-                    isa: Some(isa),
-                    ..Config::default()
-                },
+                Config::default()
+                    .n_hashes(rounds)
+                    .q_cluster_size(64)
+                    .num_threads(threads)
+                    .isa(isa),
                 d,
             )
             .unwrap();
@@ -55,8 +53,14 @@ fn outputs_are_the_same_at_every_buffer_alignment() {
                 let kv = TensorView::bhnd(&ks[kr], b, h, n, d).unwrap();
                 let vv = TensorView::bhnd(&vs[vr], b, h, n, d).unwrap();
                 let mut ov = TensorViewMut::bhnd(&mut os[or.clone()], b, h, n, d).unwrap();
-                plan.attention(&qv, &kv, &vv, None, &mut ov, Some(&mut lse))
-                    .unwrap();
+                plan.attention_with(
+                    &qv,
+                    &kv,
+                    &vv,
+                    &mut ov,
+                    smyrf::CallOptions::new().lse(&mut lse),
+                )
+                .unwrap();
                 let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
                 let got = (bits(&os[or]), bits(&lse));
                 assert!(got.0.iter().all(|&x| !f32::from_bits(x).is_nan()));

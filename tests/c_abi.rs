@@ -1,13 +1,13 @@
 //! The C ABI (design §2, §3): the committed header matches the generated one and documents
-//! every item; bad calls through `smyrf::ffi` return the right status with a message and
+//! every item; bad calls through `smyrf::internals::ffi` return the right status with a message and
 //! write nothing; good calls equal the Rust API bitwise; and the C and C++ examples, built
 //! with strict warnings (and sanitizers where available) against the freshly built
 //! `libsmyrf.so` / `libsmyrf.a`, run and reproduce the Rust API's results bit for bit.
 
 mod common;
 use common::Rng;
-use smyrf::ffi::*;
-use smyrf::{dense_attention, gaussian_projections, Config, Isa, Plan, TensorView, TensorViewMut};
+use smyrf::internals::ffi::*;
+use smyrf::{gaussian_projections, Config, Isa, Plan, TensorView, TensorViewMut};
 use std::ffi::CStr;
 use std::ptr::{null, null_mut, NonNull};
 
@@ -268,14 +268,7 @@ fn scratch_bytes_match_the_rust_api() {
     let mut config = smyrf_config_default();
     config.num_threads = 1;
     let plan = create_plan(&config, 64);
-    let rust = Plan::new(
-        Config {
-            num_threads: 1,
-            ..Config::default()
-        },
-        64,
-    )
-    .unwrap();
+    let rust = Plan::new(Config::default().num_threads(1), 64).unwrap();
     let mut bytes = 0usize;
     // SAFETY: a live plan and a writable out pointer.
     let status = unsafe { smyrf_plan_scratch_bytes(plan, 4096, 2048, 48, &mut bytes) };
@@ -402,8 +395,14 @@ impl Fixture {
         let k = TensorView::bnhd(&self.k, b, self.hkv, n, d).unwrap();
         let v = TensorView::bnhd(&self.v, b, self.hkv, n, d).unwrap();
         let mut o = TensorViewMut::bnhd(&mut out, b, self.hq, n, d).unwrap();
-        plan.attention(&q, &k, &v, Some(&self.mask), &mut o, Some(&mut lse))
-            .unwrap();
+        plan.attention_with(
+            &q,
+            &k,
+            &v,
+            &mut o,
+            smyrf::CallOptions::new().key_mask(&self.mask).lse(&mut lse),
+        )
+        .unwrap();
         (out, lse)
     }
 }
@@ -480,16 +479,18 @@ fn attention_through_the_c_abi_equals_the_rust_api_bitwise() {
             Some(Isa::Avx2) => 2,
             Some(Isa::Avx512) => 3,
             Some(Isa::Neon) => 4,
+            Some(other) => panic!("no C code for {other}"),
         };
         let plan = create_plan(&config, 24);
         let rust = Plan::new(
-            Config {
-                n_hashes: 3,
-                q_cluster_size: 16,
-                seed: 11,
-                num_threads: num_threads as usize,
-                isa,
-                ..Config::default()
+            {
+                let mut config = Config::default()
+                    .n_hashes(3)
+                    .q_cluster_size(16)
+                    .seed(11)
+                    .num_threads(num_threads as usize);
+                config.isa = isa;
+                config
             },
             24,
         )
@@ -533,16 +534,19 @@ fn dense_attention_through_the_c_abi_equals_the_rust_api_bitwise() {
     let k = TensorView::bnhd(&fixture.k, b, 1, n, d).unwrap();
     let v = TensorView::bnhd(&fixture.v, b, 1, n, d).unwrap();
     let mut o = TensorViewMut::bnhd(&mut out, b, 4, n, d).unwrap();
-    dense_attention(
-        &q,
-        &k,
-        &v,
-        Some(&fixture.mask),
-        Some(0.3),
-        &mut o,
-        Some(&mut lse),
-    )
-    .unwrap();
+    smyrf::Plan::new(smyrf::Config::default().scale(0.3), q.shape().dim)
+        .and_then(|plan| {
+            plan.dense_attention_with(
+                &q,
+                &k,
+                &v,
+                &mut o,
+                smyrf::CallOptions::new()
+                    .key_mask(&fixture.mask)
+                    .lse(&mut lse),
+            )
+        })
+        .unwrap();
     assert!(same_bits(&fixture.out, &out));
     assert!(same_bits(&fixture.lse, &lse));
 }
@@ -1011,26 +1015,23 @@ fn basic_reference(isa: Isa) -> Vec<f32> {
         .map(|i| u8::from(!(i / n == 1 && i % n >= n - padding)))
         .collect();
     let plan = Plan::new(
-        Config {
-            n_hashes: 2,
-            q_cluster_size: 32,
-            seed: 42,
-            num_threads: 1,
-            isa: Some(isa),
-            ..Config::default()
-        },
+        Config::default()
+            .n_hashes(2)
+            .q_cluster_size(32)
+            .seed(42)
+            .num_threads(1)
+            .isa(isa),
         d,
     )
     .unwrap();
     let mut out = vec![0.0; len];
     let mut lse = vec![0.0; b * h * n];
-    plan.attention(
+    plan.attention_with(
         &TensorView::bhnd(&q, b, h, n, d).unwrap(),
         &TensorView::bhnd(&k, b, h, n, d).unwrap(),
         &TensorView::bhnd(&v, b, h, n, d).unwrap(),
-        Some(&mask),
         &mut TensorViewMut::bhnd(&mut out, b, h, n, d).unwrap(),
-        Some(&mut lse),
+        smyrf::CallOptions::new().key_mask(&mask).lse(&mut lse),
     )
     .unwrap();
     out.extend(lse);
@@ -1052,25 +1053,22 @@ fn engine_reference(isa: Isa) -> Vec<f32> {
         .map(|i| u8::from(!(i / n == 1 && i % n >= n - padding)))
         .collect();
     let plan = Plan::new(
-        Config {
-            n_hashes: 2,
-            q_cluster_size: 32,
-            seed: 7,
-            num_threads: 1,
-            isa: Some(isa),
-            ..Config::default()
-        },
+        Config::default()
+            .n_hashes(2)
+            .q_cluster_size(32)
+            .seed(7)
+            .num_threads(1)
+            .isa(isa),
         d,
     )
     .unwrap();
     let mut out = vec![0.0; b * n * hq * d];
-    plan.attention(
+    plan.attention_with(
         &TensorView::bnhd(&q, b, hq, n, d).unwrap(),
         &TensorView::bnhd(&k, b, hkv, n, d).unwrap(),
         &TensorView::bnhd(&v, b, hkv, n, d).unwrap(),
-        Some(&mask),
         &mut TensorViewMut::bnhd(&mut out, b, hq, n, d).unwrap(),
-        None,
+        smyrf::CallOptions::new().key_mask(&mask),
     )
     .unwrap();
     out

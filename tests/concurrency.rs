@@ -9,8 +9,8 @@
 
 mod common;
 use common::{Rng, Tensor};
-use smyrf::ffi::*;
-use smyrf::{dense_attention, Config, Plan, Shape, TensorViewMut};
+use smyrf::internals::ffi::*;
+use smyrf::{Config, Plan, Shape, TensorViewMut};
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -101,8 +101,20 @@ impl Case {
         let lse_arg = self.with_lse.then_some(&mut lse[..]);
         let (q, k, v) = (self.q.view(), self.k.view(), self.v.view());
         match plan {
-            Some(plan) => plan.attention(&q, &k, &v, self.mask.as_deref(), &mut view, lse_arg),
-            None => dense_attention(&q, &k, &v, self.mask.as_deref(), None, &mut view, lse_arg),
+            Some(plan) => plan.attention_with(&q, &k, &v, &mut view, {
+                let mut options = smyrf::CallOptions::new();
+                options.key_mask = self.mask.as_deref();
+                options.lse = lse_arg;
+                options
+            }),
+            None => smyrf::Plan::new(smyrf::Config::default(), q.shape().dim).and_then(|plan| {
+                plan.dense_attention_with(&q, &k, &v, &mut view, {
+                    let mut options = smyrf::CallOptions::new();
+                    options.key_mask = self.mask.as_deref();
+                    options.lse = lse_arg;
+                    options
+                })
+            }),
         }
         .unwrap();
         Results {
@@ -156,13 +168,11 @@ impl Case {
 }
 
 fn config(num_threads: usize) -> Config {
-    Config {
-        n_hashes: 2,
-        q_cluster_size: 8,
-        seed: 42,
-        num_threads,
-        ..Config::default()
-    }
+    Config::default()
+        .n_hashes(2)
+        .q_cluster_size(8)
+        .seed(42)
+        .num_threads(num_threads)
 }
 
 fn last_error() -> String {

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use smyrf::{dense_attention, Config, Error, Isa, Plan, Shape, TensorView, TensorViewMut};
+use smyrf::{Config, Error, Isa, Plan, Shape, TensorView, TensorViewMut};
 
 const SENTINEL: f32 = -12345.0;
 
@@ -41,9 +41,21 @@ fn expect_call_error(
     let k = TensorView::new(&b.k, ks).unwrap();
     let v = TensorView::new(&b.v, vs).unwrap();
     let mut out = TensorViewMut::new(&mut b.out, os).unwrap();
-    let got = plan.attention(&q, &k, &v, mask, &mut out, lse.as_deref_mut());
+    let got = plan.attention_with(&q, &k, &v, &mut out, {
+        let mut options = smyrf::CallOptions::new();
+        options.key_mask = mask;
+        options.lse = lse.as_deref_mut();
+        options
+    });
     assert_eq!(got, Err(expected.clone()));
-    let got = dense_attention(&q, &k, &v, mask, None, &mut out, lse.as_deref_mut());
+    let got = smyrf::Plan::new(smyrf::Config::default(), q.shape().dim).and_then(|plan| {
+        plan.dense_attention_with(&q, &k, &v, &mut out, {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = mask;
+            options.lse = lse.as_deref_mut();
+            options
+        })
+    });
     if !matches!(expected, Error::HeadDimMismatch { .. }) {
         assert_eq!(got, Err(expected));
     }
@@ -192,7 +204,7 @@ fn head_dim_differs_from_plan() {
     let mut out_buf = vec![SENTINEL; 64];
     let mut out = TensorViewMut::bhnd(&mut out_buf, 1, 1, 16, 4).unwrap();
     assert_eq!(
-        plan.attention(&v, &v, &v, None, &mut out, None),
+        plan.attention(&v, &v, &v, &mut out),
         Err(Error::HeadDimMismatch { plan: 8, found: 4 })
     );
     assert!(out_buf.iter().all(|&x| x == SENTINEL));
@@ -288,62 +300,14 @@ fn invalid_configs() {
             "{err}"
         );
     };
-    bad(
-        Config {
-            n_hashes: 0,
-            ..Config::default()
-        },
-        "n_hashes",
-    );
-    bad(
-        Config {
-            n_hashes: 5000,
-            ..Config::default()
-        },
-        "n_hashes",
-    );
-    bad(
-        Config {
-            q_cluster_size: 0,
-            ..Config::default()
-        },
-        "q_cluster_size",
-    );
-    bad(
-        Config {
-            k_cluster_size: Some(0),
-            ..Config::default()
-        },
-        "k_cluster_size",
-    );
-    bad(
-        Config {
-            scale: Some(f32::NAN),
-            ..Config::default()
-        },
-        "scale",
-    );
-    bad(
-        Config {
-            scale: Some(f32::INFINITY),
-            ..Config::default()
-        },
-        "scale",
-    );
-    bad(
-        Config {
-            scale: Some(-1.0),
-            ..Config::default()
-        },
-        "scale",
-    );
-    bad(
-        Config {
-            num_threads: 100_000,
-            ..Config::default()
-        },
-        "num_threads",
-    );
+    bad(Config::default().n_hashes(0), "n_hashes");
+    bad(Config::default().n_hashes(5000), "n_hashes");
+    bad(Config::default().q_cluster_size(0), "q_cluster_size");
+    bad(Config::default().k_cluster_size(0), "k_cluster_size");
+    bad(Config::default().scale(f32::NAN), "scale");
+    bad(Config::default().scale(f32::INFINITY), "scale");
+    bad(Config::default().scale(-1.0), "scale");
+    bad(Config::default().num_threads(100_000), "num_threads");
     assert_eq!(
         Plan::new(Config::default(), 0).unwrap_err(),
         Error::ZeroSize { what: "head_dim" }
@@ -368,7 +332,15 @@ fn invalid_configs() {
     let mut out_buf = vec![SENTINEL; 16];
     let mut out = TensorViewMut::bhnd(&mut out_buf, 1, 1, 4, 4).unwrap();
     assert!(matches!(
-        dense_attention(&view, &view, &view, None, Some(f32::NAN), &mut out, None),
+        smyrf::Plan::new(smyrf::Config::default().scale(f32::NAN), view.shape().dim).and_then(
+            |plan| plan.dense_attention_with(
+                &view,
+                &view,
+                &view,
+                &mut out,
+                smyrf::CallOptions::new()
+            )
+        ),
         Err(Error::InvalidConfig { field: "scale", .. })
     ));
     assert!(out_buf.iter().all(|&x| x == SENTINEL));
@@ -380,24 +352,10 @@ fn unsupported_isa_is_refused() {
         .into_iter()
         .find(|isa| !isa.is_supported())
         .expect("some tier is foreign to every CPU");
-    let err = Plan::new(
-        Config {
-            isa: Some(missing),
-            ..Config::default()
-        },
-        8,
-    )
-    .unwrap_err();
+    let err = Plan::new(Config::default().isa(missing), 8).unwrap_err();
     assert_eq!(err, Error::UnsupportedIsa { isa: missing });
     assert!(err.to_string().contains(missing.name()));
-    let plan = Plan::new(
-        Config {
-            isa: Some(Isa::Portable),
-            ..Config::default()
-        },
-        8,
-    )
-    .unwrap();
+    let plan = Plan::new(Config::default().isa(Isa::Portable), 8).unwrap();
     assert_eq!(plan.isa(), Isa::Portable);
 }
 

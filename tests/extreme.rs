@@ -8,8 +8,8 @@
 
 mod common;
 use common::*;
-use smyrf::ffi::*;
-use smyrf::{dense_attention, Config, Plan};
+use smyrf::internals::ffi::*;
+use smyrf::{Config, Plan};
 
 /// Runs SMYRF; returns (out, lse).
 fn smyrf(
@@ -22,14 +22,12 @@ fn smyrf(
     let plan = Plan::new(config.clone(), q.d).unwrap();
     let mut out = Tensor::zeros(q.b, q.h, q.n, v.d, false);
     let mut lse = vec![0.0f32; q.b * q.h * q.n];
-    plan.attention(
-        &q.view(),
-        &k.view(),
-        &v.view(),
-        mask,
-        &mut out.view_mut(),
-        Some(&mut lse),
-    )
+    plan.attention_with(&q.view(), &k.view(), &v.view(), &mut out.view_mut(), {
+        let mut options = smyrf::CallOptions::new();
+        options.key_mask = mask;
+        options.lse = Some(&mut lse);
+        options
+    })
     .unwrap();
     (out.data, lse)
 }
@@ -47,38 +45,41 @@ fn dense_scaled(
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = Tensor::zeros(q.b, q.h, q.n, v.d, false);
     let mut lse = vec![0.0f32; q.b * q.h * q.n];
-    dense_attention(
-        &q.view(),
-        &k.view(),
-        &v.view(),
-        mask,
-        scale,
-        &mut out.view_mut(),
-        Some(&mut lse),
+    smyrf::Plan::new(
+        {
+            let mut config = smyrf::Config::default();
+            config.scale = scale;
+            config
+        },
+        q.view().shape().dim,
     )
+    .and_then(|plan| {
+        plan.dense_attention_with(&q.view(), &k.view(), &v.view(), &mut out.view_mut(), {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = mask;
+            options.lse = Some(&mut lse);
+            options
+        })
+    })
     .unwrap();
     (out.data, lse)
 }
 
 /// One cluster for these lengths: exact dense attention (design §1).
 fn one_cluster(nq: usize, n_hashes: usize) -> Config {
-    Config {
-        n_hashes,
-        q_cluster_size: nq,
-        seed: 3,
-        num_threads: 1,
-        ..Config::default()
-    }
+    Config::default()
+        .n_hashes(n_hashes)
+        .q_cluster_size(nq)
+        .seed(3)
+        .num_threads(1)
 }
 
 fn clustered(cq: usize) -> Config {
-    Config {
-        n_hashes: 2,
-        q_cluster_size: cq,
-        seed: 5,
-        num_threads: 1,
-        ..Config::default()
-    }
+    Config::default()
+        .n_hashes(2)
+        .q_cluster_size(cq)
+        .seed(5)
+        .num_threads(1)
 }
 
 /// Output rows `[dv]` of (b, h, i) in a `[B, H, N, dv]` buffer.
@@ -230,13 +231,12 @@ fn a_query_whose_every_logit_is_minus_infinity_gets_nan_like_dense() {
         let mut out = Tensor::zeros(q.b, q.h, q.n, dv, false);
         out.data.fill(7.0);
         let mut lse = vec![7.0f32; q.b * q.h * n];
-        plan.attention(
+        plan.attention_with(
             &q.view(),
             &k.view(),
             &v.view(),
-            None,
             &mut out.view_mut(),
-            Some(&mut lse),
+            smyrf::CallOptions::new().lse(&mut lse),
         )
         .unwrap();
         assert!(
@@ -264,10 +264,7 @@ fn logits_that_saturate_exp_give_the_argmax_value_row() {
     let k = Tensor::random(&mut rng, 2, 2, n, d, false);
     let v = Tensor::random(&mut rng, 2, 2, n, dv, false);
     let scale = 1e3;
-    let config = Config {
-        scale: Some(scale),
-        ..one_cluster(n, 2)
-    };
+    let config = (one_cluster(n, 2)).scale(scale);
     let (out, lse) = smyrf(&config, &q, &k, &v, None);
     let mut saturated = 0;
     for b in 0..2 {
@@ -302,16 +299,7 @@ fn logits_that_saturate_exp_give_the_argmax_value_row() {
     // Dense agrees, and a clustered run is finite.
     let (want, _) = dense_scaled(&q, &k, &v, None, Some(scale));
     assert!(rel_err(&out, &to_f64(&want)) < 1e-5);
-    let (clustered_out, clustered_lse) = smyrf(
-        &Config {
-            scale: Some(scale),
-            ..clustered(8)
-        },
-        &q,
-        &k,
-        &v,
-        None,
-    );
+    let (clustered_out, clustered_lse) = smyrf(&(clustered(8)).scale(scale), &q, &k, &v, None);
     assert!(clustered_out
         .iter()
         .chain(&clustered_lse)
@@ -569,11 +557,7 @@ fn one_query_against_a_hundred_thousand_keys() {
     let v = Tensor::random(&mut rng, 1, 1, nk, dv, false);
     let mask: Vec<u8> = (0..nk).map(|j| (j % 5 != 0) as u8).collect();
     for mask in [None, Some(&mask[..])] {
-        let config = Config {
-            q_cluster_size: 1,
-            k_cluster_size: Some(64),
-            ..clustered(1)
-        };
+        let config = (clustered(1)).q_cluster_size(1).k_cluster_size(64);
         let (out, lse) = smyrf(&config, &q, &k, &v, mask);
         let (want, want_lse) = oracle_dense(&q, &k, &v, mask, 0.25);
         assert!(rel_err(&out, &want) < 1e-5, "{}", rel_err(&out, &want));

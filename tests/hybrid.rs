@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use smyrf::config::DEFAULT_SAMPLE_GROUP;
+use smyrf::DEFAULT_SAMPLE_GROUP;
 use smyrf::{Config, Error, Plan, SinkSelection};
 
 /// The §8 parameters of one oracle call.
@@ -61,6 +61,7 @@ fn oracle_sinks(
             s.extend(rest[..n - 1].iter().map(|&(_, j)| j));
             s
         }
+        other => panic!("no oracle for {other:?}"),
     };
     sinks.sort_unstable();
     sinks
@@ -96,7 +97,7 @@ fn oracle_block(
 }
 
 /// Design §1 with the §8 blocks for one (b, h), in f64, written from the design text with
-/// plain loops. The samples come from `smyrf::testing::draw_samples` given the eligible keys
+/// plain loops. The samples come from `smyrf::internals::draw_samples` given the eligible keys
 /// the oracle computes itself.
 #[allow(clippy::too_many_arguments)]
 fn oracle_hybrid_head(
@@ -175,7 +176,7 @@ fn oracle_hybrid_head(
             let n = blocks.n_samples.min(eligible.len());
             for group in members.chunks(group_size) {
                 let drawn = if n > 0 {
-                    smyrf::testing::draw_samples(blocks.seed, b, h, group_id, &eligible, n)
+                    smyrf::internals::draw_samples(blocks.seed, b, h, group_id, &eligible, n)
                 } else {
                     Vec::new()
                 };
@@ -258,18 +259,16 @@ impl Case {
     }
 
     fn config(&self, threads: usize) -> Config {
-        Config {
-            n_hashes: self.rounds,
-            q_cluster_size: self.cq,
-            seed: self.blocks.seed,
-            num_threads: threads,
-            n_sinks: self.blocks.n_sinks,
-            sink_selection: self.blocks.selection,
-            window: self.blocks.window,
-            n_samples: self.blocks.n_samples,
-            sample_group: self.blocks.sample_group,
-            ..Config::default()
-        }
+        Config::default()
+            .n_hashes(self.rounds)
+            .q_cluster_size(self.cq)
+            .seed(self.blocks.seed)
+            .num_threads(threads)
+            .n_sinks(self.blocks.n_sinks)
+            .sink_selection(self.blocks.selection)
+            .window(self.blocks.window)
+            .n_samples(self.blocks.n_samples)
+            .sample_group(self.blocks.sample_group)
     }
 }
 
@@ -367,15 +366,8 @@ fn well_separated(case: &Case, data: &Data, projections: &[f32]) -> bool {
 /// Runs the library (every tier this CPU has) and the oracle; outputs must match to 1e-5
 /// relative (design §6) and lse to 1e-5 absolute.
 fn check_case(case: &Case) {
-    for isa in smyrf::testing::supported_tiers() {
-        let plan = Plan::new(
-            Config {
-                isa: Some(isa),
-                ..case.config(0)
-            },
-            case.d,
-        )
-        .unwrap();
+    for isa in smyrf::internals::supported_tiers() {
+        let plan = Plan::new((case.config(0)).isa(isa), case.d).unwrap();
         let projections = plan.projections().to_vec();
         let data = (0..40)
             .map(|s| make_data(case, 7000 + s))
@@ -383,13 +375,17 @@ fn check_case(case: &Case) {
             .expect("no seed gave well separated data");
         let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, case.bnhd);
         let mut lse = vec![0.0f32; case.b * case.hq * case.nq];
-        plan.attention(
+        plan.attention_with(
             &data.q.view(),
             &data.k.view(),
             &data.v.view(),
-            data.mask.as_deref(),
             &mut out.view_mut(),
-            Some(&mut lse),
+            {
+                let mut options = smyrf::CallOptions::new();
+                options.key_mask = data.mask.as_deref();
+                options.lse = Some(&mut lse);
+                options
+            },
         )
         .unwrap();
         let params = OracleParams {
@@ -551,13 +547,17 @@ fn run(config: Config, data: &Data, case: &Case) -> (Vec<f32>, Vec<f32>) {
     let plan = Plan::new(config, case.d).unwrap();
     let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, case.bnhd);
     let mut lse = vec![0.0f32; case.b * case.hq * case.nq];
-    plan.attention(
+    plan.attention_with(
         &data.q.view(),
         &data.k.view(),
         &data.v.view(),
-        data.mask.as_deref(),
         &mut out.view_mut(),
-        Some(&mut lse),
+        {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = data.mask.as_deref();
+            options.lse = Some(&mut lse);
+            options
+        },
     )
     .unwrap();
     (out.data, lse)
@@ -570,11 +570,9 @@ fn all_blocks_off_is_bitwise_plain_smyrf() {
     let data = make_data(&case, 5);
     let plain = run(case.config(0), &data, &case);
     // Fields that only matter when a block is on.
-    let off = Config {
-        sink_selection: SinkSelection::MeanQuery,
-        sample_group: 7,
-        ..case.config(0)
-    };
+    let off = (case.config(0))
+        .sink_selection(SinkSelection::MeanQuery)
+        .sample_group(7);
     assert!(!off.has_hybrid_blocks());
     let got = run(off, &data, &case);
     assert!(plain
@@ -602,9 +600,7 @@ fn window_needs_self_attention() {
             &data.q.view(),
             &data.k.view(),
             &data.v.view(),
-            None,
             &mut out.view_mut(),
-            None,
         )
         .unwrap_err();
     assert_eq!(err, Error::WindowNeedsSelfAttention { nq: 64, nk: 65 });
@@ -614,23 +610,12 @@ fn window_needs_self_attention() {
         "output written on error"
     );
     // Without the window the same call runs.
-    let plan = Plan::new(
-        Config {
-            window: 0,
-            n_sinks: 2,
-            n_samples: 4,
-            ..case.config(1)
-        },
-        case.d,
-    )
-    .unwrap();
+    let plan = Plan::new((case.config(1)).window(0).n_sinks(2).n_samples(4), case.d).unwrap();
     plan.attention(
         &data.q.view(),
         &data.k.view(),
         &data.v.view(),
-        None,
         &mut out.view_mut(),
-        None,
     )
     .unwrap();
 }
@@ -663,14 +648,7 @@ fn results_do_not_depend_on_the_thread_count() {
         );
     }
     // The seed does change the samples.
-    let other = run(
-        Config {
-            seed: 78,
-            ..case.config(1)
-        },
-        &data,
-        &case,
-    );
+    let other = run((case.config(1)).seed(78), &data, &case);
     assert_ne!(reference.0, other.0);
 }
 
@@ -680,7 +658,7 @@ fn draws_are_uniform_without_replacement() {
     let mut counts = [0usize; 20];
     let draws = 4000;
     for group in 0..draws {
-        let s = smyrf::testing::draw_samples(1, 2, 3, group, &eligible, 5);
+        let s = smyrf::internals::draw_samples(1, 2, 3, group, &eligible, 5);
         let mut sorted = s.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -694,7 +672,7 @@ fn draws_are_uniform_without_replacement() {
         assert!((c as f64 - 1000.0).abs() < 6.0 * 27.4, "{counts:?}");
     }
     assert_eq!(
-        smyrf::testing::draw_samples(1, 2, 3, 9, &eligible, 50).len(),
+        smyrf::internals::draw_samples(1, 2, 3, 9, &eligible, 50).len(),
         20
     );
 }
@@ -716,25 +694,22 @@ fn samples_estimate_the_residual_mass_without_bias() {
     }
     let mask: Vec<u8> = (0..n).map(|j| (j % 7 != 3) as u8).collect();
     let projections = smyrf::gaussian_projections(99, d, 1);
-    let base = Config {
-        n_hashes: 1,
-        q_cluster_size: 8,
-        n_sinks: 2,
-        window: 6,
-        num_threads: 1,
-        ..Config::default()
-    };
+    let base = Config::default()
+        .n_hashes(1)
+        .q_cluster_size(8)
+        .n_sinks(2)
+        .window(6)
+        .num_threads(1);
     let lse_of = |config: Config| {
         let plan = Plan::with_projections(config, d, &projections).unwrap();
         let mut out = Tensor::zeros(1, 1, n, d, false);
         let mut lse = vec![0.0f32; n];
-        plan.attention(
+        plan.attention_with(
             &q.view(),
             &k.view(),
             &v.view(),
-            Some(&mask),
             &mut out.view_mut(),
-            Some(&mut lse),
+            smyrf::CallOptions::new().key_mask(&mask).lse(&mut lse),
         )
         .unwrap();
         lse
@@ -754,12 +729,7 @@ fn samples_estimate_the_residual_mass_without_bias() {
     let seeds = 2000;
     let (mut sum, mut sum_sq) = (vec![0.0f64; n], vec![0.0f64; n]);
     for seed in 0..seeds {
-        let with = lse_of(Config {
-            n_samples: 4,
-            sample_group: 3,
-            seed,
-            ..base.clone()
-        });
+        let with = lse_of((base.clone()).n_samples(4).sample_group(3).seed(seed));
         for i in 0..n {
             let est = (with[i] as f64).exp() - (without[i] as f64).exp();
             sum[i] += est;
@@ -833,7 +803,7 @@ fn config_validation_and_preset() {
 /// window with cross-attention reports an invalid argument.
 #[test]
 fn c_abi_hybrid_fields() {
-    use smyrf::ffi::*;
+    use smyrf::internals::ffi::*;
     use std::ptr::null_mut;
     let c = smyrf_config_hybrid(128);
     assert_eq!(

@@ -20,15 +20,7 @@ fn environment_override_is_honoured_and_checked() {
     // An explicit request in the config wins over the environment.
     let explicit = smyrf::detected_isa();
     assert_eq!(
-        Plan::new(
-            Config {
-                isa: Some(explicit),
-                ..Config::default()
-            },
-            8
-        )
-        .unwrap()
-        .isa(),
+        Plan::new(Config::default().isa(explicit), 8).unwrap().isa(),
         explicit
     );
     match saved {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::Rng;
-use smyrf::testing::{self, supported_tiers};
+use smyrf::internals::{self as testing, supported_tiers};
 use smyrf::{Config, Isa, Plan};
 
 const DIMS: [usize; 16] = [

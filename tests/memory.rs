@@ -3,7 +3,7 @@
 //! allocates nothing. A counting global allocator measures it. One test per binary, so no
 //! other test allocates concurrently.
 
-use smyrf::{dense_attention, Config, Plan, TensorView, TensorViewMut};
+use smyrf::{Config, Plan, TensorView, TensorViewMut};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,20 +57,24 @@ fn scratch_is_bounded_and_reused_at_n_16384() {
     let view = TensorView::bhnd(&data, b, h, n, d).unwrap();
     for (rounds, cluster) in [(2, 128), (4, 32), (1, 2048)] {
         let plan = Plan::new(
-            Config {
-                n_hashes: rounds,
-                q_cluster_size: cluster,
-                num_threads: 1,
-                ..Config::default()
-            },
+            Config::default()
+                .n_hashes(rounds)
+                .q_cluster_size(cluster)
+                .num_threads(1),
             d,
         )
         .unwrap();
         let bound = plan.scratch_bytes(n, n, d);
         let mut run = || {
             let mut o = TensorViewMut::bhnd(&mut out, b, h, n, d).unwrap();
-            plan.attention(&view, &view, &view, Some(&mask), &mut o, Some(&mut lse))
-                .unwrap();
+            plan.attention_with(
+                &view,
+                &view,
+                &view,
+                &mut o,
+                smyrf::CallOptions::new().key_mask(&mask).lse(&mut lse),
+            )
+            .unwrap();
         };
         let (first_peak, _) = measure(&mut run);
         assert!(
@@ -96,7 +100,17 @@ fn scratch_is_bounded_and_reused_at_n_16384() {
             .build()
             .unwrap()
             .install(|| {
-                dense_attention(&view, &view, &view, Some(&mask), None, &mut o, None).unwrap()
+                smyrf::Plan::new(smyrf::Config::default(), view.shape().dim)
+                    .and_then(|plan| {
+                        plan.dense_attention_with(
+                            &view,
+                            &view,
+                            &view,
+                            &mut o,
+                            smyrf::CallOptions::new().key_mask(&mask),
+                        )
+                    })
+                    .unwrap()
             });
     });
     assert!(

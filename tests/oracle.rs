@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use smyrf::{dense_attention, Config, Plan};
+use smyrf::{Config, Plan};
 
 #[derive(Clone)]
 struct Case {
@@ -123,33 +123,27 @@ fn boundaries_well_separated(case: &Case, data: &Data, projections: &[f32]) -> b
 }
 
 fn config_of(case: &Case, threads: usize) -> Config {
-    Config {
-        n_hashes: case.rounds,
-        q_cluster_size: case.cq,
-        k_cluster_size: case.ck,
-        seed: 1234,
-        num_threads: threads,
-        ..Config::default()
+    {
+        let mut config = Config::default()
+            .n_hashes(case.rounds)
+            .q_cluster_size(case.cq)
+            .seed(1234)
+            .num_threads(threads);
+        config.k_cluster_size = case.ck;
+        config
     }
 }
 
 /// Runs the library with every tier this CPU has and the oracle on a case; out and lse must
 /// match to 1e-5.
 fn check_case(case: &Case) {
-    for isa in smyrf::testing::supported_tiers() {
+    for isa in smyrf::internals::supported_tiers() {
         check_case_on(case, isa);
     }
 }
 
 fn check_case_on(case: &Case, isa: smyrf::Isa) {
-    let plan = Plan::new(
-        Config {
-            isa: Some(isa),
-            ..config_of(case, 0)
-        },
-        case.d,
-    )
-    .unwrap();
+    let plan = Plan::new((config_of(case, 0)).isa(isa), case.d).unwrap();
     assert_eq!(plan.isa(), isa);
     let projections = plan.projections().to_vec();
     let mut data = None;
@@ -163,13 +157,17 @@ fn check_case_on(case: &Case, isa: smyrf::Isa) {
     let data = data.expect("no seed gave well separated cluster boundaries");
     let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, case.bnhd);
     let mut lse = vec![0.0f32; case.b * case.hq * case.nq];
-    plan.attention(
+    plan.attention_with(
         &data.q.view(),
         &data.k.view(),
         &data.v.view(),
-        data.mask.as_deref(),
         &mut out.view_mut(),
-        Some(&mut lse),
+        {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = data.mask.as_deref();
+            options.lse = Some(&mut lse);
+            options
+        },
     )
     .unwrap();
 
@@ -308,27 +306,37 @@ fn one_cluster_equals_dense_attention() {
     let data = make_data(&case, 7);
     let plan = Plan::new(config_of(&case, 0), case.d).unwrap();
     let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, false);
-    plan.attention(
+    plan.attention_with(
         &data.q.view(),
         &data.k.view(),
         &data.v.view(),
-        data.mask.as_deref(),
         &mut out.view_mut(),
-        None,
+        {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = data.mask.as_deref();
+            options.lse = None;
+            options
+        },
     )
     .unwrap();
     let mut dense = Tensor::zeros(case.b, case.hq, case.nq, case.dv, false);
     let mut dense_lse = vec![0.0f32; case.b * case.hq * case.nq];
-    dense_attention(
-        &data.q.view(),
-        &data.k.view(),
-        &data.v.view(),
-        data.mask.as_deref(),
-        None,
-        &mut dense.view_mut(),
-        Some(&mut dense_lse),
-    )
-    .unwrap();
+    smyrf::Plan::new(smyrf::Config::default(), data.q.view().shape().dim)
+        .and_then(|plan| {
+            plan.dense_attention_with(
+                &data.q.view(),
+                &data.k.view(),
+                &data.v.view(),
+                &mut dense.view_mut(),
+                {
+                    let mut options = smyrf::CallOptions::new();
+                    options.key_mask = data.mask.as_deref();
+                    options.lse = Some(&mut dense_lse);
+                    options
+                },
+            )
+        })
+        .unwrap();
     let reference: Vec<f64> = dense.data.iter().map(|&x| x as f64).collect();
     let err = rel_err(&out.data, &reference);
     assert!(err <= 1e-5, "one cluster vs dense: {err:e}");
@@ -367,15 +375,19 @@ fn dense_attention_layouts_scale_and_long_keys() {
     };
     let data = make_data(&case, 3);
     let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, true);
-    dense_attention(
-        &data.q.view(),
-        &data.k.view(),
-        &data.v.view(),
-        None,
-        Some(0.7),
-        &mut out.view_mut(),
-        None,
+    smyrf::Plan::new(
+        smyrf::Config::default().scale(0.7),
+        data.q.view().shape().dim,
     )
+    .and_then(|plan| {
+        plan.dense_attention_with(
+            &data.q.view(),
+            &data.k.view(),
+            &data.v.view(),
+            &mut out.view_mut(),
+            smyrf::CallOptions::new(),
+        )
+    })
     .unwrap();
     let mut want = Vec::new();
     let mut got = Vec::new();
@@ -410,20 +422,21 @@ fn large_clusters_span_several_tiles() {
 }
 
 fn run_with(case: &Case, data: &Data, threads: usize, seed: u64) -> Vec<f32> {
-    let config = Config {
-        seed,
-        ..config_of(case, threads)
-    };
+    let config = (config_of(case, threads)).seed(seed);
     let plan = Plan::new(config, case.d).unwrap();
     let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, case.bnhd);
     let mut lse = vec![0.0f32; case.b * case.hq * case.nq];
-    plan.attention(
+    plan.attention_with(
         &data.q.view(),
         &data.k.view(),
         &data.v.view(),
-        data.mask.as_deref(),
         &mut out.view_mut(),
-        Some(&mut lse),
+        {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = data.mask.as_deref();
+            options.lse = Some(&mut lse);
+            options
+        },
     )
     .unwrap();
     out.data.extend(lse);
@@ -487,22 +500,8 @@ fn calls_with_fewer_heads_than_threads_give_the_same_bits() {
 
 #[test]
 fn same_seed_gives_same_projections_and_supplied_matrix_is_used() {
-    let a = Plan::new(
-        Config {
-            seed: 9,
-            ..Config::default()
-        },
-        8,
-    )
-    .unwrap();
-    let b = Plan::new(
-        Config {
-            seed: 9,
-            ..Config::default()
-        },
-        8,
-    )
-    .unwrap();
+    let a = Plan::new(Config::default().seed(9), 8).unwrap();
+    let b = Plan::new(Config::default().seed(9), 8).unwrap();
     assert_eq!(a.projections(), b.projections());
     assert_eq!(a.projections().len(), 10 * 2);
     let c = Plan::with_projections(Config::default(), 8, a.projections()).unwrap();

@@ -4,8 +4,10 @@
 //! sorts after +∞ and ties with the other NaNs, which the stable `sort_by` keeps in input
 //! order: exactly the documented order. Every tier the CPU supports is tested.
 
-use smyrf::isa::Isa;
-use smyrf::sort::{argsort_into, argsort_many, ordered_key, radix_argsort_f32, SortScratch};
+use smyrf::internals::sort::{
+    argsort_into, argsort_many, ordered_key, radix_argsort_f32, SortScratch,
+};
+use smyrf::Isa;
 use std::cmp::Ordering;
 
 /// splitmix64: a small deterministic generator, so the tests need no dependency.
@@ -474,7 +476,7 @@ fn scratch_is_reused_across_sizes() {
     {
         let keys = make_keys(Dist::Hashes, n, round as u64);
         let mut perm = vec![0; n];
-        argsort_into(smyrf::isa::detected_isa(), &keys, &mut perm, &mut scratch);
+        argsort_into(smyrf::detected_isa(), &keys, &mut perm, &mut scratch);
         assert_eq!(perm, oracle_perm(&keys), "n = {n}");
     }
 }

@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smyrf::ffi::*;
+use smyrf::internals::ffi::*;
 use smyrf::Isa;
 use smyrf_fuzz::{filler, Input};
 use std::ffi::CStr;

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smyrf::{dense_attention, Config, Isa, Plan, Shape, SinkSelection, TensorView, TensorViewMut};
+use smyrf::{Config, Isa, Plan, Shape, SinkSelection, TensorView, TensorViewMut};
 use smyrf_fuzz::{filler, Input};
 
 /// A contiguous tensor in one of the two layouts.
@@ -108,24 +108,9 @@ fuzz_target!(|data: &[u8]| {
     let lse_len = b * hq * nq;
     let (mut out, mut lse) = (vec![f32::NAN; b * hq * nq * dv], vec![f32::NAN; lse_len]);
     let (mut dense, mut dense_lse) = (out.clone(), lse.clone());
-    plan.attention(
-        &views.0,
-        &views.1,
-        &views.2,
-        mask.as_deref(),
-        &mut TensorViewMut::new(&mut out, os).unwrap(),
-        Some(&mut lse),
-    )
+    plan.attention_with(&views.0, &views.1, &views.2, &mut TensorViewMut::new(&mut out, os).unwrap(), { let mut options = smyrf::CallOptions::new(); options.key_mask = mask.as_deref(); options.lse = Some(&mut lse); options })
     .expect("a valid call");
-    dense_attention(
-        &views.0,
-        &views.1,
-        &views.2,
-        mask.as_deref(),
-        config.scale,
-        &mut TensorViewMut::new(&mut dense, os).unwrap(),
-        Some(&mut dense_lse),
-    )
+    smyrf::Plan::new({ let mut config = smyrf::Config::default(); config.scale = config.scale; config }, (&views.0).shape().dim).and_then(|plan| plan.dense_attention_with(&views.0, &views.1, &views.2, &mut TensorViewMut::new(&mut dense, os).unwrap(), { let mut options = smyrf::CallOptions::new(); options.key_mask = mask.as_deref(); options.lse = Some(&mut dense_lse); options }))
     .expect("a valid call");
 
     // Outputs are convex combinations of value rows: compare relative to the largest.

@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smyrf::sort::{argsort_into, argsort_many, radix_argsort_f32, SortScratch};
+use smyrf::internals::sort::{argsort_into, argsort_many, radix_argsort_f32, SortScratch};
 use smyrf::Isa;
 use std::cmp::Ordering;
 

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release` runs it with defaults; `--help` lists the flags.
 
-use smyrf::{dense_attention, Config, Plan, TensorView, TensorViewMut};
+use smyrf::{Config, Plan, TensorView, TensorViewMut};
 use std::time::Instant;
 
 struct Args {
@@ -127,12 +127,10 @@ fn main() {
 fn run(args: &Args) -> Result<(), smyrf::Error> {
     let (b, h, n, d) = (args.batch, args.heads, args.seq_len, args.head_dim);
     let (q, k, v) = synthetic(args);
-    let config = Config {
-        n_hashes: args.hashes,
-        q_cluster_size: args.cluster_size,
-        num_threads: args.threads,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .n_hashes(args.hashes)
+        .q_cluster_size(args.cluster_size)
+        .num_threads(args.threads);
     let plan = Plan::new(config, d)?;
     let qv = TensorView::bhnd(&q, b, h, n, d)?;
     let kv = TensorView::bhnd(&k, b, h, n, d)?;
@@ -149,7 +147,7 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
     );
     let smyrf_time = best_of(3, || {
         let mut out = TensorViewMut::bhnd(&mut smyrf_out, b, h, n, d)?;
-        plan.attention(&qv, &kv, &vv, None, &mut out, None)
+        plan.attention(&qv, &kv, &vv, &mut out)
     })?;
     // Dense attention runs on as many threads as SMYRF, so the speed-up compares like with like.
     let threads = if args.threads == 0 {
@@ -166,7 +164,9 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
     let dense_time = pool.install(|| {
         best_of(if n > 16384 { 1 } else { 3 }, || {
             let mut out = TensorViewMut::bhnd(&mut dense_out, b, h, n, d)?;
-            dense_attention(&qv, &kv, &vv, None, None, &mut out, None)
+            smyrf::Plan::new(smyrf::Config::default(), qv.shape().dim).and_then(|plan| {
+                plan.dense_attention_with(&qv, &kv, &vv, &mut out, smyrf::CallOptions::new())
+            })
         })
     })?;
     let rounds = args.hashes as f64;
