@@ -681,6 +681,11 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     // Inputs in [-4, 4] give |logits| ≤ 16·d·scale: finite unless the scale is huge.
     special |= !(16.0 * qs.dim as f32 * logit_scale.abs()).is_finite();
     let mask_of = |bi: usize, j: usize| mask.as_ref().is_none_or(|m| m[bi * nk + j] != 0);
+    // The contract's accuracy over many rounds (docs/design.md §1 step 6): each round's
+    // merge rounds a few times, so outputs may leave the values' range by
+    // (1e-5 + 4·R·2^-24)·max|v| (measured: 1.5e-5 at R = 1024, against 2.5e-4 allowed).
+    let rounds = plan.map_or(1, |p| p.rounds.max(1)) as f32;
+    let range_slack = 1e-5 + 4.0 * rounds * f32::EPSILON / 2.0;
     for bi in 0..os.batch {
         let keys: Vec<usize> = (0..nk).filter(|&j| mask_of(bi, j)).collect();
         for h in 0..os.heads {
@@ -705,8 +710,9 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
                 } else if !special {
                     for &x in row {
                         assert!(
-                            x.is_finite() && x.abs() <= v_max * (1.0 + 1e-5) + 1e-6,
-                            "{function}: output {x} outside the values' range {v_max}"
+                            x.is_finite() && x.abs() <= v_max * (1.0 + range_slack) + 1e-6,
+                            "{function}: output {x} outside the values' range {v_max} \
+                             ({rounds} rounds)"
                         );
                     }
                     assert!(

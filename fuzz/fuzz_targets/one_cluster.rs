@@ -65,20 +65,21 @@ fuzz_target!(|data: &[u8]| {
     let isa = input.pick(&tiers);
     let scale = input.pick(&[None, Some(0.0), Some(0.25), Some(1.0), Some(8.0)]);
     let k_cluster_size = input.pick(&[None, Some(nk), Some(nk + 7)]);
-    let config = Config {
-        n_hashes,
-        q_cluster_size: nq + input.range(0, 3),
-        k_cluster_size,
-        scale,
-        seed: input.u64(),
-        num_threads: input.pick(&[0, 1, 2]),
-        isa: Some(isa),
-        n_sinks,
-        sink_selection,
-        window,
-        n_samples,
-        sample_group: input.range(0, 4),
-    };
+    // Arguments drawn in the fields' order, as the input's bytes were laid out.
+    let mut config = Config::default()
+        .n_hashes(n_hashes)
+        .q_cluster_size(nq + input.range(0, 3));
+    config.k_cluster_size = k_cluster_size;
+    config.scale = scale;
+    let config = config
+        .seed(input.u64())
+        .num_threads(input.pick(&[0, 1, 2]))
+        .isa(isa)
+        .n_sinks(n_sinks)
+        .sink_selection(sink_selection)
+        .window(window)
+        .n_samples(n_samples)
+        .sample_group(input.range(0, 4));
     let layouts = [input.flag(), input.flag(), input.flag(), input.flag()];
     let mask: Option<Vec<u8>> = match input.range(0, 3) {
         0 => None,
@@ -108,9 +109,41 @@ fuzz_target!(|data: &[u8]| {
     let lse_len = b * hq * nq;
     let (mut out, mut lse) = (vec![f32::NAN; b * hq * nq * dv], vec![f32::NAN; lse_len]);
     let (mut dense, mut dense_lse) = (out.clone(), lse.clone());
-    plan.attention_with(&views.0, &views.1, &views.2, &mut TensorViewMut::new(&mut out, os).unwrap(), { let mut options = smyrf::CallOptions::new(); options.key_mask = mask.as_deref(); options.lse = Some(&mut lse); options })
+    plan.attention_with(
+        &views.0,
+        &views.1,
+        &views.2,
+        &mut TensorViewMut::new(&mut out, os).unwrap(),
+        {
+            let mut options = smyrf::CallOptions::new();
+            options.key_mask = mask.as_deref();
+            options.lse = Some(&mut lse);
+            options
+        },
+    )
     .expect("a valid call");
-    smyrf::Plan::new({ let mut config = smyrf::Config::default(); config.scale = config.scale; config }, (&views.0).shape().dim).and_then(|plan| plan.dense_attention_with(&views.0, &views.1, &views.2, &mut TensorViewMut::new(&mut dense, os).unwrap(), { let mut options = smyrf::CallOptions::new(); options.key_mask = mask.as_deref(); options.lse = Some(&mut dense_lse); options }))
+    smyrf::Plan::new(
+        {
+            let mut dense_config = smyrf::Config::default();
+            dense_config.scale = config.scale;
+            dense_config
+        },
+        views.0.shape().dim,
+    )
+    .and_then(|plan| {
+        plan.dense_attention_with(
+            &views.0,
+            &views.1,
+            &views.2,
+            &mut TensorViewMut::new(&mut dense, os).unwrap(),
+            {
+                let mut options = smyrf::CallOptions::new();
+                options.key_mask = mask.as_deref();
+                options.lse = Some(&mut dense_lse);
+                options
+            },
+        )
+    })
     .expect("a valid call");
 
     // Outputs are convex combinations of value rows: compare relative to the largest.

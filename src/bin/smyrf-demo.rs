@@ -139,6 +139,10 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
     let mut dense_out = vec![0.0f32; b * h * n * d];
 
     println!(
+        "built-in synthetic data: queries and keys drawn around shared topic centres, so they \
+         cluster by construction (SMYRF's best case; real attention is harder, see below)"
+    );
+    println!(
         "smyrf demo: batch {b}, heads {h}, seq_len {n}, head_dim {d}, hashes {}, cluster size {}, tier {}, threads {}",
         args.hashes,
         args.cluster_size,
@@ -149,25 +153,11 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
         let mut out = TensorViewMut::bhnd(&mut smyrf_out, b, h, n, d)?;
         plan.attention(&qv, &kv, &vv, &mut out)
     })?;
-    // Dense attention runs on as many threads as SMYRF, so the speed-up compares like with like.
-    let threads = if args.threads == 0 {
-        rayon_threads()
-    } else {
-        args.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|_| smyrf::Error::OutOfMemory {
-            what: "thread pool",
-        })?;
-    let dense_time = pool.install(|| {
-        best_of(if n > 16384 { 1 } else { 3 }, || {
-            let mut out = TensorViewMut::bhnd(&mut dense_out, b, h, n, d)?;
-            smyrf::Plan::new(smyrf::Config::default(), qv.shape().dim).and_then(|plan| {
-                plan.dense_attention_with(&qv, &kv, &vv, &mut out, smyrf::CallOptions::new())
-            })
-        })
+    // Dense attention runs with the same tier and threads as SMYRF.
+    let dense = Plan::new(Config::default().num_threads(args.threads), d)?;
+    let dense_time = best_of(if n > 16384 { 1 } else { 3 }, || {
+        let mut out = TensorViewMut::bhnd(&mut dense_out, b, h, n, d)?;
+        dense.dense_attention(&qv, &kv, &vv, &mut out)
     })?;
     let rounds = args.hashes as f64;
     let clusters = n.div_ceil(args.cluster_size).max(1) as f64;
@@ -193,7 +183,86 @@ fn run(args: &Args) -> Result<(), smyrf::Error> {
         println!(
             "note: seq_len {n} is below the crossover for this shape: dense attention is faster here \
              (SMYRF reads R·c keys per query against dense's N: measured crossover on a 2-core \
-             AVX-512 machine about 256 tokens for R = 2, c = 64, 8 heads, d = 64, one thread; see BENCHMARKS.md)"
+             AVX-512 machine 192 to 320 tokens depending on R and c; see BENCHMARKS.md)"
+        );
+    }
+    real_data(args)
+}
+
+/// The same comparison on real attention inputs (MiniLM, `../shared/data/minilm-dev/` or
+/// `SMYRF_DEV_DATA`), when they are there: plain SMYRF with the demo's settings, and the §8
+/// hybrid preset at a budget of N/4 keys per query.
+fn real_data(args: &Args) -> Result<(), smyrf::Error> {
+    let dir = std::env::var_os("SMYRF_DEV_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/minilm-dev")
+        });
+    let read = |name: &str| -> Option<Vec<f32>> {
+        let bytes = std::fs::read(dir.join(name)).ok()?;
+        let values = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        Some(values.collect())
+    };
+    // [sequence, layer, head, token, dim] = [2, 3, 12, 256, 32]: 6 batch elements of 12 heads.
+    let (b, h, n, d) = (6, 12, 256, 32);
+    let (Some(q), Some(k), Some(v), Some(exact)) = (
+        read("q_256.f32"),
+        read("k_256.f32"),
+        read("v_256.f32"),
+        read("out_256.f32"),
+    ) else {
+        println!(
+            "real data: none at {} (set SMYRF_DEV_DATA); no real-data figure",
+            dir.display()
+        );
+        return Ok(());
+    };
+    if [&q, &k, &v, &exact]
+        .iter()
+        .any(|x| x.len() != b * h * n * d)
+    {
+        println!(
+            "real data: unexpected file sizes in {}; skipped",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let (qv, kv, vv) = (
+        TensorView::bhnd(&q, b, h, n, d)?,
+        TensorView::bhnd(&k, b, h, n, d)?,
+        TensorView::bhnd(&v, b, h, n, d)?,
+    );
+    let mut out = vec![0.0f32; b * h * n * d];
+    let plain = Config::default()
+        .n_hashes(args.hashes)
+        .q_cluster_size(args.cluster_size)
+        .num_threads(args.threads);
+    for (label, config) in [
+        (
+            format!(
+                "plain SMYRF, R = {}, c = {}",
+                args.hashes, args.cluster_size
+            ),
+            plain,
+        ),
+        (
+            "hybrid preset, K = N/4".to_string(),
+            Config::hybrid(n / 4).num_threads(args.threads),
+        ),
+    ] {
+        let plan = Plan::new(config, d)?;
+        plan.attention(
+            &qv,
+            &kv,
+            &vv,
+            &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?,
+        )?;
+        println!(
+            "real MiniLM attention inputs (N = {n}, 72 heads), {label}: relative error vs dense {:.4} \
+             (per-layer error; quality on a model is judged on its own output)",
+            relative_error(&out, &exact)
         );
     }
     Ok(())
