@@ -1,4 +1,4 @@
-//! Cluster assignment's sort (design §4, issue 4): the radix argsort against the standard
+//! Cluster assignment's sort (design §4): the radix argsort against the standard
 //! library's stable (`sort_by`) and unstable (`sort_unstable_by`) sorts doing the same job,
 //! from f32 keys to a u32 permutation, on hash-like keys (a sum of four uniforms, roughly
 //! Gaussian, as ALSH hashes are). Rates are keys per second.
