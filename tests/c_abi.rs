@@ -1271,7 +1271,7 @@ mod native {
             Ok(output) => output,
             Err(e) => {
                 // The examples still prove it: they run with only libsmyrf.so.0 present.
-                println!("skipping the readelf check: {e}");
+                common::require::unavailable("readelf", &e.to_string());
                 return;
             }
         };
@@ -1330,7 +1330,10 @@ mod native {
     fn examples_are_clean_under_address_and_undefined_sanitizers() {
         let work = work("sanitizers");
         if let Err(reason) = sanitizers_work(&work) {
-            println!("skipping sanitizer builds: -fsanitize=address,undefined does not work here: {reason}");
+            common::require::unavailable(
+                "asan",
+                &format!("-fsanitize=address,undefined does not work here: {reason}"),
+            );
             return;
         }
         let flags = [
@@ -1368,7 +1371,7 @@ mod native {
     fn install_script_pkg_config_and_makefile() {
         for tool in ["make", "pkg-config", "sh"] {
             if !have(tool) {
-                println!("skipping the install/Makefile test: `{tool}` is not installed");
+                common::require::unavailable("install", &format!("`{tool}` is not installed"));
                 return;
             }
         }

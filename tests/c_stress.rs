@@ -1,15 +1,18 @@
 //! `c_examples/stress.c` (threads sharing plans, thousands of good and bad calls with varied
 //! shapes, strides and masks) built with strict warnings and run against the freshly built
 //! `libsmyrf.so`: once plain, once under AddressSanitizer and UndefinedBehaviorSanitizer
-//! (skipped, with the reason, where the sanitizer runtimes do not work).
+//! (not run, with the reason, where the sanitizer runtimes do not work, unless
+//! `SMYRF_REQUIRE` names `asan`: then that fails).
 //!
 //! Only the C side is instrumented in that run (plus the sanitizer's interceptors of memcpy
 //! and friends, which the library's row copies go through). `.ci/run` also builds the
 //! library itself with `-Zsanitizer=address` and points `SMYRF_ASAN_LIBDIR` at it; then the
 //! sanitized program runs against that instrumented library too, so an out-of-bounds access
-//! inside the Rust kernels is reported as well (README "Reliability").
+//! inside the Rust kernels is reported as well (TESTING.md, "Reliability").
 
 #![cfg(target_os = "linux")]
+
+mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -168,8 +171,9 @@ fn stress_program_plain_and_under_sanitizers() {
     check(&plain, &lib, PLAIN_ITERATIONS);
 
     if let Err(reason) = sanitizers_work(&lib) {
-        println!(
-            "skipping the sanitizer run: -fsanitize=address,undefined does not work here: {reason}"
+        common::require::unavailable(
+            "asan",
+            &format!("-fsanitize=address,undefined does not work here: {reason}"),
         );
         return;
     }
@@ -189,7 +193,10 @@ fn stress_program_plain_and_under_sanitizers() {
                 dir.to_string_lossy()
             );
         }
-        None => println!("SMYRF_ASAN_LIBDIR not set: the library itself was not instrumented"),
+        None => common::require::unavailable(
+            "asan-lib",
+            "SMYRF_ASAN_LIBDIR not set: the library itself was not instrumented",
+        ),
     }
 }
 
@@ -200,7 +207,10 @@ fn the_sanitized_run_would_catch_a_broken_promise() {
     // instrumented), so a clean stress run means something.
     let lib = lib_dir("canary", &built_library());
     if let Err(reason) = sanitizers_work(&lib) {
-        println!("skipping: -fsanitize=address does not work here: {reason}");
+        common::require::unavailable(
+            "asan",
+            &format!("-fsanitize=address does not work here: {reason}"),
+        );
         return;
     }
     let source = lib.join("overflow.c");

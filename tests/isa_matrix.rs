@@ -34,6 +34,17 @@ fn unaligned(rng: &mut Rng, len: usize) -> Vec<f32> {
     rng.vec(len + 1)
 }
 
+/// The tier tests run every tier the CPU has: a tier `SMYRF_REQUIRE` names must be one of
+/// them, or those tests would pass without testing it.
+#[test]
+fn required_tiers_are_present() {
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        if !isa.is_supported() {
+            common::require::unavailable(isa.name(), "this CPU lacks the tier");
+        }
+    }
+}
+
 #[test]
 fn the_forced_tier_is_the_one_running() {
     if let Ok(name) = std::env::var("SMYRF_ISA") {

@@ -3,6 +3,8 @@
 //! shares no code with the library.
 #![allow(dead_code)]
 
+pub mod require;
+
 /// SplitMix64: deterministic test data without dependencies.
 pub struct Rng(pub u64);
 
