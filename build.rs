@@ -22,7 +22,7 @@ fn main() {
         // compatible updates of the library file.
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsmyrf.so.{major}");
     }
-    // tests/c_abi.rs compiles C with the `cc` crate, which needs the target and host triples.
+    // The C tests compile C with the `cc` crate, which needs the target and host triples.
     for var in ["TARGET", "HOST"] {
         let value = env::var(var).expect("cargo sets TARGET and HOST");
         println!("cargo:rustc-env=SMYRF_BUILD_{var}={value}");

@@ -5,7 +5,7 @@
 //! threads, R = 1, 2, 3: bit-identical outputs and lse.
 
 mod common;
-use common::Rng;
+use common::{bits, Rng};
 use smyrf::Isa;
 use smyrf::{Config, Plan, TensorView, TensorViewMut};
 
@@ -61,7 +61,6 @@ fn outputs_are_the_same_at_every_buffer_alignment() {
                     smyrf::CallOptions::new().lse(&mut lse),
                 )
                 .unwrap();
-                let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
                 let got = (bits(&os[or]), bits(&lse));
                 assert!(got.0.iter().all(|&x| !f32::from_bits(x).is_nan()));
                 match &reference {

@@ -14,6 +14,11 @@
 
 mod common;
 
+use common::cbuild::{
+    built_shared_library, fresh_dir, install_shared, output_text, sanitizers_work, strict_command,
+    SANITIZE,
+};
+use common::repo_root;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,80 +27,26 @@ use std::process::Command;
 const PLAIN_ITERATIONS: &str = "3000";
 const SANITIZED_ITERATIONS: &str = "1000";
 
-const SANITIZE: [&str; 4] = [
-    "-O1",
-    "-fsanitize=address,undefined",
-    "-fno-sanitize-recover=all",
-    "-fno-omit-frame-pointer",
-];
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The shared library cargo built for this test run, next to the test executable.
-fn built_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps, deps.parent().unwrap()]
-        .iter()
-        .map(|dir| dir.join("libsmyrf.so"))
-        .find(|so| so.is_file())
-        .unwrap_or_else(|| panic!("libsmyrf.so not found next to {}", exe.display()))
-}
-
 /// A fresh directory holding `library` under its SONAME and link name, as installed.
 fn lib_dir(name: &str, library: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("c-stress")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let soname = format!("libsmyrf.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
-    std::fs::copy(library, dir.join(&soname)).unwrap();
-    std::os::unix::fs::symlink(&soname, dir.join("libsmyrf.so")).unwrap();
+    let dir = fresh_dir("c-stress", name);
+    install_shared(&dir, library);
     dir
-}
-
-fn compiler() -> cc::Tool {
-    cc::Build::new()
-        .target(env!("SMYRF_BUILD_TARGET"))
-        .host(env!("SMYRF_BUILD_HOST"))
-        .opt_level(2)
-        .debug(true)
-        .cargo_metadata(false)
-        .cargo_warnings(false)
-        .try_get_compiler()
-        .unwrap_or_else(|e| panic!("no C compiler found: {e}"))
 }
 
 /// Compiles `source` with strict warnings and `extra` flags against `lib`; Err with the
 /// compiler's output when that fails.
 fn build(source: &Path, lib: &Path, extra: &[&str], exe: &Path) -> Result<(), String> {
-    let mut cmd = compiler().to_command();
+    let mut cmd = strict_command(false);
     let mut lib_flag = OsString::from("-L");
     lib_flag.push(lib);
-    cmd.args([
-        "-std=c11",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-pedantic",
-        "-pthread",
-    ])
-    .args(extra)
-    .arg("-I")
-    .arg(repo_root().join("include"))
-    .arg(source)
-    .arg("-o")
-    .arg(exe)
-    .arg(lib_flag)
-    .arg("-lsmyrf");
+    cmd.arg("-pthread")
+        .args(extra)
+        .arg(source)
+        .arg("-o")
+        .arg(exe)
+        .arg(lib_flag)
+        .arg("-lsmyrf");
     let output = cmd.output().map_err(|e| e.to_string())?;
     match output.status.success() {
         true => Ok(()),
@@ -121,12 +72,7 @@ fn run(exe: &Path, lib: &Path, iterations: &str) -> (bool, String) {
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    (output.status.success(), output_text(&output))
 }
 
 fn check(exe: &Path, lib: &Path, iterations: &str) {
@@ -139,33 +85,10 @@ fn check(exe: &Path, lib: &Path, iterations: &str) {
     assert!(text.contains(" 0 failed checks"), "{text}");
 }
 
-/// Whether `-fsanitize=address,undefined` programs build and run here at all.
-fn sanitizers_work(dir: &Path) -> Result<(), String> {
-    let source = dir.join("probe.c");
-    std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
-    let exe = dir.join("probe");
-    let output = compiler()
-        .to_command()
-        .args(["-fsanitize=address,undefined"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    let output = Command::new(&exe).output().map_err(|e| e.to_string())?;
-    match output.status.success() {
-        true => Ok(()),
-        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
-    }
-}
-
 #[test]
 fn stress_program_plain_and_under_sanitizers() {
     let source = repo_root().join("c_examples/stress.c");
-    let lib = lib_dir("plain", &built_library());
+    let lib = lib_dir("plain", &built_shared_library());
     let plain = lib.join("stress");
     build(&source, &lib, &["-O2"], &plain).unwrap();
     check(&plain, &lib, PLAIN_ITERATIONS);
@@ -205,7 +128,7 @@ fn the_sanitized_run_would_catch_a_broken_promise() {
     // The harness's own check: a program that declares a tensor larger than its buffer is
     // reported by AddressSanitizer (through the memcpy interceptor when only the C side is
     // instrumented), so a clean stress run means something.
-    let lib = lib_dir("canary", &built_library());
+    let lib = lib_dir("canary", &built_shared_library());
     if let Err(reason) = sanitizers_work(&lib) {
         common::require::unavailable(
             "asan",

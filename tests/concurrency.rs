@@ -8,10 +8,10 @@
 //! the same tests run with three threads, short sequences and a handful of calls.
 
 mod common;
-use common::{Rng, Tensor};
+use common::ffi::last_error;
+use common::{bits, Rng, Tensor};
 use smyrf::internals::ffi::*;
 use smyrf::{Config, Plan, Shape, TensorViewMut};
-use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads calling at once (fewer under Miri, which runs them one step at a time).
@@ -39,10 +39,6 @@ struct Case {
 struct Results {
     out: Vec<u32>,
     lse: Option<Vec<u32>>,
-}
-
-fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Varied small cases: 1–2 batch elements, grouped-query heads, sequence lengths from 1
@@ -173,13 +169,6 @@ fn config(num_threads: usize) -> Config {
         .q_cluster_size(8)
         .seed(42)
         .num_threads(num_threads)
-}
-
-fn last_error() -> String {
-    // SAFETY: a NUL-terminated string owned by this thread, copied at once.
-    unsafe { CStr::from_ptr(smyrf_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// The reference results of every case, computed one call at a time on this thread.

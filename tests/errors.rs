@@ -4,8 +4,6 @@ mod common;
 use common::*;
 use smyrf::{Config, Error, Isa, Plan, Shape, TensorView, TensorViewMut};
 
-const SENTINEL: f32 = -12345.0;
-
 struct Bufs {
     q: Vec<f32>,
     k: Vec<f32>,

@@ -88,10 +88,6 @@ fn row(out: &[f32], h: usize, n: usize, dv: usize, b: usize, hi: usize, i: usize
     &out[at..at + dv]
 }
 
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
 /// Largest |x| over the value rows of (b, hk) that the mask lets through.
 fn value_range(v: &Tensor, b: usize, hk: usize, valid: &[usize]) -> f32 {
     valid

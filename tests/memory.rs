@@ -1,4 +1,4 @@
-//! Memory bounds (design §3, issue 6): no allocation proportional to Nq·Nk; the scratch a
+//! Memory bounds (docs/design.md §3): no allocation proportional to Nq·Nk; the scratch a
 //! call allocates stays within `Plan::scratch_bytes`; on the caller's thread a repeated call
 //! allocates nothing. A counting global allocator measures it. One test per binary, so no
 //! other test allocates concurrently.

@@ -443,11 +443,6 @@ fn run_with(case: &Case, data: &Data, threads: usize, seed: u64) -> Vec<f32> {
     out.data
 }
 
-/// Equal lengths and the same bits everywhere (NaN payloads included).
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
 #[test]
 fn bitwise_identical_across_thread_counts_and_runs() {
     let case = Case {

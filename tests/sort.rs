@@ -1,41 +1,16 @@
-//! The radix argsort (design §4, issue 4) against an independent oracle: `slice::sort_by` on
+//! The radix argsort (docs/design.md §4) against an independent oracle: `slice::sort_by` on
 //! `(key, index)` pairs with `f32::total_cmp`, after every NaN is replaced by one positive
 //! quiet NaN. `total_cmp` orders −∞ < finite < +∞ and −0.0 < +0.0, and the canonical NaN
 //! sorts after +∞ and ties with the other NaNs, which the stable `sort_by` keeps in input
 //! order: exactly the documented order. Every tier the CPU supports is tested.
 
+mod common;
+use common::Rng;
 use smyrf::internals::sort::{
     argsort_into, argsort_many, ordered_key, radix_argsort_f32, SortScratch,
 };
 use smyrf::Isa;
 use std::cmp::Ordering;
-
-/// splitmix64: a small deterministic generator, so the tests need no dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    /// Uniform in [0, bound).
-    fn below(&mut self, bound: usize) -> usize {
-        (((self.next_u64() >> 32) * bound as u64) >> 32) as usize
-    }
-
-    /// Uniform in [-scale, scale).
-    fn symmetric(&mut self, scale: f32) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-    }
-}
 
 /// Special values: both infinities, both zeros, NaNs of both signs with several payloads
 /// (quiet and signalling), subnormals, the extreme finite values.
@@ -95,7 +70,7 @@ const DISTS: [Dist; 7] = [
 ];
 
 fn make_keys(dist: Dist, n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64(seed ^ (n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = Rng(seed ^ (n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let specials = specials();
     let mut keys: Vec<f32> = match dist {
         Dist::Hashes => (0..n)
@@ -104,16 +79,18 @@ fn make_keys(dist: Dist, n: usize, seed: u64) -> Vec<f32> {
         Dist::RandomBits => (0..n).map(|_| f32::from_bits(rng.next_u32())).collect(),
         Dist::FewDistinct => {
             let values = [-2.5f32, -0.0, 0.0, 1.0, 3.25, f32::NAN, -f32::NAN];
-            (0..n).map(|_| values[rng.below(values.len())]).collect()
+            (0..n)
+                .map(|_| values[rng.below_by_multiply(values.len())])
+                .collect()
         }
         Dist::Sorted | Dist::Reversed => (0..n).map(|_| rng.symmetric(100.0)).collect(),
         Dist::AllEqual => vec![-1.75; n],
         Dist::Specials => (0..n)
             .map(|_| {
-                if rng.below(4) == 0 {
+                if rng.below_by_multiply(4) == 0 {
                     rng.symmetric(10.0)
                 } else {
-                    specials[rng.below(specials.len())]
+                    specials[rng.below_by_multiply(specials.len())]
                 }
             })
             .collect(),
@@ -221,7 +198,7 @@ fn ordered_key_follows_documented_order() {
 
 #[test]
 fn ordered_key_is_monotone_on_random_pairs() {
-    let mut rng = SplitMix64(99);
+    let mut rng = Rng(99);
     for _ in 0..100_000 {
         let a = f32::from_bits(rng.next_u32());
         let b = f32::from_bits(rng.next_u32());
@@ -307,7 +284,7 @@ fn passes_are_skipped_when_digits_agree() {
     // The sort's digits (src/sort/mod.rs) are key bits 0–8, 9–17 and 18–31 from 4096 to 2^18
     // keys, bits 0–9, 10–19 and 20–31 otherwise; a pass whose digit is the same for every key is
     // skipped, so each of the 8 subsets of varying digits takes its own path, in both layouts.
-    let mut rng = SplitMix64(5);
+    let mut rng = Rng(5);
     for n in [3000usize, 5000, 40_000, 300_000] {
         let low_bits = if (4096..=1 << 18).contains(&n) { 9 } else { 10 };
         let digits = [
@@ -327,7 +304,7 @@ fn passes_are_skipped_when_digits_agree() {
                             // finite values of both signs (no NaN keys).
                             let value = if d == 2 {
                                 let (lo, hi) = (0x2000_0000u32 >> shift, 0xC000_0000u32 >> shift);
-                                lo + rng.below((hi - lo) as usize) as u32
+                                lo + rng.below_by_multiply((hi - lo) as usize) as u32
                             } else {
                                 rng.next_u32() & mask
                             };
@@ -400,11 +377,11 @@ fn lengths_around_the_narrow_word_limit() {
 #[test]
 fn argsort_many_sorts_each_segment_locally() {
     let lengths = [0usize, 5, 0, 300, 1, 70_000, 0, 256, 257, 2, 4097, 0];
-    let mut rng = SplitMix64(11);
+    let mut rng = Rng(11);
     let mut keys = Vec::new();
     let mut expected = Vec::new();
     for (s, &len) in lengths.iter().enumerate() {
-        let dist = DISTS[(s + rng.below(DISTS.len())) % DISTS.len()];
+        let dist = DISTS[(s + rng.below_by_multiply(DISTS.len())) % DISTS.len()];
         let segment = make_keys(dist, len, s as u64);
         expected.extend(oracle_perm(&segment));
         keys.extend(segment);

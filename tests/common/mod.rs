@@ -1,9 +1,29 @@
 //! Shared test helpers: a deterministic generator, an independent f64 oracle of design §1,
 //! and comparison helpers. The oracle is written from the design text with plain loops; it
 //! shares no code with the library.
-#![allow(dead_code)]
+//!
+//! Submodules: `bits` (bitwise comparison, re-exported here), `require` (what a test does
+//! when its subject cannot run here: `SMYRF_REQUIRE`), `ffi` (calling the C ABI from Rust),
+//! `cbuild` (building and running C and C++ programs against the built library).
+//!
+//! Every integration test compiles this module on its own and uses only part of it.
+#![allow(dead_code, unused_imports)]
 
+pub mod bits;
+pub mod cbuild;
+pub mod ffi;
 pub mod require;
+
+pub use bits::{bits, same_bits};
+
+/// What output buffers are filled with before a call, to show that a refused call wrote
+/// nothing.
+pub const SENTINEL: f32 = -12345.0;
+
+/// The repository root (where `include/`, `c_examples/` and `scripts/` are).
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 /// SplitMix64: deterministic test data without dependencies.
 pub struct Rng(pub u64);
@@ -20,8 +40,20 @@ impl Rng {
     pub fn uniform(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    /// Uniform in [0, n), by remainder.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in [0, n), by multiplying the high 32 bits (the sort tests' draws).
+    pub fn below_by_multiply(&mut self, n: usize) -> usize {
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
+    }
+    /// Uniform in [-scale, scale).
+    pub fn symmetric(&mut self, scale: f32) -> f32 {
+        self.uniform() * scale
     }
     pub fn vec(&mut self, len: usize) -> Vec<f32> {
         (0..len).map(|_| self.uniform()).collect()
