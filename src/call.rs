@@ -2,17 +2,26 @@
 //! validated before anything is written, and the result is a summary the pipelines use.
 
 use crate::error::{Error, Result};
-use crate::view::{Shape, TensorView, TensorViewMut};
+use crate::view::Shape;
 
-/// The optional parts of an attention call: a key mask and an lse output. Built by chaining:
-/// `CallOptions::new().key_mask(&mask).lse(&mut lse)`.
+/// The optional parts of an attention call: which keys take part (a byte mask, per-batch key
+/// lengths, or both), a learned sink logit per query head, and an lse output. Built by
+/// chaining: `CallOptions::new().key_mask(&mask).lse(&mut lse)`.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct CallOptions<'a> {
     /// `[B][Nk]` bytes, nonzero = the key takes part (design §1).
     pub key_mask: Option<&'a [u8]>,
+    /// `[B]`: batch element b attends to its keys `0..key_lengths[b]` only, each at most Nk
+    /// (the form engines keep, ONNX Runtime's `seqlens_k`); with a mask too, a key must pass
+    /// both.
+    pub key_lengths: Option<&'a [u32]>,
+    /// `[Hq]`: head h's learned sink logit, which joins every query's softmax denominator
+    /// and carries no value: `out_i = Σ_j e^(s_ij) v_j / (e^(sink_h) + Σ_j e^(s_ij))`. It
+    /// enters the final log-sum-exp once. Finite or −∞ (no sink). Not the §8 sink keys.
+    pub head_sinks: Option<&'a [f32]>,
     /// `[B][Hq][Nq]`: receives each query's log-sum-exp (−∞ for a batch element without
-    /// valid keys).
+    /// valid keys, or its head sink).
     pub lse: Option<&'a mut [f32]>,
 }
 
@@ -26,6 +35,20 @@ impl<'a> CallOptions<'a> {
     #[must_use]
     pub fn key_mask(mut self, mask: &'a [u8]) -> Self {
         self.key_mask = Some(mask);
+        self
+    }
+
+    /// Attend to the first `lengths[b]` keys of batch element b only.
+    #[must_use]
+    pub fn key_lengths(mut self, lengths: &'a [u32]) -> Self {
+        self.key_lengths = Some(lengths);
+        self
+    }
+
+    /// A learned sink logit per query head (see [`CallOptions::head_sinks`]).
+    #[must_use]
+    pub fn head_sinks(mut self, sinks: &'a [f32]) -> Self {
+        self.head_sinks = Some(sinks);
         self
     }
 
@@ -67,17 +90,14 @@ fn expect(what: &'static str, expected: usize, found: usize) -> Result<()> {
     }
 }
 
-/// Checks that q, k, v, out, the mask and the lse buffer describe one consistent call.
+/// Checks that q, k, v, out and the options describe one consistent call.
 pub(crate) fn check_call(
-    q: &TensorView<'_>,
-    k: &TensorView<'_>,
-    v: &TensorView<'_>,
-    key_mask: Option<&[u8]>,
-    out: &TensorViewMut<'_>,
-    lse: Option<&[f32]>,
+    qs: Shape,
+    ks: Shape,
+    vs: Shape,
+    os: Shape,
+    options: &CallOptions<'_>,
 ) -> Result<CallShape> {
-    let (qs, ks, vs, os): (Shape, Shape, Shape, Shape) =
-        (q.shape(), k.shape(), v.shape(), out.shape());
     expect("k.batch (must equal q.batch)", qs.batch, ks.batch)?;
     expect("v.batch (must equal q.batch)", qs.batch, vs.batch)?;
     expect("out.batch (must equal q.batch)", qs.batch, os.batch)?;
@@ -98,14 +118,41 @@ pub(crate) fn check_call(
             what: "seq_len (at most 2^32 - 1)",
         });
     }
-    if let Some(mask) = key_mask {
+    if let Some(mask) = options.key_mask {
         expect(
             "key_mask length (batch * k.seq_len)",
             qs.batch * ks.seq_len,
             mask.len(),
         )?;
     }
-    if let Some(lse) = lse {
+    if let Some(lengths) = options.key_lengths {
+        expect("key_lengths length (batch)", qs.batch, lengths.len())?;
+        if let Some((b, &len)) = lengths
+            .iter()
+            .enumerate()
+            .find(|&(_, &len)| len as usize > ks.seq_len)
+        {
+            return Err(Error::KeyLength {
+                batch: b,
+                length: len as i64,
+                nk: ks.seq_len,
+            });
+        }
+    }
+    if let Some(sinks) = options.head_sinks {
+        expect("head_sinks length (q.heads)", qs.heads, sinks.len())?;
+        if let Some((h, &sink)) = sinks
+            .iter()
+            .enumerate()
+            .find(|&(_, &s)| s.is_nan() || s == f32::INFINITY)
+        {
+            return Err(Error::HeadSink {
+                head: h,
+                value: sink,
+            });
+        }
+    }
+    if let Some(lse) = options.lse.as_deref() {
         expect(
             "lse length (batch * q.heads * q.seq_len)",
             qs.batch * qs.heads * qs.seq_len,
@@ -122,25 +169,38 @@ pub(crate) fn check_call(
     })
 }
 
-/// Indices of the valid keys of every batch element (nonzero mask byte; all when no mask).
-pub(crate) fn valid_keys(shape: &CallShape, key_mask: Option<&[u8]>) -> Vec<Vec<u32>> {
-    let nk = shape.nk;
-    (0..shape.batch)
-        .map(|b| {
-            let mut valid = Vec::new();
-            valid_keys_into(nk, key_mask.map(|m| &m[b * nk..(b + 1) * nk]), &mut valid);
-            valid
-        })
-        .collect()
+/// Which keys of batch element b take part: its mask row and its length, either optional.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeyLimit<'a> {
+    pub(crate) mask: Option<&'a [u8]>,
+    pub(crate) length: Option<u32>,
 }
 
-/// The valid keys (nonzero mask byte; all when no mask) of one batch element, into `out`.
-pub(crate) fn valid_keys_into(nk: usize, mask_row: Option<&[u8]>, out: &mut Vec<u32>) {
+impl<'a> KeyLimit<'a> {
+    /// The limit of batch element b.
+    pub(crate) fn of(
+        b: usize,
+        nk: usize,
+        mask: Option<&'a [u8]>,
+        lengths: Option<&[u32]>,
+    ) -> KeyLimit<'a> {
+        KeyLimit {
+            mask: mask.map(|m| &m[b * nk..(b + 1) * nk]),
+            length: lengths.map(|l| l[b]),
+        }
+    }
+}
+
+/// The valid keys (those the limit lets through; all when there is none) of one batch
+/// element, into `out`.
+pub(crate) fn valid_keys_into(nk: usize, limit: KeyLimit<'_>, out: &mut Vec<u32>) {
     out.clear();
-    match mask_row {
-        None => out.extend(0..nk as u32),
+    let end = limit.length.map_or(nk, |len| (len as usize).min(nk));
+    match limit.mask {
+        None => out.extend(0..end as u32),
         Some(mask) => out.extend(
-            mask.iter()
+            mask[..end]
+                .iter()
                 .enumerate()
                 .filter(|&(_, &byte)| byte != 0)
                 .map(|(j, _)| j as u32),

@@ -2,106 +2,196 @@
 //! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
 //! no Nq × Nk buffer ever exists.
 
-use crate::attention::{self, AttentionKernels, TileScratch};
-use crate::call::{check_call, valid_keys, SharedSlice};
+use crate::attention::{self, merge, AttentionKernels, TileScratch};
+use crate::call::{check_call, valid_keys_into, CallOptions, KeyLimit, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
+use crate::convert::{self, ConvertKernels};
 use crate::error::Result;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::for_each_index_with;
 use crate::simd::Tier;
-use crate::view::head_rows;
-use crate::view::{TensorView, TensorViewMut};
+use crate::view::{AnyView, OutRows, Shape};
 
 /// Queries per dense task: each gathered key tile is reused by this many queries, and
 /// B·H·Nq/256 tasks still keep every core busy.
 pub(crate) const DENSE_Q_BLOCK: usize = attention::Q_BLOCK;
 
-/// Dense attention with the tier `SMYRF_ISA` names (or the best one detected) on rayon's
-/// global pool: the C entry point without a plan.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dense_attention_default(
-    q: &TensorView<'_>,
-    k: &TensorView<'_>,
-    v: &TensorView<'_>,
-    key_mask: Option<&[u8]>,
-    scale: Option<f32>,
-    out: &mut TensorViewMut<'_>,
-    lse: Option<&mut [f32]>,
-) -> Result<()> {
-    let kern = attention::kernels(Tier::resolve(None)?);
-    let tiles = Pool::default();
-    dense_attention(kern, &tiles, true, q, k, v, key_mask, scale, out, lse)
+/// The kernels dense attention runs.
+#[derive(Clone, Copy)]
+pub(crate) struct DenseKernels {
+    pub(crate) attention: &'static AttentionKernels,
+    pub(crate) convert: &'static ConvertKernels,
 }
 
-/// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, mask, GQA and lse
-/// output as SMYRF attention. `scale` `None` means 1/sqrt(d). The tasks run in
-/// parallel on the current rayon pool when `parallel` is set.
-#[allow(clippy::too_many_arguments)]
+impl DenseKernels {
+    pub(crate) fn of(tier: Tier) -> DenseKernels {
+        DenseKernels {
+            attention: attention::kernels(tier),
+            convert: convert::kernels(tier),
+        }
+    }
+}
+
+/// The views of one dense call, element types erased.
+pub(crate) struct DenseCall<'a> {
+    pub(crate) q: AnyView<'a>,
+    pub(crate) k: AnyView<'a>,
+    pub(crate) v: AnyView<'a>,
+    pub(crate) out_shape: Shape,
+    pub(crate) out: OutRows<'a>,
+    /// `None` means 1/sqrt(d).
+    pub(crate) scale: Option<f32>,
+}
+
+/// Buffers of one dense task, reused across tasks and calls.
+#[derive(Default)]
+pub(crate) struct DenseScratch {
+    tiles: TileScratch,
+    valid: Vec<u32>,
+    members: Vec<u32>,
+    /// One output row in f32, for a 16-bit output.
+    row: Vec<f32>,
+}
+
+/// Dense attention with the tier `SMYRF_ISA` names (or the best one detected) on rayon's
+/// global pool: the C entry point without a plan.
+pub(crate) fn dense_attention_default(call: DenseCall<'_>, options: CallOptions<'_>) -> Result<()> {
+    let kernels = DenseKernels::of(Tier::resolve(None)?);
+    let scratch = Pool::default();
+    dense_attention(kernels, &scratch, true, call, options)
+}
+
+/// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, options, GQA and lse
+/// output as SMYRF attention. The tasks run in parallel on the current rayon pool when
+/// `parallel` is set.
 pub(crate) fn dense_attention(
-    kern: &AttentionKernels,
-    tiles: &Pool<TileScratch>,
+    kernels: DenseKernels,
+    scratch: &Pool<DenseScratch>,
     parallel: bool,
-    q: &TensorView<'_>,
-    k: &TensorView<'_>,
-    v: &TensorView<'_>,
-    key_mask: Option<&[u8]>,
-    scale: Option<f32>,
-    out: &mut TensorViewMut<'_>,
-    lse: Option<&mut [f32]>,
+    call: DenseCall<'_>,
+    options: CallOptions<'_>,
 ) -> Result<()> {
-    validate_scale(scale)?;
-    let shape = check_call(q, k, v, key_mask, out, lse.as_deref())?;
-    let scale = effective_scale(scale, shape.d);
-    let valid = valid_keys(&shape, key_mask);
-    let query_ids: Vec<u32> = (0..shape.nq as u32).collect();
+    validate_scale(call.scale)?;
+    let shape = check_call(
+        call.q.shape,
+        call.k.shape,
+        call.v.shape,
+        call.out_shape,
+        &options,
+    )?;
+    let scale = effective_scale(call.scale, shape.d);
+    let CallOptions {
+        key_mask,
+        key_lengths,
+        head_sinks,
+        lse,
+        ..
+    } = options;
     let blocks = shape.nq.div_ceil(DENSE_Q_BLOCK);
-    let writer = out.rows_writer();
     let lse = lse.map(SharedSlice::new);
+    let (kern, cvt, dv) = (kernels.attention, kernels.convert, call.v.shape.dim);
+    let out = &call.out;
     for_each_index_with(
         parallel,
         shape.batch * shape.q_heads * blocks,
-        tiles,
-        |tiles, task| {
+        scratch,
+        |s, task| {
             let (bh, block) = (task / blocks, task % blocks);
             let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
             let hk = h / shape.group();
             let q0 = block * DENSE_Q_BLOCK;
-            let members = &query_ids[q0..(q0 + DENSE_Q_BLOCK).min(shape.nq)];
+            let q1 = (q0 + DENSE_Q_BLOCK).min(shape.nq);
+            let DenseScratch {
+                tiles,
+                valid,
+                members,
+                row,
+            } = s;
+            members.clear();
+            members.extend(q0 as u32..q1 as u32);
+            let limit = KeyLimit::of(b, shape.nk, key_mask, key_lengths);
+            valid_keys_into(shape.nk, limit, valid);
+            row.resize(dv, 0.0);
+            let sink = head_sinks.map_or(f32::NEG_INFINITY, |sinks| sinks[h]);
             let lse_base = bh * shape.nq + q0;
-            let keys = &valid[b];
-            if keys.is_empty() {
-                for (i, &qi) in members.iter().enumerate() {
-                    // SAFETY: this task alone owns these rows and lse entries.
-                    unsafe { writer.row(b, h, qi as usize) }.fill(0.0);
-                    if let Some(lse) = &lse {
-                        // SAFETY: as above.
-                        unsafe { lse.set(lse_base + i, f32::NEG_INFINITY) };
-                    }
+            let mut emit = |i: usize, max: f32, sum: f32, fill: &dyn Fn(&mut [f32])| {
+                // SAFETY: this task alone owns the rows of its query block.
+                let lse_value =
+                    unsafe { emit_row(out, cvt, b, h, q0 + i, row, sink, max, sum, fill) };
+                if let Some(lse) = &lse {
+                    // SAFETY: as above, for its lse entries.
+                    unsafe { lse.set(lse_base + i, lse_value) };
+                }
+            };
+            if valid.is_empty() {
+                for i in 0..q1 - q0 {
+                    emit(i, f32::NEG_INFINITY, 0.0, &|r| r.fill(0.0));
                 }
                 return;
             }
-            let (qr, kr, vr) = (head_rows(q, b, h), head_rows(k, b, hk), head_rows(v, b, hk));
+            let (qr, kr, vr) = (
+                call.q.head_rows(b, h),
+                call.k.head_rows(b, hk),
+                call.v.head_rows(b, hk),
+            );
             attention::attend(
                 kern,
+                cvt,
                 tiles,
                 qr,
                 members,
                 kr,
                 vr,
-                keys,
+                valid,
                 scale,
                 None,
                 |i, result| {
-                    // SAFETY: this task alone owns the rows and lse entries of its query block.
-                    let row = unsafe { writer.row(b, h, members[i] as usize) };
-                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
-                    if let Some(lse) = &lse {
-                        // SAFETY: as above.
-                        unsafe { lse.set(lse_base + i, result.lse()) };
-                    }
+                    emit(i, result.max, result.sum, &|r| {
+                        (kern.scale_store)(r, result.acc, result.inv_sum(), false)
+                    });
                 },
             );
         },
     );
     Ok(())
+}
+
+/// Writes output row (b, h, qi): `fill` normalises it (in place when the output is f32, else
+/// into `row`), the head sink is merged, a 16-bit output is rounded; returns its lse.
+///
+/// # Safety
+/// No other reference to row (b, h, qi) may be live.
+#[allow(clippy::too_many_arguments)]
+unsafe fn emit_row(
+    out: &OutRows<'_>,
+    cvt: &ConvertKernels,
+    b: usize,
+    h: usize,
+    qi: usize,
+    row: &mut [f32],
+    sink: f32,
+    mut max: f32,
+    mut sum: f32,
+    fill: &dyn Fn(&mut [f32]),
+) -> f32 {
+    // SAFETY: (each arm) the caller's exclusive access to the row.
+    unsafe {
+        match out {
+            OutRows::F32(w) => {
+                let target = w.row(b, h, qi);
+                fill(target);
+                merge::merge_sink(target, &mut max, &mut sum, sink);
+            }
+            OutRows::F16(w) | OutRows::Bf16(w) => {
+                fill(row);
+                merge::merge_sink(row, &mut max, &mut sum, sink);
+                let narrow = match out {
+                    OutRows::F16(_) => cvt.narrow_f16,
+                    _ => cvt.narrow_bf16,
+                };
+                narrow(row, w.row(b, h, qi));
+            }
+        }
+    }
+    max + sum.ln()
 }

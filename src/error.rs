@@ -88,6 +88,29 @@ pub enum Error {
         /// Keys of the call.
         nk: usize,
     },
+    /// A key length is negative or above the call's key count.
+    KeyLength {
+        /// The batch element.
+        batch: usize,
+        /// Its length.
+        length: i64,
+        /// Keys of the call.
+        nk: usize,
+    },
+    /// A head sink logit is NaN or +∞.
+    HeadSink {
+        /// The query head.
+        head: usize,
+        /// Its sink.
+        value: f32,
+    },
+    /// A caller workspace is smaller than the call needs.
+    WorkspaceTooSmall {
+        /// Bytes the call needs.
+        needed: usize,
+        /// Bytes given.
+        given: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -128,6 +151,18 @@ impl fmt::Display for Error {
             Error::WindowNeedsSelfAttention { nq, nk } => write!(
                 f,
                 "config.window needs self-attention (Nq == Nk), got Nq = {nq}, Nk = {nk}"
+            ),
+            Error::KeyLength { batch, length, nk } => write!(
+                f,
+                "key_lengths[{batch}] = {length}: must be in 0..={nk} (the keys of the call)"
+            ),
+            Error::HeadSink { head, value } => write!(
+                f,
+                "head_sinks[{head}] = {value}: must be finite or -inf (no sink)"
+            ),
+            Error::WorkspaceTooSmall { needed, given } => write!(
+                f,
+                "workspace holds {given} bytes but the call needs {needed}"
             ),
         }
     }

@@ -114,13 +114,9 @@ pub fn project(
     norms: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
-    let rows = Rows {
-        data,
-        base: 0,
-        stride,
-        dim,
-    };
-    (alsh::kernels(tier(isa)?).project)(rows, idx, a_t, norms, out);
+    let rows = Rows::f32(data, 0, stride, dim);
+    let n = norms.len();
+    (alsh::kernels(tier(isa)?).project)(rows, idx, a_t, norms, out, n);
     alsh::apply_lift(out, norms, m, a_t, dim + 2, lift);
     Ok(())
 }

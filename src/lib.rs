@@ -42,6 +42,8 @@ mod view;
 // Vector types and tier tokens, then what the stages run on.
 mod runtime;
 mod simd;
+// Conversions between f32 and the 16-bit element types, which the stages load through.
+mod convert;
 // The stages, each a kernel table over its tiers.
 mod alsh;
 mod attention;
@@ -60,4 +62,4 @@ pub use config::{
 pub use error::{Error, Result};
 pub use isa::{detected_isa, Isa};
 pub use plan::{gaussian_projections, Plan};
-pub use view::{Shape, TensorView, TensorViewMut};
+pub use view::{DType, Element, Shape, TensorView, TensorViewMut};

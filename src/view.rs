@@ -1,8 +1,10 @@
 //! Tensor views (design §1): a buffer plus sizes and element strides for the batch, head and
 //! sequence axes; the last axis is contiguous. `[B, H, N, D]` and `[B, N, H, D]` layouts are
-//! both views of this kind, so no copy is ever needed.
+//! both views of this kind, so no copy is ever needed. Elements are `f32`, `half::f16` or
+//! `half::bf16` ([`Element`]); the kernels widen 16-bit rows to f32 as they load them.
 
 use crate::error::{Error, Result};
+use half::{bf16, f16};
 
 /// Sizes and strides shared by the read-only and the writable view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,16 +139,122 @@ fn zero_name(view: &'static str, axis: &'static str) -> &'static str {
     }
 }
 
-/// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
+/// The element type of a tensor: what [`Element`] types a view holds, and what the C ABI's
+/// `dtype` field names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16 (`half::f16`).
+    F16,
+    /// bfloat16: the top half of a binary32 (`half::bf16`).
+    Bf16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+
+    /// The lower-case name: `"f32"`, `"f16"` or `"bf16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An element type of tensor views: `f32`, `half::f16` or `half::bf16`. Arithmetic is f32
+/// whatever the element type; 16-bit outputs are rounded to nearest even. Sealed: the
+/// kernels know exactly these three.
+pub trait Element: sealed::Sealed + Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// The type's tag.
+    const DTYPE: DType;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+}
+impl Element for bf16 {
+    const DTYPE: DType = DType::Bf16;
+}
+
+/// The elements of a view with the type erased: what the pipeline carries, so that it is
+/// compiled once, not once per combination of element types.
 #[derive(Clone, Copy, Debug)]
-pub struct TensorView<'a> {
-    data: &'a [f32],
+pub(crate) enum Data<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    Bf16(&'a [u16]),
+}
+
+impl<'a> Data<'a> {
+    pub(crate) fn of<T: Element>(data: &'a [T]) -> Data<'a> {
+        let (ptr, len) = (data.as_ptr(), data.len());
+        // SAFETY: `T::DTYPE` names `T` exactly (the trait is sealed): f32 is read as f32, and
+        // `f16`/`bf16` are `repr(transparent)` over `u16`, so the same memory is a valid
+        // `[u16]` of the same length and alignment, borrowed for the same lifetime.
+        unsafe {
+            match T::DTYPE {
+                DType::F32 => Data::F32(std::slice::from_raw_parts(ptr.cast(), len)),
+                DType::F16 => Data::F16(std::slice::from_raw_parts(ptr.cast(), len)),
+                DType::Bf16 => Data::Bf16(std::slice::from_raw_parts(ptr.cast(), len)),
+            }
+        }
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Data::F32(_) => DType::F32,
+            Data::F16(_) => DType::F16,
+            Data::Bf16(_) => DType::Bf16,
+        }
+    }
+
+    /// Address of element `at`, for a prefetch: wrapping arithmetic, never read.
+    #[inline(always)]
+    pub(crate) fn address(&self, at: usize) -> *const u8 {
+        match self {
+            Data::F32(d) => d.as_ptr().wrapping_add(at).cast(),
+            Data::F16(d) | Data::Bf16(d) => d.as_ptr().wrapping_add(at).cast(),
+        }
+    }
+}
+
+/// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
+#[derive(Debug)]
+pub struct TensorView<'a, T: Element = f32> {
+    data: &'a [T],
     shape: Shape,
 }
 
-impl<'a> TensorView<'a> {
+impl<T: Element> Clone for TensorView<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Element> Copy for TensorView<'_, T> {}
+
+impl<'a, T: Element> TensorView<'a, T> {
     /// Checks that every element the shape names lies inside `data`.
-    pub fn new(data: &'a [f32], shape: Shape) -> Result<Self> {
+    pub fn new(data: &'a [T], shape: Shape) -> Result<Self> {
         let needed = shape.required_len("view")?;
         if needed > data.len() {
             return Err(Error::OutOfBounds {
@@ -160,7 +268,7 @@ impl<'a> TensorView<'a> {
 
     /// A contiguous `[batch, heads, seq_len, dim]` view.
     pub fn bhnd(
-        data: &'a [f32],
+        data: &'a [T],
         batch: usize,
         heads: usize,
         seq_len: usize,
@@ -171,7 +279,7 @@ impl<'a> TensorView<'a> {
 
     /// A contiguous `[batch, seq_len, heads, dim]` view.
     pub fn bnhd(
-        data: &'a [f32],
+        data: &'a [T],
         batch: usize,
         heads: usize,
         seq_len: usize,
@@ -186,28 +294,55 @@ impl<'a> TensorView<'a> {
     }
 
     /// The whole buffer the view reads.
-    pub fn data(&self) -> &'a [f32] {
+    pub fn data(&self) -> &'a [T] {
         self.data
     }
 
     /// Row i of head h of batch element b.
     #[inline(always)]
-    pub fn row(&self, b: usize, h: usize, i: usize) -> &'a [f32] {
+    pub fn row(&self, b: usize, h: usize, i: usize) -> &'a [T] {
         let start = self.shape.row_offset(b, h, i);
         &self.data[start..start + self.shape.dim]
+    }
+
+    /// The view with its element type erased.
+    pub(crate) fn erase(&self) -> AnyView<'a> {
+        AnyView {
+            data: Data::of(self.data),
+            shape: self.shape,
+        }
+    }
+}
+
+/// A view of any element type: the pipeline's input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AnyView<'a> {
+    pub(crate) data: Data<'a>,
+    pub(crate) shape: Shape,
+}
+
+impl<'a> AnyView<'a> {
+    /// Rows of head h of batch element b.
+    pub(crate) fn head_rows(&self, b: usize, h: usize) -> Rows<'a> {
+        Rows {
+            data: self.data,
+            base: self.shape.row_offset(b, h, 0),
+            stride: self.shape.seq_stride,
+            dim: self.shape.dim,
+        }
     }
 }
 
 /// A writable view; its rows must not overlap.
 #[derive(Debug)]
-pub struct TensorViewMut<'a> {
-    data: &'a mut [f32],
+pub struct TensorViewMut<'a, T: Element = f32> {
+    data: &'a mut [T],
     shape: Shape,
 }
 
-impl<'a> TensorViewMut<'a> {
+impl<'a, T: Element> TensorViewMut<'a, T> {
     /// Checks bounds and that no two rows overlap.
-    pub fn new(data: &'a mut [f32], shape: Shape) -> Result<Self> {
+    pub fn new(data: &'a mut [T], shape: Shape) -> Result<Self> {
         let needed = shape.required_len("out")?;
         if needed > data.len() {
             return Err(Error::OutOfBounds {
@@ -224,7 +359,7 @@ impl<'a> TensorViewMut<'a> {
 
     /// A contiguous `[batch, heads, seq_len, dim]` view.
     pub fn bhnd(
-        data: &'a mut [f32],
+        data: &'a mut [T],
         batch: usize,
         heads: usize,
         seq_len: usize,
@@ -235,7 +370,7 @@ impl<'a> TensorViewMut<'a> {
 
     /// A contiguous `[batch, seq_len, heads, dim]` view.
     pub fn bnhd(
-        data: &'a mut [f32],
+        data: &'a mut [T],
         batch: usize,
         heads: usize,
         seq_len: usize,
@@ -250,7 +385,7 @@ impl<'a> TensorViewMut<'a> {
     }
 
     /// A read-only view of the same elements.
-    pub fn as_view(&self) -> TensorView<'_> {
+    pub fn as_view(&self) -> TensorView<'_, T> {
         TensorView {
             data: self.data,
             shape: self.shape,
@@ -258,40 +393,77 @@ impl<'a> TensorViewMut<'a> {
     }
 
     /// Row i of head h of batch element b, writable.
-    pub fn row_mut(&mut self, b: usize, h: usize, i: usize) -> &mut [f32] {
+    pub fn row_mut(&mut self, b: usize, h: usize, i: usize) -> &mut [T] {
         let start = self.shape.row_offset(b, h, i);
         &mut self.data[start..start + self.shape.dim]
     }
 
-    /// Shared handle for writing disjoint rows from several threads.
-    pub(crate) fn rows_writer(&mut self) -> RowWriter<'_> {
-        RowWriter {
-            ptr: self.data.as_mut_ptr(),
-            shape: self.shape,
-            _borrow: std::marker::PhantomData,
+    /// Shared handle for writing disjoint rows from several threads, element type erased.
+    pub(crate) fn rows_writer(&mut self) -> OutRows<'_> {
+        let (ptr, shape) = (self.data.as_mut_ptr(), self.shape);
+        // `f16`/`bf16` are `repr(transparent)` over `u16` (see `Data::of`).
+        match T::DTYPE {
+            DType::F32 => OutRows::F32(RowWriter::new(ptr.cast(), shape)),
+            DType::F16 => OutRows::F16(RowWriter::new(ptr.cast(), shape)),
+            DType::Bf16 => OutRows::Bf16(RowWriter::new(ptr.cast(), shape)),
         }
     }
 }
 
+/// The output of a call, element type erased.
+pub(crate) enum OutRows<'a> {
+    F32(RowWriter<'a, f32>),
+    F16(RowWriter<'a, u16>),
+    Bf16(RowWriter<'a, u16>),
+}
+
 /// Writes rows of an output view from several threads at once. Built from a validated,
-/// non-overlapping view that stays mutably borrowed for the writer's lifetime.
-pub(crate) struct RowWriter<'a> {
-    ptr: *mut f32,
+/// non-overlapping view (or a private staging buffer) that stays mutably borrowed for the
+/// writer's lifetime.
+pub(crate) struct RowWriter<'a, T = f32> {
+    ptr: *mut T,
     shape: Shape,
-    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: the writer only hands out rows through `row`, whose contract requires that no two
 // threads touch the same row at once; rows are disjoint (checked when the view was built).
-unsafe impl Send for RowWriter<'_> {}
+unsafe impl<T: Send> Send for RowWriter<'_, T> {}
 // SAFETY: as above.
-unsafe impl Sync for RowWriter<'_> {}
+unsafe impl<T: Send> Sync for RowWriter<'_, T> {}
 
-impl RowWriter<'_> {
+impl<'a, T> RowWriter<'a, T> {
+    /// `ptr` must come from a `&'a mut [T]` that holds every row of `shape`, rows disjoint.
+    fn new(ptr: *mut T, shape: Shape) -> Self {
+        RowWriter {
+            ptr,
+            shape,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// Rows `0..rows` of `dim` values in `buf`, answering to any (b, h): the f32 staging rows
+    /// of one (batch, head) whose output is 16-bit.
+    pub(crate) fn staging(buf: &'a mut [T], rows: usize, dim: usize) -> Self {
+        assert!(buf.len() >= rows * dim, "staging rows");
+        RowWriter::new(
+            buf.as_mut_ptr(),
+            Shape {
+                batch: usize::MAX,
+                heads: usize::MAX,
+                seq_len: rows,
+                dim,
+                batch_stride: 0,
+                head_stride: 0,
+                seq_stride: dim,
+            },
+        )
+    }
+
     /// Where row (b, h, i) starts, for a prefetch: formed with wrapping arithmetic, never
     /// read, no reference made.
     #[inline(always)]
-    pub(crate) fn row_start(&self, b: usize, h: usize, i: usize) -> *const f32 {
+    pub(crate) fn row_start(&self, b: usize, h: usize, i: usize) -> *const T {
         self.ptr
             .wrapping_add(self.shape.row_offset(b, h, i))
             .cast_const()
@@ -304,47 +476,75 @@ impl RowWriter<'_> {
     /// row may exist while the returned slice is used.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn row(&self, b: usize, h: usize, i: usize) -> &mut [f32] {
+    pub(crate) unsafe fn row(&self, b: usize, h: usize, i: usize) -> &mut [T] {
         debug_assert!(b < self.shape.batch && h < self.shape.heads && i < self.shape.seq_len);
         let start = self.shape.row_offset(b, h, i);
-        // SAFETY: the view was checked to hold every in-range row inside its buffer, rows are
-        // disjoint, and the caller guarantees exclusive access to this row.
+        // SAFETY: the view was checked to hold every in-range row inside its buffer (a
+        // staging writer: its buffer holds `rows` rows and every (b, h) maps onto them),
+        // rows are disjoint, and the caller guarantees exclusive access to this row.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.shape.dim) }
     }
+}
+
+/// One row of a row set, element type erased.
+#[derive(Clone, Copy)]
+pub(crate) enum RowRef<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    Bf16(&'a [u16]),
 }
 
 /// Rows of one (batch, head) of a tensor view: row i starts at `base + i·stride`.
 #[derive(Clone, Copy)]
 pub(crate) struct Rows<'a> {
-    pub(crate) data: &'a [f32],
+    pub(crate) data: Data<'a>,
     pub(crate) base: usize,
     pub(crate) stride: usize,
     pub(crate) dim: usize,
 }
 
 impl<'a> Rows<'a> {
+    /// Rows over f32 values.
+    pub(crate) fn f32(data: &'a [f32], base: usize, stride: usize, dim: usize) -> Rows<'a> {
+        Rows {
+            data: Data::F32(data),
+            base,
+            stride,
+            dim,
+        }
+    }
+
+    /// Row i.
     #[inline(always)]
-    pub(crate) fn row(&self, i: usize) -> &'a [f32] {
+    pub(crate) fn row(&self, i: usize) -> RowRef<'a> {
         let start = self.base + i * self.stride;
-        &self.data[start..start + self.dim]
+        let end = start + self.dim;
+        match self.data {
+            Data::F32(d) => RowRef::F32(&d[start..end]),
+            Data::F16(d) => RowRef::F16(&d[start..end]),
+            Data::Bf16(d) => RowRef::Bf16(&d[start..end]),
+        }
+    }
+
+    /// Row i as f32 values, when the rows are f32.
+    #[inline(always)]
+    pub(crate) fn row_f32(&self, i: usize) -> Option<&'a [f32]> {
+        match self.row(i) {
+            RowRef::F32(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Where row i starts, for a prefetch: formed with wrapping arithmetic, never read.
     #[inline(always)]
-    pub(crate) fn row_start(&self, i: usize) -> *const f32 {
+    pub(crate) fn row_start(&self, i: usize) -> *const u8 {
         self.data
-            .as_ptr()
-            .wrapping_add(self.base.wrapping_add(i.wrapping_mul(self.stride)))
+            .address(self.base.wrapping_add(i.wrapping_mul(self.stride)))
     }
-}
 
-/// Rows of head h of batch element b.
-pub(crate) fn head_rows<'a>(view: &TensorView<'a>, b: usize, h: usize) -> Rows<'a> {
-    let shape = view.shape();
-    Rows {
-        data: view.data(),
-        base: shape.row_offset(b, h, 0),
-        stride: shape.seq_stride,
-        dim: shape.dim,
+    /// Bytes of one row.
+    #[inline(always)]
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.dim * self.data.dtype().size()
     }
 }

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["call"],
     &["simd"],
     &["runtime"],
+    &["convert"],
     &["alsh", "attention", "sort"],
     &["dense"],
     &["plan"],

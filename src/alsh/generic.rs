@@ -12,7 +12,7 @@
 //! round, so the memory traffic overlaps the arithmetic.
 
 use crate::simd::SimdF32;
-use crate::view::Rows;
+use crate::view::{Data, Rows};
 use core::mem::MaybeUninit;
 
 /// Largest row block of any tier (AVX-512: 16 rows, one per lane).
@@ -40,13 +40,16 @@ pub(crate) unsafe fn project<S: SimdF32>(
     a_t: &[f32],
     norms: &mut [f32],
     out: &mut [f32],
+    ld: usize,
 ) {
     let d = rows.dim;
     let width = d + 2;
     let n = norms.len();
     let rounds = a_t.len() / width;
     assert!(
-        out.len() >= rounds * n && a_t.len() == rounds * width,
+        a_t.len() == rounds * width
+            && n <= ld
+            && (rounds == 0 || out.len() >= (rounds - 1) * ld + n),
         "project extents"
     );
     assert!(S::LANES <= MAX_BLOCK && S::LANES <= LINE, "row block");
@@ -90,7 +93,7 @@ pub(crate) unsafe fn project<S: SimdF32>(
                     }
                     let a = &a_t[r * width + s0..r * width + s0 + len];
                     let sums = tile_dots::<S>(tile, a);
-                    store_lanes::<S>(sums, &mut out[r * n + i0..r * n + i1], first);
+                    store_lanes::<S>(sums, &mut out[r * ld + i0..r * ld + i1], first);
                 }
             }
             s0 += len;
@@ -136,8 +139,11 @@ impl<'a> Block<'a> {
                 let (Some(start), Some(end)) = (start, end) else {
                     panic!("row offsets overflow");
                 };
+                let Data::F32(data) = rows.data else {
+                    panic!("the projection kernel reads f32 rows");
+                };
                 Block::Strided {
-                    first: rows.data[start..end].as_ptr(),
+                    first: data[start..end].as_ptr(),
                     stride: rows.stride,
                     count,
                 }
@@ -157,7 +163,10 @@ impl<'a> Block<'a> {
                 // SAFETY: start + j'·stride + dim ≤ end ≤ data.len() for j' < count (`new`).
                 unsafe { first.add(j.min(count - 1) * stride) }
             }
-            Block::Indexed { rows, idx } => rows.row(idx[j.min(idx.len() - 1)] as usize).as_ptr(),
+            Block::Indexed { rows, idx } => rows
+                .row_f32(idx[j.min(idx.len() - 1)] as usize)
+                .expect("the projection kernel reads f32 rows")
+                .as_ptr(),
         }
     }
 
@@ -171,10 +180,7 @@ impl<'a> Block<'a> {
                 count,
             } => first.wrapping_add(j.min(count - 1).wrapping_mul(stride)),
             Block::Indexed { rows, idx } => {
-                let row = idx[j.min(idx.len() - 1)] as usize;
-                rows.data
-                    .as_ptr()
-                    .wrapping_add(rows.base.wrapping_add(row.wrapping_mul(rows.stride)))
+                rows.row_start(idx[j.min(idx.len() - 1)] as usize).cast()
             }
         }
     }
@@ -319,10 +325,11 @@ macro_rules! alsh_tier {
             a_t: &[f32],
             norms: &mut [f32],
             out: &mut [f32],
+            ld: usize,
         ) {
             // SAFETY: the tier's features are enabled here (or needed by none); the generic
             // body checks extents.
-            unsafe { generic::project::<S>(rows, idx, a_t, norms, out) }
+            unsafe { generic::project::<S>(rows, idx, a_t, norms, out, ld) }
         }
 
         /// Norms and raw hashes in one pass; the name carries the row block (one row per lane).
@@ -332,10 +339,11 @@ macro_rules! alsh_tier {
             a_t: &[f32],
             norms: &mut [f32],
             out: &mut [f32],
+            ld: usize,
         ) {
             // SAFETY: reachable only through `super::kernels`, which takes a `Tier`: the CPU
             // has this tier's features.
-            unsafe { project_impl(rows, idx, a_t, norms, out) }
+            unsafe { project_impl(rows, idx, a_t, norms, out, ld) }
         }
     };
 }

@@ -11,9 +11,10 @@ mod generic;
 mod neon;
 mod portable;
 
+use crate::convert::ConvertKernels;
 use crate::isa::Isa;
 use crate::simd::Tier;
-use crate::view::Rows;
+use crate::view::{Data, Rows};
 
 /// Which side a row set is: it selects the projection row its lift coordinate multiplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +25,53 @@ pub(crate) enum Side {
     Key,
 }
 
-/// One pass over n rows (`idx` selects them, or rows 0..n): `norms[i] = ‖x_i‖²` and the raw
-/// hashes `out[r·n + i] = Σ_t a_t[r][t]·x_i[t]`, with `a_t` the projection transposed,
-/// `R × (d + 2)`. The lift term is added by [`apply_lift`] once M is known, so the rows are
-/// read once.
-pub(crate) type ProjectFn =
-    fn(rows: Rows<'_>, idx: Option<&[u32]>, a_t: &[f32], norms: &mut [f32], out: &mut [f32]);
+/// One pass over n f32 rows (`idx` selects them, or rows 0..n): `norms[i] = ‖x_i‖²` and the
+/// raw hashes `out[r·ld + i] = Σ_t a_t[r][t]·x_i[t]` (`ld ≥ n`), with `a_t` the projection
+/// transposed, `R × (d + 2)`. The lift term is added by [`apply_lift`] once M is known, so
+/// the rows are read once. 16-bit rows are widened a block at a time by [`project_rows`].
+pub(crate) type ProjectFn = fn(
+    rows: Rows<'_>,
+    idx: Option<&[u32]>,
+    a_t: &[f32],
+    norms: &mut [f32],
+    out: &mut [f32],
+    ld: usize,
+);
+
+/// Rows widened at once for the projection of 16-bit rows: 16 KiB of f32 at d = 64, so the
+/// kernel reads them from L1.
+pub(crate) const STAGE_ROWS: usize = 64;
+
+/// [`ProjectFn`] over rows of any element type, `out[r·n + i]`: f32 rows go to the kernel
+/// directly; 16-bit rows are widened `STAGE_ROWS` at a time into `stage`, so they are read
+/// from memory once, at their own width.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project_rows(
+    project: ProjectFn,
+    cvt: &ConvertKernels,
+    rows: Rows<'_>,
+    idx: Option<&[u32]>,
+    a_t: &[f32],
+    norms: &mut [f32],
+    out: &mut [f32],
+    stage: &mut Vec<f32>,
+) {
+    let n = norms.len();
+    if let Data::F32(_) = rows.data {
+        return project(rows, idx, a_t, norms, out, n);
+    }
+    let d = rows.dim;
+    stage.resize(STAGE_ROWS * d, 0.0);
+    for c0 in (0..n).step_by(STAGE_ROWS) {
+        let c1 = (c0 + STAGE_ROWS).min(n);
+        for (i, dst) in (c0..c1).zip(stage.chunks_exact_mut(d)) {
+            let row = idx.map_or(i, |idx| idx[i] as usize);
+            cvt.load(rows.row(row), dst);
+        }
+        let staged = Rows::f32(stage, 0, d, d);
+        project(staged, None, a_t, &mut norms[c0..c1], &mut out[c0..], n);
+    }
+}
 
 /// Adds the XBOX+ lift term to raw hashes: `out[r·n + i] += a_t[r][lift]·sqrt(max(M − norms[i], 0))`.
 /// The square roots are taken once per row, a chunk of rows at a time, not once per round.

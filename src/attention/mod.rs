@@ -16,10 +16,12 @@ mod avx2;
 mod avx512;
 pub(crate) mod exp;
 mod generic;
+pub(crate) mod merge;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
 
+use crate::convert::ConvertKernels;
 use crate::isa::Isa;
 use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::runtime::prefetch::{prefetch_span, LineQueue, HINT_L1};
@@ -101,12 +103,6 @@ impl RowResult<'_> {
     #[inline(always)]
     pub(crate) fn inv_sum(&self) -> f32 {
         1.0 / self.sum
-    }
-
-    /// The row's log-sum-exp.
-    #[inline(always)]
-    pub(crate) fn lse(&self) -> f32 {
-        self.max + self.sum.ln()
     }
 }
 
@@ -205,6 +201,8 @@ pub(crate) struct TileScratch {
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
     corr: Vec<f32>,
+    /// 16-bit key rows of one transpose block, widened.
+    stage: Vec<f32>,
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
@@ -219,6 +217,7 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
     ]
     .into_iter()
     .chain([Q_TILE * K_TILE, m.saturating_mul(ldv), m.saturating_mul(3)])
+    .chain([LANES.saturating_mul(d)])
     .fold(0usize, usize::saturating_add);
     floats.saturating_mul(4)
 }
@@ -240,6 +239,7 @@ pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], usize, &[u32], &mut [f32], 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     kern: &AttentionKernels,
+    cvt: &ConvertKernels,
     tiles: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
@@ -255,6 +255,7 @@ pub(crate) fn attend(
         let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
         attend_block(
             kern,
+            cvt,
             tiles,
             q,
             block,
@@ -272,6 +273,7 @@ pub(crate) fn attend(
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     kern: &AttentionKernels,
+    cvt: &ConvertKernels,
     t: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
@@ -297,9 +299,9 @@ fn attend_block(
         let q_all = t.q.get(m_total * d);
         for (i, &qi) in q_idx.iter().enumerate() {
             if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
-                prefetch_row(q.data, q.base + ahead as usize * q.stride, d);
+                prefetch_row(&q, ahead as usize);
             }
-            q_all[i * d..(i + 1) * d].copy_from_slice(q.row(qi as usize));
+            cvt.load(q.row(qi as usize), &mut q_all[i * d..(i + 1) * d]);
         }
         drop(gather);
         for k0 in (0..n_total).step_by(K_TILE) {
@@ -307,7 +309,17 @@ fn attend_block(
             let n = k_rows.len();
             let ldk = round_up(n, LANES);
             let gather = StageTimer::start(Stage::Gather);
-            gather_keys(kern, k, v, k_rows, &mut t.kt, &mut t.v, ldv);
+            gather_keys(
+                kern,
+                cvt,
+                k,
+                v,
+                k_rows,
+                &mut t.kt,
+                &mut t.v,
+                &mut t.stage,
+                ldv,
+            );
             drop(gather);
             let _kernels = StageTimer::start(Stage::Kernels);
             for q0 in (0..m_total).step_by(Q_TILE) {
@@ -363,22 +375,24 @@ const TRANSPOSE_BLOCK: usize = 8;
 /// How many rows ahead the gathers prefetch: cluster rows are scattered in memory.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Hints the CPU to fetch the row that `offset` points at into L1 (a no-op off x86-64).
+/// Hints the CPU to fetch row i into L1 (a no-op off x86-64).
 #[inline(always)]
-fn prefetch_row(data: &[f32], offset: usize, dim: usize) {
-    if offset < data.len() {
-        prefetch_span::<{ HINT_L1 }>(data[offset..].as_ptr(), dim);
-    }
+fn prefetch_row(rows: &Rows<'_>, i: usize) {
+    prefetch_span::<{ HINT_L1 }>(rows.row_start(i), rows.row_bytes());
 }
 
-/// Gathers keys transposed (d × ldk) and values (n × ldv), zero padded.
+/// Gathers keys transposed (d × ldk) and values (n × ldv), zero padded; 16-bit rows are
+/// widened on the way (key rows through `stage`, one transpose block at a time).
+#[allow(clippy::too_many_arguments)]
 fn gather_keys(
     kern: &AttentionKernels,
+    cvt: &ConvertKernels,
     k: Rows<'_>,
     v: Rows<'_>,
     k_idx: &[u32],
     kt: &mut AlignedBuf,
     vt: &mut AlignedBuf,
+    stage: &mut Vec<f32>,
     ldv: usize,
 ) {
     let d = k.dim;
@@ -387,7 +401,10 @@ fn gather_keys(
     let ldk = round_up(n, LANES);
     let kt = kt.get(d * ldk);
     let vt = vt.get(n * ldv);
-    let row_at = |rows: &Rows<'_>, j: usize| rows.base + k_idx[j] as usize * rows.stride;
+    let wide_rows = matches!(k.data, crate::view::Data::F32(_));
+    if !wide_rows {
+        stage.resize(16 * d, 0.0);
+    }
     // Blocks of 16 keys go through the tier's vector transpose where it has one (16 × 16
     // values at a time, a quarter of the instructions of element moves: gathers of keys
     // already in cache, as in the §8 window tiles, run about 2× faster), the rest through
@@ -402,30 +419,41 @@ fn gather_keys(
             _ => TRANSPOSE_BLOCK.min(n - j0),
         };
         for j in (j0 + PREFETCH_AHEAD..n).take(block) {
-            prefetch_row(k.data, row_at(&k, j), d);
-            prefetch_row(v.data, row_at(&v, j), dv);
+            prefetch_row(&k, k_idx[j] as usize);
+            prefetch_row(&v, k_idx[j] as usize);
         }
+        // The block's key rows as f32: the caller's rows, or widened into `stage`.
+        if !wide_rows {
+            for (b, chunk) in stage.chunks_exact_mut(d).take(block).enumerate() {
+                cvt.load(k.row(k_idx[j0 + b] as usize), chunk);
+            }
+        }
+        let row = |b: usize| -> &[f32] {
+            match k.row_f32(k_idx[j0 + b] as usize) {
+                Some(row) => row,
+                None => &stage[b * d..(b + 1) * d],
+            }
+        };
         if let (16, Some(transpose16)) = (block, wide) {
-            let rows: [&[f32]; 16] = std::array::from_fn(|b| k.row(k_idx[j0 + b] as usize));
+            let rows: [&[f32]; 16] = std::array::from_fn(row);
             let whole = d / 16 * 16;
             for t0 in (0..whole).step_by(16) {
                 transpose16(&rows, t0, &mut kt[t0 * ldk + j0..], ldk);
             }
             transpose_by_moves(&rows, whole..d, &mut kt[j0..], ldk);
         } else if block == TRANSPOSE_BLOCK {
-            let rows: [&[f32]; TRANSPOSE_BLOCK] =
-                std::array::from_fn(|b| k.row(k_idx[j0 + b] as usize));
+            let rows: [&[f32]; TRANSPOSE_BLOCK] = std::array::from_fn(row);
             transpose_by_moves(&rows, 0..d, &mut kt[j0..], ldk);
         } else {
-            for j in j0..n {
-                for (t, &x) in k.row(k_idx[j] as usize).iter().enumerate() {
+            for j in j0..j0 + block {
+                for (t, &x) in row(j - j0).iter().enumerate() {
                     kt[t * ldk + j] = x;
                 }
             }
         }
         for j in j0..j0 + block {
             let row = &mut vt[j * ldv..(j + 1) * ldv];
-            row[..dv].copy_from_slice(v.row(k_idx[j] as usize));
+            cvt.load(v.row(k_idx[j] as usize), &mut row[..dv]);
             row[dv..].fill(0.0);
         }
         j0 += block;

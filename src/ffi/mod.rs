@@ -449,14 +449,20 @@ pub unsafe extern "C" fn smyrf_dense_attention(
         let scale = scale_from_c(scale)?;
         // SAFETY: forwarded caller contract for every pointer.
         let mut call = unsafe { CallBuffers::from_c(q, k, v, key_mask, out, lse_out) }?;
+        let mut options = CallOptions::new();
+        options.key_mask = call.mask;
+        options.lse = call.lse;
+        let out_shape = call.out.shape();
         crate::dense::dense_attention_default(
-            &call.q,
-            &call.k,
-            &call.v,
-            call.mask,
-            scale,
-            &mut call.out,
-            call.lse,
+            crate::dense::DenseCall {
+                q: call.q.erase(),
+                k: call.k.erase(),
+                v: call.v.erase(),
+                out_shape,
+                out: call.out.rows_writer(),
+                scale,
+            },
+            options,
         )?;
         Ok(())
     })

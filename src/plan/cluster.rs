@@ -9,7 +9,7 @@ use crate::runtime::profile::{timed, Stage};
 use crate::runtime::stream;
 use crate::runtime::threads::{for_each_index_with, join_if};
 use crate::sort;
-use crate::view::head_rows;
+use crate::view::RowWriter;
 
 impl Plan {
     /// Sorts every round of each side in one batched call per side (on two threads when
@@ -46,6 +46,7 @@ impl Plan {
     pub(super) fn cluster_rounds(
         &self,
         call: &Call<'_>,
+        out: &RowWriter<'_>,
         b: usize,
         h: usize,
         parallel: bool,
@@ -59,16 +60,16 @@ impl Plan {
         let (nq, d, nv, rounds) = (shape.nq, shape.d, valid.len(), self.config.n_hashes);
         let hk = h / shape.group();
         let (q, k, v) = (
-            head_rows(call.q, b, h),
-            head_rows(call.k, b, hk),
-            head_rows(call.v, b, hk),
+            call.q.head_rows(b, h),
+            call.k.head_rows(b, hk),
+            call.v.head_rows(b, hk),
         );
         let scale = self.scale();
         key_order.resize(nv, 0);
         // Output rows on whole cache lines take streaming stores in round 0, when the head's
         // output is too large to stay in cache anyway.
         let out_streams = stream::worth_streaming(nq, v.dim)
-            && (0..nq.min(2)).all(|i| stream::can_stream(call.out.row_start(b, h, i), v.dim));
+            && (0..nq.min(2)).all(|i| stream::can_stream(out.row_start(b, h, i), v.dim));
         for r in 0..rounds {
             let q_perm = &perm[r * nq..(r + 1) * nq];
             let k_perm = &perm[rounds * nq + r * nv..rounds * nq + (r + 1) * nv];
@@ -92,20 +93,22 @@ impl Plan {
                     let steps = macs / self.attention.macs_per_step;
                     tiles.queue.refill(steps, |queue| {
                         for &i in next_queries {
-                            queue.push_span(q.row_start(i as usize), d);
+                            queue.push_span(q.row_start(i as usize), q.row_bytes());
                             // Rows written by streaming stores need no fetch.
                             if !(r == 0 && out_streams) {
-                                queue.push_span(call.out.row_start(b, h, i as usize), v.dim);
+                                let row = out.row_start(b, h, i as usize).cast();
+                                queue.push_span(row, 4 * v.dim);
                             }
                         }
                         for &j in next_keys {
-                            queue.push_span(k.row_start(j as usize), d);
-                            queue.push_span(v.row_start(j as usize), v.dim);
+                            queue.push_span(k.row_start(j as usize), k.row_bytes());
+                            queue.push_span(v.row_start(j as usize), v.row_bytes());
                         }
                     });
                 }
                 attention::attend(
                     self.attention,
+                    self.convert,
                     tiles,
                     q,
                     members,
@@ -121,7 +124,7 @@ impl Plan {
                         // 0 stores every row whole (streamed: it is never read first), later
                         // rounds merge into it.
                         unsafe {
-                            let row = call.out.row(b, h, qi);
+                            let row = out.row(b, h, qi);
                             if r == 0 {
                                 running.store(self.attention, qi, row, result, out_streams)
                             } else {

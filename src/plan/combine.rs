@@ -3,9 +3,10 @@
 //! log-sum-exp `max + ln(sum)` is taken once, at the end. Keeping the pair instead of the
 //! log-sum-exp makes a merge cost one exp and no logarithm per row.
 
+pub(crate) use crate::attention::merge::{merge_sink, merge_weights};
 #[cfg(doc)]
 use crate::attention::BlendFn;
-use crate::attention::{exp_nonpositive, AttentionKernels, RowResult};
+use crate::attention::{AttentionKernels, RowResult};
 use crate::call::SharedSlice;
 
 /// The (max, sum) pairs of one head's queries, shared by the tasks that merge into them.
@@ -87,32 +88,6 @@ pub(crate) fn log_sum_exp(max: &[f32], sum: &[f32], lse: &mut [f32]) {
     for ((lse, &max), &sum) in lse.iter_mut().zip(max).zip(sum) {
         *lse = max + sum.ln();
     }
-}
-
-/// The weights of a round merge ([`merge_row`]): with top = max(run_max, max),
-/// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns
-/// (a / total, e^(max − top) / total, top, total): the weight of the running row, the weight
-/// of the unnormalised `acc`, and the merged (max, sum). One of the two exponentials is
-/// e^0 = 1 and is not computed. `None` when neither max is finite (or one is NaN and the
-/// other −∞): the row is left as it is.
-#[inline(always)]
-pub(crate) fn merge_weights(
-    run_max: f32,
-    run_sum: f32,
-    max: f32,
-    sum: f32,
-) -> Option<(f32, f32, f32, f32)> {
-    let top = run_max.max(max);
-    if top == f32::NEG_INFINITY || top.is_nan() {
-        return None;
-    }
-    let (e_old, e_new) = if run_max >= max {
-        (1.0, exp_nonpositive(max - top))
-    } else {
-        (exp_nonpositive(run_max - top), 1.0)
-    };
-    let total = run_sum * e_old + sum * e_new;
-    Some((run_sum * e_old / total, e_new / total, top, total))
 }
 
 /// The round merge (design §1 step 6): the log-sum-exp merge of a round's result into a

@@ -34,18 +34,19 @@ impl Plan {
         s.hashes.resize(rounds * (nq + nv), 0.0);
         let (q_hashes, k_hashes) = s.hashes.split_at_mut(rounds * nq);
         let a_t = &self.projections_t[..];
-        let project = self.alsh.project;
+        let (project, cvt) = (self.alsh.project, self.convert);
         let (q_norms, k_norms) = (&mut s.q_norms, &mut s.k_norms);
+        let (q_stage, k_stage) = (&mut s.q_stage, &mut s.k_stage);
         join_if(
             split,
             || {
                 timed(Stage::Projection, || {
-                    project(q, None, a_t, q_norms, q_hashes)
+                    alsh::project_rows(project, cvt, q, None, a_t, q_norms, q_hashes, q_stage)
                 })
             },
             || {
                 timed(Stage::Projection, || {
-                    project(k, key_ids, a_t, k_norms, k_hashes)
+                    alsh::project_rows(project, cvt, k, key_ids, a_t, k_norms, k_hashes, k_stage)
                 })
             },
         );

@@ -9,8 +9,9 @@
 
 use crate::alsh::{self, AlshKernels};
 use crate::attention::{self, AttentionKernels, TileScratch};
-use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, SharedSlice};
+use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, KeyLimit, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
+use crate::convert::{self, ConvertKernels};
 use crate::dense;
 use crate::error::{Error, Result};
 use crate::isa::Isa;
@@ -18,7 +19,7 @@ use crate::runtime::pool::Pool;
 use crate::runtime::threads::{for_each_index, Threads};
 use crate::simd::Tier;
 use crate::sort::{self, SortKernels};
-use crate::view::{head_rows, RowWriter, TensorView, TensorViewMut};
+use crate::view::{AnyView, Element, OutRows, RowWriter, TensorView, TensorViewMut};
 use combine::Running;
 mod cluster;
 pub(crate) mod combine;
@@ -46,11 +47,14 @@ pub struct Plan {
     alsh: &'static AlshKernels,
     attention: &'static AttentionKernels,
     sort: &'static SortKernels,
+    convert: &'static ConvertKernels,
     threads: Threads,
     /// Per-task buffers: at most one per thread (see `attention_with`).
     scratch: Pool<HeadScratch>,
     /// Tile buffers and prefetch queue of each running cluster: at most one per thread.
     tiles: Pool<TileScratch>,
+    /// Buffers of each running dense task: at most one per thread.
+    dense: Pool<dense::DenseScratch>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -116,8 +120,10 @@ impl Plan {
             alsh: alsh::kernels(tier),
             attention: attention::kernels(tier),
             sort: sort::kernels(tier),
+            convert: convert::kernels(tier),
             scratch: Pool::default(),
             tiles: Pool::default(),
+            dense: Pool::default(),
         })
     }
 
@@ -146,30 +152,51 @@ impl Plan {
         config::effective_scale(self.config.scale, self.head_dim)
     }
 
-    /// SMYRF attention without a mask or lse output: writes `out` (`[B, Hq, Nq, dv]`). On
-    /// error nothing is written.
-    pub fn attention(
+    /// SMYRF attention without a mask or lse output: writes `out` (`[B, Hq, Nq, dv]`). Q, K,
+    /// V and out may each be f32, f16 or bf16; the arithmetic is f32. On error nothing is
+    /// written.
+    pub fn attention<TQ: Element, TK: Element, TV: Element, TO: Element>(
         &self,
-        q: &TensorView<'_>,
-        k: &TensorView<'_>,
-        v: &TensorView<'_>,
-        out: &mut TensorViewMut<'_>,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &mut TensorViewMut<'_, TO>,
     ) -> Result<()> {
         self.attention_with(q, k, v, out, CallOptions::new())
     }
 
-    /// SMYRF attention with the optional key mask and lse output of `options`. On error
-    /// nothing is written.
-    pub fn attention_with(
+    /// SMYRF attention with the key mask, key lengths, head sinks and lse output of
+    /// `options`. On error nothing is written.
+    pub fn attention_with<TQ: Element, TK: Element, TV: Element, TO: Element>(
         &self,
-        q: &TensorView<'_>,
-        k: &TensorView<'_>,
-        v: &TensorView<'_>,
-        out: &mut TensorViewMut<'_>,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &mut TensorViewMut<'_, TO>,
         options: CallOptions<'_>,
     ) -> Result<()> {
-        let CallOptions { key_mask, lse } = options;
-        let shape = check_call(q, k, v, key_mask, out, lse.as_deref())?;
+        let out_shape = out.shape();
+        self.run_attention(
+            q.erase(),
+            k.erase(),
+            v.erase(),
+            out_shape,
+            out.rows_writer(),
+            options,
+        )
+    }
+
+    /// [`Plan::attention_with`] with the element types erased: compiled once.
+    fn run_attention(
+        &self,
+        q: AnyView<'_>,
+        k: AnyView<'_>,
+        v: AnyView<'_>,
+        out_shape: crate::view::Shape,
+        out: OutRows<'_>,
+        options: CallOptions<'_>,
+    ) -> Result<()> {
+        let shape = check_call(q.shape, k.shape, v.shape, out_shape, &options)?;
         if shape.d != self.head_dim {
             return Err(Error::HeadDimMismatch {
                 plan: self.head_dim,
@@ -177,7 +204,13 @@ impl Plan {
             });
         }
         hybrid::check_call(&self.config, shape.nq, shape.nk)?;
-        let writer = out.rows_writer();
+        let CallOptions {
+            key_mask,
+            key_lengths,
+            head_sinks,
+            lse,
+            ..
+        } = options;
         let lse = lse.map(SharedSlice::new);
         // Sinks chosen by the mean query belong to the key/value head: then one task runs
         // every query head of a key/value head and selects them once.
@@ -189,11 +222,13 @@ impl Plan {
         let tasks = shape.batch * shape.q_heads / heads_per_task;
         let call = Call {
             shape,
-            q,
-            k,
-            v,
+            q: &q,
+            k: &k,
+            v: &v,
             key_mask,
-            out: &writer,
+            key_lengths,
+            head_sinks,
+            out: &out,
             lse: lse.as_ref(),
             split_sides: tasks < self.threads.count(),
         };
@@ -219,60 +254,117 @@ impl Plan {
 
     /// Exact dense attention, softmax(scale · Q·Kᵀ) V, with the plan's scale, tier and threads
     /// (its SMYRF parameters play no part). On error nothing is written.
-    pub fn dense_attention(
+    pub fn dense_attention<TQ: Element, TK: Element, TV: Element, TO: Element>(
         &self,
-        q: &TensorView<'_>,
-        k: &TensorView<'_>,
-        v: &TensorView<'_>,
-        out: &mut TensorViewMut<'_>,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &mut TensorViewMut<'_, TO>,
     ) -> Result<()> {
         self.dense_attention_with(q, k, v, out, CallOptions::new())
     }
 
-    /// [`Plan::dense_attention`] with the optional key mask and lse output of `options`.
-    pub fn dense_attention_with(
+    /// [`Plan::dense_attention`] with the options of [`Plan::attention_with`].
+    pub fn dense_attention_with<TQ: Element, TK: Element, TV: Element, TO: Element>(
         &self,
-        q: &TensorView<'_>,
-        k: &TensorView<'_>,
-        v: &TensorView<'_>,
-        out: &mut TensorViewMut<'_>,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &mut TensorViewMut<'_, TO>,
         options: CallOptions<'_>,
     ) -> Result<()> {
-        let CallOptions { key_mask, lse } = options;
         let scale = Some(self.scale());
+        let kernels = dense::DenseKernels {
+            attention: self.attention,
+            convert: self.convert,
+        };
+        let scratch = &self.dense;
+        let out_shape = out.shape();
+        let out = out.rows_writer();
+        let (q, k, v) = (q.erase(), k.erase(), v.erase());
         self.threads.run(|parallel| {
             dense::dense_attention(
-                self.attention,
-                &self.tiles,
+                kernels,
+                scratch,
                 parallel,
-                q,
-                k,
-                v,
-                key_mask,
-                scale,
-                out,
-                lse,
+                dense::DenseCall {
+                    q,
+                    k,
+                    v,
+                    out_shape,
+                    out,
+                    scale,
+                },
+                options,
             )
         })
     }
 
-    /// Design §1 for one (batch element b, query head h).
+    /// Design §1 for one (batch element b, query head h), then its head sink and lse. A
+    /// 16-bit output is computed in f32 staging rows and rounded once, at the end.
     fn head(&self, call: &Call<'_>, b: usize, h: usize, parallel: bool, s: &mut HeadScratch) {
         // The valid-key list lives in the reused scratch: no allocation per call.
         let mut valid = std::mem::take(&mut s.valid);
         let nk = call.shape.nk;
-        valid_keys_into(
-            nk,
-            call.key_mask.map(|m| &m[b * nk..(b + 1) * nk]),
-            &mut valid,
-        );
-        self.head_with(call, b, h, parallel, s, &valid);
+        let limit = KeyLimit::of(b, nk, call.key_mask, call.key_lengths);
+        valid_keys_into(nk, limit, &mut valid);
+        match call.out {
+            OutRows::F32(out) => {
+                self.head_with(call, out, b, h, parallel, s, &valid);
+                self.finish_head(call, out, b, h, s);
+            }
+            OutRows::F16(out) | OutRows::Bf16(out) => {
+                let (nq, dv) = (call.shape.nq, call.v.shape.dim);
+                let mut stage = std::mem::take(&mut s.out_stage);
+                stage.resize(nq * dv, 0.0);
+                let staging = RowWriter::staging(&mut stage, nq, dv);
+                self.head_with(call, &staging, b, h, parallel, s, &valid);
+                self.finish_head(call, &staging, b, h, s);
+                let narrow = match call.out {
+                    OutRows::F16(_) => self.convert.narrow_f16,
+                    _ => self.convert.narrow_bf16,
+                };
+                for (i, row) in stage.chunks_exact(dv).enumerate() {
+                    // SAFETY: this task alone owns the rows of (b, h).
+                    narrow(row, unsafe { out.row(b, h, i) });
+                }
+                s.out_stage = stage;
+            }
+        }
         s.valid = valid;
     }
 
+    /// The head sink merged into every query of (b, h), and the lse written.
+    fn finish_head(
+        &self,
+        call: &Call<'_>,
+        out: &RowWriter<'_>,
+        b: usize,
+        h: usize,
+        s: &mut HeadScratch,
+    ) {
+        let nq = call.shape.nq;
+        if let Some(&sink) = call.head_sinks.map(|sinks| &sinks[h]) {
+            for i in 0..nq {
+                // SAFETY: this task alone owns the rows of (b, h).
+                let row = unsafe { out.row(b, h, i) };
+                combine::merge_sink(row, &mut s.run_max[i], &mut s.run_sum[i], sink);
+            }
+        }
+        if let Some(lse) = call.lse {
+            let offset = (b * call.shape.q_heads + h) * nq;
+            // SAFETY: this task alone owns the lse entries of (b, h).
+            let lse = unsafe { lse.range(offset, nq) };
+            combine::log_sum_exp(&s.run_max[..nq], &s.run_sum[..nq], lse);
+        }
+    }
+
+    /// Steps 1–6 into `out`, leaving each query's (max, sum) in `s.run_max`, `s.run_sum`.
+    #[allow(clippy::too_many_arguments)]
     fn head_with(
         &self,
         call: &Call<'_>,
+        out: &RowWriter<'_>,
         b: usize,
         h: usize,
         parallel: bool,
@@ -282,21 +374,20 @@ impl Plan {
         let shape = call.shape;
         let nq = shape.nq;
         let hk = h / shape.group();
-        let q = head_rows(call.q, b, h);
-        let k = head_rows(call.k, b, hk);
-        let v = head_rows(call.v, b, hk);
+        let q = call.q.head_rows(b, h);
+        let k = call.k.head_rows(b, hk);
+        let v = call.v.head_rows(b, hk);
         let nv = valid.len();
-        let lse_offset = (b * shape.q_heads + h) * nq;
+        s.run_max.resize(nq, 0.0);
+        s.run_sum.resize(nq, 0.0);
         if nv == 0 {
             // Design §2: a batch element without valid keys gets zeros, not an error.
             for i in 0..nq {
                 // SAFETY: this task alone owns the rows of (b, h).
-                unsafe { call.out.row(b, h, i) }.fill(0.0);
+                unsafe { out.row(b, h, i) }.fill(0.0);
             }
-            if let Some(lse) = call.lse {
-                // SAFETY: this task alone owns the lse entries of (b, h).
-                unsafe { lse.range(lse_offset, nq) }.fill(f32::NEG_INFINITY);
-            }
+            s.run_max.fill(f32::NEG_INFINITY);
+            s.run_sum.fill(0.0);
             return;
         }
 
@@ -309,14 +400,13 @@ impl Plan {
         let clusters = config::cluster_count(ck, nv, nq);
         // Steps 5–6 merge into each query's running result (`Running`): (max, sum) pairs in
         // `run_max` and `run_sum`, turned into log-sum-exps at the end.
-        s.run_max.resize(nq, 0.0);
-        s.run_sum.resize(nq, 0.0);
         let running = Running::new(&mut s.run_max, &mut s.run_sum);
         if self.config.has_hybrid_blocks() {
             // Design §8: sinks, window and residual samples around the cluster rounds.
             let blocks = hybrid::HeadBlocks {
                 config: &self.config,
                 kern: self.attention,
+                cvt: self.convert,
                 scale: self.scale(),
                 q_view: call.q,
                 q,
@@ -331,7 +421,7 @@ impl Plan {
                 q_perm: &s.perm[..rounds * nq],
                 k_perm: &s.perm[rounds * nq..],
                 clusters,
-                out: call.out,
+                out,
                 tiles: &self.tiles,
                 parallel,
             };
@@ -340,6 +430,7 @@ impl Plan {
             let perm = &s.perm[..];
             self.cluster_rounds(
                 call,
+                out,
                 b,
                 h,
                 parallel,
@@ -350,22 +441,19 @@ impl Plan {
                 &running,
             );
         }
-        if let Some(lse) = call.lse {
-            // SAFETY: this task alone owns the lse entries of (b, h).
-            let lse = unsafe { lse.range(lse_offset, nq) };
-            combine::log_sum_exp(&s.run_max, &s.run_sum, lse);
-        }
     }
 }
 
 /// Everything one call's tasks share.
 struct Call<'a> {
     shape: CallShape,
-    q: &'a TensorView<'a>,
-    k: &'a TensorView<'a>,
-    v: &'a TensorView<'a>,
+    q: &'a AnyView<'a>,
+    k: &'a AnyView<'a>,
+    v: &'a AnyView<'a>,
     key_mask: Option<&'a [u8]>,
-    out: &'a RowWriter<'a>,
+    key_lengths: Option<&'a [u32]>,
+    head_sinks: Option<&'a [f32]>,
+    out: &'a OutRows<'a>,
     lse: Option<&'a SharedSlice<'a>>,
     /// Fewer tasks than threads: each head projects and sorts its query and key sides on
     /// two threads. With enough tasks to go round, the tasks alone keep the threads busy.

@@ -24,6 +24,11 @@ pub(super) struct HeadScratch {
     pub(super) q_sort: SortScratch,
     pub(super) k_sort: SortScratch,
     pub(super) hybrid: HybridScratch,
+    /// 16-bit query and key rows widened for the projection, a block at a time.
+    pub(super) q_stage: Vec<f32>,
+    pub(super) k_stage: Vec<f32>,
+    /// The f32 output rows of a (batch, head) whose output is 16-bit.
+    pub(super) out_stage: Vec<f32>,
 }
 
 impl Plan {
@@ -57,8 +62,14 @@ impl Plan {
             attention::tile_scratch_bytes(largest_call.min(attention::Q_BLOCK), self.head_dim, dv)
                 // The prefetch queue of the next cluster.
                 .saturating_add(prefetch::QUEUE_BYTES);
-        let per_head =
-            per_head.saturating_add(hybrid::scratch_bytes(&self.config, nq, nk, self.head_dim));
+        // 16-bit inputs widened for the projection, a 16-bit output staged in f32.
+        let staging = (2 * crate::alsh::STAGE_ROWS)
+            .saturating_mul(self.head_dim)
+            .saturating_add(nq.saturating_mul(dv))
+            .saturating_mul(4);
+        let per_head = per_head
+            .saturating_add(hybrid::scratch_bytes(&self.config, nq, nk, self.head_dim))
+            .saturating_add(staging);
         threads.saturating_mul(per_head.saturating_add(tiles))
     }
 }

@@ -24,26 +24,26 @@ const QUEUE_LINES: usize = 5 * 4 * 256;
 /// alignment. Longer rows get their first lines only, as a hint.
 const MAX_LINES: usize = 9;
 
-/// Hints the CPU to fetch every cache line holding the `len` f32 from `start` (at most
+/// Hints the CPU to fetch every cache line holding the `bytes` bytes from `start` (at most
 /// `MAX_LINES` lines) with locality hint `HINT` ([`HINT_L1`] or [`HINT_L2`]).
 ///
 /// Never dereferences `start`: addresses are only formed with wrapping arithmetic, and a
 /// prefetch never faults, so any pointer is allowed.
 #[inline(always)]
-pub(crate) fn prefetch_span<const HINT: i32>(start: *const f32, len: usize) {
+pub(crate) fn prefetch_span<const HINT: i32>(start: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let first = start.cast::<i8>();
         let skew = first.addr() % 64;
         let line_start = first.wrapping_sub(skew);
-        for line in 0..lines_spanned(skew, len) {
+        for line in 0..lines_spanned(skew, bytes) {
             // SAFETY: `_mm_prefetch` is SSE (baseline on x86-64), never faults and changes
             // nothing visible, whatever the address.
             unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line_start.wrapping_add(line * 64)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (start, len);
+    let _ = (start, bytes);
 }
 
 /// Hints the CPU to fetch the cache line at address `addr` into L2.
@@ -114,12 +114,12 @@ impl LineQueue {
         t & self.mask == 0
     }
 
-    /// Queues every line holding the `len` f32 from `start` (up to `MAX_LINES`), while the
-    /// queue has room.
-    pub(crate) fn push_span(&mut self, start: *const f32, len: usize) {
+    /// Queues every line holding the `bytes` bytes from `start` (up to `MAX_LINES`), while
+    /// the queue has room.
+    pub(crate) fn push_span(&mut self, start: *const u8, bytes: usize) {
         let first = start.addr();
         let line_start = first - first % 64;
-        for line in 0..lines_spanned(first % 64, len) {
+        for line in 0..lines_spanned(first % 64, bytes) {
             if self.lines.len() == QUEUE_LINES {
                 return;
             }
@@ -165,13 +165,13 @@ fn issue_interval(kernel_steps: usize, lines: usize) -> usize {
 /// Bytes of one thread's queue.
 pub(crate) const QUEUE_BYTES: usize = QUEUE_LINES * std::mem::size_of::<usize>();
 
-/// Lines to prefetch for `len` f32 starting `skew` bytes into a cache line.
+/// Lines to prefetch for `bytes` bytes starting `skew` bytes into a cache line.
 #[inline(always)]
-fn lines_spanned(skew: usize, len: usize) -> usize {
-    if len == 0 {
+fn lines_spanned(skew: usize, bytes: usize) -> usize {
+    if bytes == 0 {
         return 0;
     }
-    ((skew + len.saturating_mul(4) - 1) / 64 + 1).min(MAX_LINES)
+    ((skew + bytes - 1) / 64 + 1).min(MAX_LINES)
 }
 
 #[cfg(test)]
@@ -181,21 +181,21 @@ mod tests {
     #[test]
     fn every_line_of_the_row_is_counted() {
         // A 256-byte row: four lines when aligned, five from any other f32 offset.
-        assert_eq!(lines_spanned(0, 64), 4);
+        assert_eq!(lines_spanned(0, 256), 4);
         for skew in (4..64).step_by(4) {
-            assert_eq!(lines_spanned(skew, 64), 5, "skew {skew}");
+            assert_eq!(lines_spanned(skew, 256), 5, "skew {skew}");
         }
         // Short rows inside one line or across two; nothing for an empty row.
-        assert_eq!(lines_spanned(0, 16), 1);
-        assert_eq!(lines_spanned(60, 1), 1);
-        assert_eq!(lines_spanned(60, 2), 2);
+        assert_eq!(lines_spanned(0, 64), 1);
+        assert_eq!(lines_spanned(60, 4), 1);
+        assert_eq!(lines_spanned(60, 8), 2);
         assert_eq!(lines_spanned(12, 0), 0);
         // Against a line-by-line count, up to the cap.
         for skew in (0..64).step_by(4) {
             for len in 1..200 {
                 let last_byte = skew + 4 * len - 1;
                 let exact = last_byte / 64 + 1;
-                assert_eq!(lines_spanned(skew, len), exact.min(MAX_LINES));
+                assert_eq!(lines_spanned(skew, 4 * len), exact.min(MAX_LINES));
             }
         }
     }
@@ -203,11 +203,11 @@ mod tests {
     #[test]
     fn the_queue_holds_every_line_of_each_row_up_to_its_capacity() {
         let data = vec![0.0f32; 64 * 2000 + 16];
-        let row = |i: usize| data[4 + 64 * i..].as_ptr(); // 16 bytes into a line: 5 lines
+        let row = |i: usize| data[4 + 64 * i..].as_ptr().cast::<u8>(); // 16 bytes into a line: 5 lines
         let mut queue = LineQueue::default();
         queue.refill(60, |queue| {
             for i in 0..3 {
-                queue.push_span(row(i), 64);
+                queue.push_span(row(i), 256);
             }
         });
         if cfg!(target_arch = "x86_64") {
@@ -228,7 +228,7 @@ mod tests {
         queue.refill(0, |queue| {
             let capacity = queue.lines.capacity();
             for i in 0..2000 {
-                queue.push_span(row(i), 64);
+                queue.push_span(row(i), 256);
             }
             assert_eq!(queue.lines.capacity(), capacity);
         });
@@ -253,11 +253,11 @@ mod tests {
         // A prefetch never faults: unaligned, long, null and dangling rows all run.
         let data = [1.0f32; 300];
         for offset in 0..16 {
-            prefetch_span::<HINT_L1>(data[offset..].as_ptr(), 64);
-            prefetch_span::<HINT_L2>(data[offset..].as_ptr(), 300 - offset);
+            prefetch_span::<HINT_L1>(data[offset..].as_ptr().cast(), 256);
+            prefetch_span::<HINT_L2>(data[offset..].as_ptr().cast(), 4 * (300 - offset));
         }
-        prefetch_span::<HINT_L2>(std::ptr::null(), 64);
-        prefetch_span::<HINT_L2>(std::ptr::dangling(), 64);
+        prefetch_span::<HINT_L2>(std::ptr::null(), 256);
+        prefetch_span::<HINT_L2>(std::ptr::dangling(), 256);
         assert_eq!(data.iter().sum::<f32>(), 300.0);
     }
 }

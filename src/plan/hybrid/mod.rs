@@ -20,13 +20,13 @@ pub(crate) use samples::{draw_samples_into, sample_seed};
 
 use crate::attention::{self, AttentionKernels, TileScratch};
 use crate::config::{Config, DEFAULT_SAMPLE_GROUP};
+use crate::convert::ConvertKernels;
 use crate::error::{Error, Result};
 use crate::plan::combine::Running;
 use crate::plan::cut;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::for_each_index_with;
-use crate::view::Rows;
-use crate::view::{RowWriter, TensorView};
+use crate::view::{AnyView, RowWriter, Rows};
 use window::{drop_window_columns, window_tile};
 
 /// Round-0 blocks (sample groups) prepared before their attention runs in parallel.
@@ -74,7 +74,7 @@ pub(crate) fn scratch_bytes(config: &Config, nq: usize, nk: usize, head_dim: usi
         nk.saturating_mul(1 + 4 * 5),
         nk.saturating_mul(8),         // sink scores
         block_keys.saturating_mul(4), // key lists of a batch of round-0 blocks
-        head_dim.saturating_mul(4),   // mean query
+        head_dim.saturating_mul(8),   // mean query, one widened row
         SAMPLE_BATCH * std::mem::size_of::<FusedBlock>(),
     ]
     .into_iter()
@@ -117,6 +117,8 @@ pub(crate) struct HybridScratch {
     swaps: Vec<u32>,
     /// Key lists of a batch of round-0 blocks, one after the other.
     block_keys: Vec<u32>,
+    /// One 16-bit row widened to f32 (the sink selection's scores and mean query).
+    row: Vec<f32>,
     blocks: Vec<FusedBlock>,
     scores: Vec<u64>,
     mean_query: Vec<f32>,
@@ -147,9 +149,10 @@ struct FusedBlock {
 pub(crate) struct HeadBlocks<'a> {
     pub(crate) config: &'a Config,
     pub(crate) kern: &'a AttentionKernels,
+    pub(crate) cvt: &'a ConvertKernels,
     pub(crate) scale: f32,
     /// All queries, for the mean query of a GQA group.
-    pub(crate) q_view: &'a TensorView<'a>,
+    pub(crate) q_view: &'a AnyView<'a>,
     pub(crate) q: Rows<'a>,
     pub(crate) k: Rows<'a>,
     pub(crate) v: Rows<'a>,
@@ -229,6 +232,7 @@ impl HeadBlocks<'_> {
         let (b, h) = (self.b, self.h);
         attention::attend(
             self.kern,
+            self.cvt,
             tiles,
             self.q,
             members,

@@ -29,8 +29,8 @@ impl HeadBlocks<'_> {
             SinkSelection::MeanQuery => {
                 s.sinks.push(valid[0]);
                 if n > 1 {
-                    self.mean_query(&mut s.mean_query);
-                    let mean = &s.mean_query;
+                    self.mean_query(&mut s.mean_query, &mut s.row);
+                    let (mean, row) = (&s.mean_query, &mut s.row);
                     // One u64 per key: the score mapped to the sort's order-preserving
                     // integer (every NaN above +∞), inverted so that ascending keys are
                     // descending scores, then the position: a total order (ties go to the
@@ -38,7 +38,13 @@ impl HeadBlocks<'_> {
                     // compares integers.
                     s.scores.clear();
                     s.scores.extend(valid[1..].iter().map(|&j| {
-                        let score = dot(self.k.row(j as usize), mean);
+                        let score = match self.k.row_f32(j as usize) {
+                            Some(key) => dot(key, mean),
+                            None => {
+                                self.cvt.load(self.k.row(j as usize), row);
+                                dot(row, mean)
+                            }
+                        };
                         (u64::from(!ordered_key(score)) << 32) | u64::from(j)
                     }));
                     let take = n - 1;
@@ -57,14 +63,23 @@ impl HeadBlocks<'_> {
     }
 
     /// Mean of every query of the query heads that share this key/value head.
-    fn mean_query(&self, mean: &mut Vec<f32>) {
+    fn mean_query(&self, mean: &mut Vec<f32>, row: &mut Vec<f32>) {
         let d = self.q.dim;
         mean.clear();
         mean.resize(d, 0.0);
+        row.resize(d, 0.0);
         let first = self.h / self.group * self.group;
         for head in first..first + self.group {
+            let rows = self.q_view.head_rows(self.b, head);
             for i in 0..self.nq {
-                for (m, &x) in mean.iter_mut().zip(self.q_view.row(self.b, head, i)) {
+                let query = match rows.row_f32(i) {
+                    Some(query) => query,
+                    None => {
+                        self.cvt.load(rows.row(i), row);
+                        &row[..]
+                    }
+                };
+                for (m, &x) in mean.iter_mut().zip(query) {
                     *m += x;
                 }
             }
