@@ -45,6 +45,7 @@ mod simd;
 // The stages, each a kernel table over its tiers.
 mod alsh;
 mod attention;
+mod convert;
 mod sort;
 // The pipeline, dense attention, and the C ABI over the public API.
 mod dense;

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["call"],
     &["simd"],
     &["runtime"],
-    &["alsh", "attention", "sort"],
+    &["alsh", "attention", "convert", "sort"],
     &["dense"],
     &["plan"],
     &["ffi"],
