@@ -1,6 +1,7 @@
 //! Kernel benchmarks: projection, cluster attention and exp for every tier this CPU
 //! has, each reported as GFLOP/s and as a fraction of the tier's single-core fp32 FMA peak,
-//! measured by a peak microbenchmark in the same run. Single thread.
+//! measured by a peak microbenchmark in the same run; and the f16/bf16 conversions, as GB/s
+//! moved and as speed against a plain copy of their f32 side in the same run. Single thread.
 //!
 //! `cargo bench --bench kernels` (criterion timings, then the summary table on stdout).
 
@@ -150,6 +151,54 @@ impl Cluster {
     }
 }
 
+/// The four 16-bit conversions over one buffer of `n` values.
+struct Conversion {
+    halves: Vec<u16>,
+    floats: Vec<f32>,
+    copy: Vec<f32>,
+}
+
+/// The summary's sizes of the f32 side: well inside L2, most of a 2 MiB L2 with the 16-bit
+/// side, and far past the caches.
+const CONVERSION_BYTES: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
+
+impl Conversion {
+    /// Buffers of `n` values: finite f16/bf16 patterns of both signs and floats in range.
+    fn new(n: usize) -> Conversion {
+        Conversion {
+            halves: (0..n)
+                .map(|i| ((i * 7919) % 0x7c00) as u16 | ((i as u16 & 1) << 15))
+                .collect(),
+            floats: (0..n)
+                .map(|i| ((i * 7919) % 100_003) as f32 - 50_000.0)
+                .collect(),
+            copy: vec![0.0; n],
+        }
+    }
+    const NAMES: [&str; 4] = ["widen f16", "widen bf16", "narrow f16", "narrow bf16"];
+    /// Runs conversion `which` (an index into `NAMES`).
+    fn run(&mut self, isa: Isa, which: usize) {
+        use testing::convert as cv;
+        match which {
+            0 => cv::widen_f16(isa, &self.halves, &mut self.floats),
+            1 => cv::widen_bf16(isa, &self.halves, &mut self.floats),
+            2 => cv::narrow_f16(isa, &self.floats, &mut self.halves),
+            _ => cv::narrow_bf16(isa, &self.floats, &mut self.halves),
+        }
+        .unwrap();
+        black_box((&self.halves, &self.floats));
+    }
+    /// The baseline: a plain copy of the f32 side.
+    fn copy(&mut self) {
+        self.copy.copy_from_slice(black_box(&self.floats));
+        black_box(&self.copy);
+    }
+    /// Bytes read and written by one conversion.
+    fn bytes(&self) -> f64 {
+        (self.halves.len() * 6) as f64
+    }
+}
+
 fn criterion_benches(c: &mut Criterion) {
     for isa in supported_tiers() {
         let mut group = c.benchmark_group(format!("projection/{isa}"));
@@ -172,6 +221,14 @@ fn criterion_benches(c: &mut Criterion) {
         group.bench_function("n65536", |b| {
             b.iter(|| testing::exp_in_place(isa, black_box(&mut values)).unwrap())
         });
+        group.finish();
+        let mut group = c.benchmark_group(format!("convert/{isa}"));
+        let mut conv = Conversion::new(1 << 18);
+        group.throughput(Throughput::Bytes(conv.bytes() as u64));
+        for (which, name) in Conversion::NAMES.iter().enumerate() {
+            let id = format!("{}_n262144", name.replace(' ', "_"));
+            group.bench_function(id, |b| b.iter(|| conv.run(isa, which)));
+        }
         group.finish();
     }
 }
@@ -213,6 +270,32 @@ fn summary() {
     }
 }
 
+/// The conversions' table: GB/s moved (2 + 4 bytes a value) and the speed against a plain
+/// copy of the f32 side (8 bytes a value moved), measured in the same run.
+fn conversion_summary() {
+    println!(
+        "\nsingle-thread conversion summary ({})",
+        std::env::consts::ARCH
+    );
+    println!("| tier | conversion | f32 side | GB/s | speed / f32 copy |");
+    println!("|---|---|---|---|---|");
+    for bytes in CONVERSION_BYTES {
+        let mut conv = Conversion::new(bytes / 4);
+        let copy = time_best(0.3, || conv.copy());
+        for isa in supported_tiers() {
+            for (which, name) in Conversion::NAMES.iter().enumerate() {
+                let t = time_best(0.3, || conv.run(isa, which));
+                println!(
+                    "| {isa} | {name} | {} KiB | {:.1} | {:.2} |",
+                    bytes >> 10,
+                    conv.bytes() / t / 1e9,
+                    copy / t
+                );
+            }
+        }
+    }
+}
+
 criterion_group!(benches, criterion_benches);
 
 fn main() {
@@ -228,4 +311,5 @@ fn main() {
         return;
     }
     summary();
+    conversion_summary();
 }

@@ -1,7 +1,7 @@
 //! Direct access to single kernels of a chosen tier, for the tier-against-portable tests and
 //! the kernel benchmarks. Not part of the stable API: signatures follow the kernel
-//! contracts in `attention/mod.rs` and `alsh/mod.rs`, and every call checks that the tier is
-//! supported first.
+//! contracts in `attention/mod.rs`, `alsh/mod.rs` and `convert/mod.rs`, and every call
+//! checks that the tier is supported first.
 
 use crate::alsh;
 use crate::attention::{self};
@@ -181,6 +181,40 @@ pub mod sort {
     pub use crate::sort::{
         argsort_into, argsort_many, ordered_key, radix_argsort_f32, SortScratch,
     };
+}
+
+/// The f16 and bf16 conversion kernels of a chosen tier, on 16-bit patterns (`u16`; a
+/// `half::f16` or `half::bf16` slice reinterprets to one). Lengths must be equal: a
+/// mismatch panics, as the kernels do.
+pub mod convert {
+    use super::tier;
+    use crate::convert::kernels;
+    use crate::error::Result;
+    use crate::isa::Isa;
+
+    /// f16 → f32, exact.
+    pub fn widen_f16(isa: Isa, src: &[u16], dst: &mut [f32]) -> Result<()> {
+        (kernels(tier(isa)?).widen_f16)(src, dst);
+        Ok(())
+    }
+
+    /// bf16 → f32, exact.
+    pub fn widen_bf16(isa: Isa, src: &[u16], dst: &mut [f32]) -> Result<()> {
+        (kernels(tier(isa)?).widen_bf16)(src, dst);
+        Ok(())
+    }
+
+    /// f32 → f16, rounded to nearest, ties to even.
+    pub fn narrow_f16(isa: Isa, src: &[f32], dst: &mut [u16]) -> Result<()> {
+        (kernels(tier(isa)?).narrow_f16)(src, dst);
+        Ok(())
+    }
+
+    /// f32 → bf16, rounded to nearest, ties to even.
+    pub fn narrow_bf16(isa: Isa, src: &[f32], dst: &mut [u16]) -> Result<()> {
+        (kernels(tier(isa)?).narrow_bf16)(src, dst);
+        Ok(())
+    }
 }
 
 /// The C entry points, for Rust tests that call them directly.
