@@ -18,9 +18,14 @@ fn main() {
     let minor = env::var("CARGO_PKG_VERSION_MINOR").expect("cargo sets CARGO_PKG_VERSION_MINOR");
     let patch = env::var("CARGO_PKG_VERSION_PATCH").expect("cargo sets CARGO_PKG_VERSION_PATCH");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        // The ABI version: programs record `libsmyrf.so.MAJOR` and keep working across
-        // compatible updates of the library file.
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsmyrf.so.{major}");
+        // The ABI version (design §3, cargo-c's convention): programs record this name and
+        // keep working across compatible updates; in 0.y a minor release may break the ABI.
+        let abi = if major == "0" {
+            format!("0.{minor}")
+        } else {
+            major.clone()
+        };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsmyrf.so.{abi}");
     }
     // The C tests compile C with the `cc` crate, which needs the target and host triples.
     for var in ["TARGET", "HOST"] {

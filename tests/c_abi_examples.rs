@@ -1,14 +1,14 @@
 //! The C and C++ examples, built with strict warnings (and sanitizers where available)
 //! against the freshly built `libsmyrf.so` / `libsmyrf.a`, run and reproduce the Rust API's
-//! results bit for bit; the install script, the pkg-config file and the examples' Makefile
-//! work as documented.
+//! results bit for bit; the install script, the pkg-config file, the CMake package and the
+//! examples' Makefile and CMakeLists.txt work as documented.
 
 #![cfg(target_os = "linux")]
 
 mod common;
 use common::cbuild::{
-    built_libraries, fresh_dir, have, install_shared, output_text, sanitizers_work, strict_command,
-    SANITIZE, STATIC_LIBS,
+    built_libraries, fresh_dir, have, install_shared, output_text, sanitizers_work, soname,
+    strict_command, SANITIZE, STATIC_LIBS,
 };
 use common::{repo_root, same_bits};
 use smyrf::{Config, Isa, Plan, TensorView, TensorViewMut};
@@ -98,8 +98,8 @@ fn engine_reference(isa: Isa) -> Vec<f32> {
 }
 
 /// A fresh scratch directory inside the target directory, and a `lib/` in it holding
-/// the built library under its SONAME (`libsmyrf.so.0`) plus the `libsmyrf.so` link the
-/// linker looks for, like an installed copy.
+/// the built library under its SONAME plus the `libsmyrf.so` link the linker looks for,
+/// like an installed copy.
 struct Work {
     dir: PathBuf,
     lib: PathBuf,
@@ -240,7 +240,7 @@ fn c_example_matches_the_rust_api_shared_and_static() {
     let work = work("basic");
     let shared = build(&work, "basic.c", Link::Shared, &["-O2"], "basic");
     check_basic(&work, &shared);
-    // Only libsmyrf.so.0 is needed at run time (the SONAME, not the link name).
+    // Only the SONAME file is needed at run time, not the link name.
     std::fs::remove_file(work.lib.join("libsmyrf.so")).unwrap();
     check_basic(&work, &shared);
     let fixed = build(&work, "basic.c", Link::Static, &["-O2"], "basic-static");
@@ -280,6 +280,30 @@ fn sh(cmd: &mut Command) -> String {
     text
 }
 
+/// What cargo leaves in target/release, for the install script's LIBDIR.
+fn cargo_output(work: &Work) -> PathBuf {
+    let (so, a) = built_libraries();
+    let cargo_out = work.dir.join("cargo-out");
+    std::fs::create_dir_all(&cargo_out).unwrap();
+    std::os::unix::fs::symlink(&so, cargo_out.join("libsmyrf.so")).unwrap();
+    std::os::unix::fs::symlink(&a, cargo_out.join("libsmyrf.a")).unwrap();
+    cargo_out
+}
+
+/// Runs `scripts/install.sh PREFIX` on `cargo_out` with the extra environment `env`.
+fn install(cargo_out: &Path, prefix: &Path, env: &[(&str, &Path)]) {
+    let mut cmd = Command::new("sh");
+    cmd.arg(repo_root().join("scripts/install.sh"))
+        .arg(prefix)
+        .env("LIBDIR", cargo_out)
+        .env_remove("DESTDIR")
+        .env_remove("LIBSUBDIR");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    sh(&mut cmd);
+}
+
 /// The documented install command, the pkg-config file, and the Makefile (both its
 /// default build against cargo's output and its `pkgconfig` build against the install).
 #[test]
@@ -291,29 +315,20 @@ fn install_script_pkg_config_and_makefile() {
         }
     }
     let work = work("install");
-    let (so, a) = built_libraries();
-    // What cargo leaves in target/release, for LIBDIR.
-    let cargo_out = work.dir.join("cargo-out");
-    std::fs::create_dir_all(&cargo_out).unwrap();
-    std::os::unix::fs::symlink(&so, cargo_out.join("libsmyrf.so")).unwrap();
-    std::os::unix::fs::symlink(&a, cargo_out.join("libsmyrf.a")).unwrap();
-
+    let cargo_out = cargo_output(&work);
     let prefix = work.dir.join("prefix");
-    sh(Command::new("sh")
-        .arg(repo_root().join("scripts/install.sh"))
-        .arg(&prefix)
-        .env("LIBDIR", &cargo_out));
+    install(&cargo_out, &prefix, &[]);
     let version = env!("CARGO_PKG_VERSION");
-    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    let soname = soname();
     let lib = prefix.join("lib");
     assert!(lib.join(format!("libsmyrf.so.{version}")).is_file());
     assert_eq!(
-        std::fs::read_link(lib.join(format!("libsmyrf.so.{major}"))).unwrap(),
+        std::fs::read_link(lib.join(&soname)).unwrap(),
         Path::new(&format!("libsmyrf.so.{version}"))
     );
     assert_eq!(
         std::fs::read_link(lib.join("libsmyrf.so")).unwrap(),
-        Path::new(&format!("libsmyrf.so.{major}"))
+        Path::new(&soname)
     );
     assert!(lib.join("libsmyrf.a").is_file());
     assert_eq!(
@@ -358,5 +373,184 @@ fn install_script_pkg_config_and_makefile() {
         // No LD_LIBRARY_PATH: the rpath from pkg-config's libdir finds the install.
         let ran = sh(Command::new(&exe).env_remove("LD_LIBRARY_PATH"));
         assert!(ran.contains("isa: "), "{ran}");
+    }
+}
+
+/// Configures and builds `c_examples/CMakeLists.txt` into `work.dir/name`, finding the
+/// package with `locate` (a `-D` option), with the compilers of the other tests.
+fn cmake_examples(work: &Work, locate: &OsString, name: &str) -> PathBuf {
+    let build_dir = work.dir.join(name);
+    let mut configure = Command::new("cmake");
+    configure
+        .arg("-S")
+        .arg(repo_root().join("c_examples"))
+        .arg("-B")
+        .arg(&build_dir)
+        .arg(locate);
+    cmake_compilers(&mut configure);
+    sh(configure.env_remove("MAKEFLAGS"));
+    sh(Command::new("cmake")
+        .arg("--build")
+        .arg(&build_dir)
+        .env_remove("MAKEFLAGS"));
+    build_dir
+}
+
+/// The cc crate's compilers and flags the bitwise comparison needs (as in `build`).
+fn cmake_compilers(cmd: &mut Command) {
+    for (lang, cpp) in [("C", false), ("CXX", true)] {
+        let mut compiler = OsString::from(format!("-DCMAKE_{lang}_COMPILER="));
+        compiler.push(common::cbuild::compiler(cpp).path());
+        cmd.arg(compiler)
+            .arg(format!("-DCMAKE_{lang}_FLAGS=-O2 -ffp-contract=off"));
+    }
+}
+
+/// Runs the three CMake-built programs against the install whose libraries are in `lib`
+/// and compares them with the Rust API.
+fn check_cmake_programs(build_dir: &Path, lib: &Path) {
+    let installed = Work {
+        dir: build_dir.to_path_buf(),
+        lib: lib.to_path_buf(),
+        static_lib: lib.join("libsmyrf.a"),
+    };
+    check_basic(&installed, &build_dir.join("basic"));
+    check_basic(&installed, &build_dir.join("basic-static"));
+    check_engine(&installed, &build_dir.join("engine"));
+    // No LD_LIBRARY_PATH: the runpath CMake takes from the imported target finds the install.
+    let ran = sh(Command::new(build_dir.join("basic")).env_remove("LD_LIBRARY_PATH"));
+    assert!(ran.contains("isa: "), "{ran}");
+}
+
+/// `find_package(smyrf REQUEST)` for each request, in one throwaway project, against the
+/// package in `prefix`; returns whether each was found (None: CMake too old to ask).
+fn version_requests(work: &Work, prefix: &Path, requests: &[&str]) -> Vec<Option<bool>> {
+    let project = work.dir.join("version-probe");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut text = String::from(
+        "cmake_minimum_required(VERSION 3.16)\nproject(smyrf_version_probe LANGUAGES C)\n",
+    );
+    for (i, request) in requests.iter().enumerate() {
+        // Version ranges exist from CMake 3.19 on.
+        let guard = if request.contains("...") {
+            "CMAKE_VERSION VERSION_GREATER_EQUAL 3.19"
+        } else {
+            "TRUE"
+        };
+        text.push_str(&format!(
+            "if({guard})\n  unset(smyrf_FOUND)\n  find_package(smyrf {request} QUIET)\n  \
+             message(STATUS \"request {i}: ${{smyrf_FOUND}}\")\nelse()\n  \
+             message(STATUS \"request {i}: skipped\")\nendif()\n"
+        ));
+    }
+    std::fs::write(project.join("CMakeLists.txt"), text).unwrap();
+    let mut prefix_path = OsString::from("-DCMAKE_PREFIX_PATH=");
+    prefix_path.push(prefix);
+    let mut configure = Command::new("cmake");
+    configure
+        .arg("-S")
+        .arg(&project)
+        .arg("-B")
+        .arg(work.dir.join("version-probe-build"))
+        .arg(prefix_path);
+    cmake_compilers(&mut configure);
+    let out = sh(configure.env_remove("MAKEFLAGS"));
+    (0..requests.len())
+        .map(|i| {
+            let tag = format!("-- request {i}: ");
+            let value = out
+                .lines()
+                .find_map(|l| l.strip_prefix(&tag))
+                .unwrap_or_else(|| panic!("no `{tag}` line in\n{out}"));
+            match value {
+                "skipped" => None,
+                v => Some(["1", "TRUE", "ON", "YES"].contains(&v.to_uppercase().as_str())),
+            }
+        })
+        .collect()
+}
+
+/// The CMake package the install script writes: `c_examples/CMakeLists.txt` finds it in a
+/// prefix and in a DESTDIR-staged install moved elsewhere, the three programs it builds
+/// reproduce the Rust API, and the version file answers by the SONAME policy (design §3).
+#[test]
+fn install_script_cmake_package() {
+    for tool in ["cmake", "make", "sh"] {
+        if !have(tool) {
+            common::require::unavailable("cmake", &format!("`{tool}` is not installed"));
+            return;
+        }
+    }
+    let work = work("cmake");
+    let cargo_out = cargo_output(&work);
+
+    let prefix = work.dir.join("prefix");
+    install(&cargo_out, &prefix, &[]);
+    let package = prefix.join("lib/cmake/smyrf");
+    assert!(package.join("smyrfConfig.cmake").is_file());
+    assert!(package.join("smyrfConfigVersion.cmake").is_file());
+    let mut locate = OsString::from("-DCMAKE_PREFIX_PATH=");
+    locate.push(&prefix);
+    let build_dir = cmake_examples(&work, &locate, "build");
+    check_cmake_programs(&build_dir, &prefix.join("lib"));
+
+    // Staged for /opt/smyrf with a two-level library directory, then moved: the package
+    // finds its files from where it lies, not from the PREFIX it was installed for.
+    let stage = work.dir.join("stage");
+    let libsub = Path::new("lib/multiarch");
+    install(
+        &cargo_out,
+        Path::new("/opt/smyrf"),
+        &[("DESTDIR", &stage), ("LIBSUBDIR", libsub)],
+    );
+    let moved = work.dir.join("moved");
+    std::fs::rename(stage.join("opt/smyrf"), &moved).unwrap();
+    let moved_lib = moved.join(libsub);
+    let mut locate = OsString::from("-Dsmyrf_DIR=");
+    locate.push(moved_lib.join("cmake/smyrf"));
+    let moved_build = cmake_examples(&work, &locate, "moved-build");
+    check_cmake_programs(&moved_build, &moved_lib);
+    // smyrf::smyrf_static really is the archive: basic-static runs without any .so.
+    for entry in std::fs::read_dir(&moved_lib).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().contains(".so") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let moved_install = Work {
+        dir: moved_build.clone(),
+        lib: moved_lib.clone(),
+        static_lib: moved_lib.join("libsmyrf.a"),
+    };
+    check_basic(&moved_install, &moved_build.join("basic-static"));
+
+    let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
+    let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
+    let patch: u32 = env!("CARGO_PKG_VERSION_PATCH").parse().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let mut cases = vec![
+        (String::new(), true),
+        (version.to_string(), true),
+        (format!("{version} EXACT"), true),
+        (format!("{major}.{minor}"), true),
+        (format!("{major}.{minor}.{}", patch + 1), false),
+        (format!("{major}.{}", minor + 1), false),
+        (format!("{}", major + 1), false),
+        (format!("{major}.{minor}...<{major}.{}", minor + 1), true),
+        (format!("{major}.{}...{}", minor + 1, major + 2), false),
+    ];
+    if minor > 0 {
+        // An older minor: a different ABI in 0.y, a compatible one from 1.0 on.
+        cases.push((format!("{major}.{}", minor - 1), major > 0));
+    }
+    let requests: Vec<&str> = cases.iter().map(|(r, _)| r.as_str()).collect();
+    let found = version_requests(&work, &prefix, &requests);
+    for ((request, expected), found) in cases.iter().zip(found) {
+        if let Some(found) = found {
+            assert_eq!(
+                found, *expected,
+                "find_package(smyrf {request}) against {version}"
+            );
+        }
     }
 }

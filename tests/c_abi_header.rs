@@ -129,15 +129,12 @@ fn library_carries_its_soname() {
     {
         Ok(output) => output,
         Err(e) => {
-            // The examples still prove it: they run with only libsmyrf.so.0 present.
+            // The examples still prove it: they run with only the SONAME file present.
             common::require::unavailable("readelf", &e.to_string());
             return;
         }
     };
     let text = String::from_utf8_lossy(&output.stdout);
-    let soname = format!(
-        "Library soname: [libsmyrf.so.{}]",
-        env!("CARGO_PKG_VERSION_MAJOR")
-    );
+    let soname = format!("Library soname: [{}]", common::cbuild::soname());
     assert!(text.contains(&soname), "{text}");
 }

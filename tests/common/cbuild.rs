@@ -62,12 +62,21 @@ pub fn fresh_dir(group: &str, name: &str) -> PathBuf {
     dir
 }
 
-/// Puts `library` into `dir` under its SONAME (`libsmyrf.so.0`) plus the `libsmyrf.so`
-/// link the linker looks for, like an installed copy.
+/// The SONAME of this version (design §3): `libsmyrf.so.0.MINOR` for 0.y releases,
+/// `libsmyrf.so.MAJOR` from 1.0 on.
+pub fn soname() -> String {
+    match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("libsmyrf.so.0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => format!("libsmyrf.so.{major}"),
+    }
+}
+
+/// Puts `library` into `dir` under its SONAME (see [`soname`]) plus the `libsmyrf.so` link
+/// the linker looks for, like an installed copy.
 #[cfg(unix)]
 pub fn install_shared(dir: &Path, library: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let soname = format!("libsmyrf.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
+    let soname = soname();
     std::fs::copy(library, dir.join(&soname)).unwrap();
     std::os::unix::fs::symlink(&soname, dir.join("libsmyrf.so")).unwrap();
 }

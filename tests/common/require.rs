@@ -6,7 +6,8 @@
 //! Subjects: `avx2`, `avx512`, `neon` (a kernel tier the CPU must have); `asan` (gcc's
 //! AddressSanitizer and UndefinedBehaviorSanitizer runtimes); `asan-lib` (a library built
 //! with `-Zsanitizer=address`, given in `SMYRF_ASAN_LIBDIR`); `readelf`; `install` (`make`,
-//! `pkg-config` and `sh` for the install script and the Makefile).
+//! `pkg-config` and `sh` for the install script and the Makefile); `cmake` (`cmake`, `make`
+//! and `sh` for the install script's CMake package and `c_examples/CMakeLists.txt`).
 
 /// Whether `SMYRF_REQUIRE` names `subject`.
 pub fn required(subject: &str) -> bool {
