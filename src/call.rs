@@ -7,7 +7,7 @@ use crate::view::Shape;
 /// The optional parts of an attention call: which keys take part (a byte mask, per-batch key
 /// lengths, or both), a learned sink logit per query head, and an lse output. Built by
 /// chaining: `CallOptions::new().key_mask(&mask).lse(&mut lse)`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[non_exhaustive]
 pub struct CallOptions<'a> {
     /// `[B][Nk]` bytes, nonzero = the key takes part (design §1).
@@ -23,6 +23,21 @@ pub struct CallOptions<'a> {
     /// `[B][Hq][Nq]`: receives each query's log-sum-exp (−∞ for a batch element without
     /// valid keys, or its head sink).
     pub lse: Option<&'a mut [f32]>,
+    /// Run the call's tasks on these workers instead of the plan's threads: then the call
+    /// starts no thread. The results are the same bits either way.
+    pub parallel_for: Option<&'a dyn ParallelFor>,
+}
+
+impl std::fmt::Debug for CallOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("key_mask", &self.key_mask.map(<[u8]>::len))
+            .field("key_lengths", &self.key_lengths)
+            .field("head_sinks", &self.head_sinks)
+            .field("lse", &self.lse.as_ref().map(|l| l.len()))
+            .field("parallel_for", &self.parallel_for.map(|p| p.workers()))
+            .finish()
+    }
 }
 
 impl<'a> CallOptions<'a> {
@@ -52,12 +67,30 @@ impl<'a> CallOptions<'a> {
         self
     }
 
+    /// Run on the caller's workers (see [`ParallelFor`]).
+    #[must_use]
+    pub fn parallel_for(mut self, engine: &'a dyn ParallelFor) -> Self {
+        self.parallel_for = Some(engine);
+        self
+    }
+
     /// Also write each query's log-sum-exp.
     #[must_use]
     pub fn lse(mut self, lse: &'a mut [f32]) -> Self {
         self.lse = Some(lse);
         self
     }
+}
+
+/// An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
+/// with it, a call starts no thread of its own and runs its tasks on the engine's workers.
+pub trait ParallelFor: Sync {
+    /// How many tasks may run at once (at least 1): the call splits its scratch that many
+    /// ways.
+    fn workers(&self) -> usize;
+    /// Runs `task(i)` for every i in `0..n`, at most [`ParallelFor::workers`] at once, on
+    /// any threads, and returns when all have finished. A task never calls `run` itself.
+    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync));
 }
 
 /// The validated sizes of one attention call.
@@ -104,7 +137,7 @@ pub(crate) fn check_call(
     expect("k.dim (must equal q.dim)", qs.dim, ks.dim)?;
     expect("v.heads (must equal k.heads)", ks.heads, vs.heads)?;
     expect("v.seq_len (must equal k.seq_len)", ks.seq_len, vs.seq_len)?;
-    if qs.heads % ks.heads != 0 {
+    if !qs.heads.is_multiple_of(ks.heads) {
         return Err(Error::HeadsNotDivisible {
             q_heads: qs.heads,
             kv_heads: ks.heads,

@@ -8,7 +8,7 @@ use crate::config::{effective_scale, validate_scale};
 use crate::convert::{self, ConvertKernels};
 use crate::error::Result;
 use crate::runtime::pool::Pool;
-use crate::runtime::threads::for_each_index_with;
+use crate::runtime::threads::{for_each_index_with, Par};
 use crate::simd::Tier;
 use crate::view::{AnyView, OutRows, Shape};
 
@@ -58,16 +58,18 @@ pub(crate) struct DenseScratch {
 pub(crate) fn dense_attention_default(call: DenseCall<'_>, options: CallOptions<'_>) -> Result<()> {
     let kernels = DenseKernels::of(Tier::resolve(None)?);
     let scratch = Pool::default();
-    dense_attention(kernels, &scratch, true, call, options)
+    match options.parallel_for {
+        Some(engine) => dense_attention(kernels, &scratch, Par::Engine(engine), call, options),
+        None => dense_attention(kernels, &scratch, Par::Rayon, call, options),
+    }
 }
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, options, GQA and lse
-/// output as SMYRF attention. The tasks run in parallel on the current rayon pool when
-/// `parallel` is set.
+/// output as SMYRF attention. The tasks are spread as `par` says.
 pub(crate) fn dense_attention(
     kernels: DenseKernels,
     scratch: &Pool<DenseScratch>,
-    parallel: bool,
+    par: Par<'_>,
     call: DenseCall<'_>,
     options: CallOptions<'_>,
 ) -> Result<()> {
@@ -92,7 +94,7 @@ pub(crate) fn dense_attention(
     let (kern, cvt, dv) = (kernels.attention, kernels.convert, call.v.shape.dim);
     let out = &call.out;
     for_each_index_with(
-        parallel,
+        par,
         shape.batch * shape.q_heads * blocks,
         scratch,
         |s, task| {

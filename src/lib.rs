@@ -55,7 +55,7 @@ mod ffi;
 pub mod internals;
 mod plan;
 
-pub use call::CallOptions;
+pub use call::{CallOptions, ParallelFor};
 pub use config::{
     Config, SinkSelection, DEFAULT_SAMPLE_GROUP, MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS,
 };

@@ -29,6 +29,7 @@ use crate::runtime::profile::{Stage, StageTimer};
 use crate::simd::Tier;
 use crate::view::Rows;
 
+#[cfg(feature = "internals")]
 pub use exp::exp_nonpositive;
 
 /// Queries per tile: the Q tile and its S rows stay in L1/L2 while keys stream past.

@@ -7,7 +7,7 @@ use super::{Call, HeadScratch, Plan};
 use crate::attention;
 use crate::runtime::profile::{timed, Stage};
 use crate::runtime::stream;
-use crate::runtime::threads::{for_each_index_with, join_if};
+use crate::runtime::threads::{for_each_index_with, join_if, Par};
 use crate::sort;
 use crate::view::RowWriter;
 
@@ -15,7 +15,7 @@ impl Plan {
     /// Sorts every round of each side in one batched call per side (on two threads when
     /// `split` is set): `s.perm` receives `R × Nq` query orders, then `R × n'` valid-key
     /// ranks.
-    pub(super) fn sort_sides(&self, nq: usize, nv: usize, split: bool, s: &mut HeadScratch) {
+    pub(super) fn sort_sides(&self, nq: usize, nv: usize, split: Par<'_>, s: &mut HeadScratch) {
         let rounds = self.config.n_hashes;
         s.segments.clear();
         s.segments.extend(std::iter::repeat_n(nq, rounds));
@@ -49,7 +49,7 @@ impl Plan {
         out: &RowWriter<'_>,
         b: usize,
         h: usize,
-        parallel: bool,
+        parallel: Par<'_>,
         perm: &[u32],
         key_order: &mut Vec<u32>,
         valid: &[u32],

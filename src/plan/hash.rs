@@ -5,7 +5,7 @@
 use super::{HeadScratch, Plan};
 use crate::alsh;
 use crate::runtime::profile::{timed, Stage, StageTimer};
-use crate::runtime::threads::join_if;
+use crate::runtime::threads::{join_if, Par};
 use crate::view::Rows;
 
 impl Plan {
@@ -20,7 +20,7 @@ impl Plan {
         k: Rows<'_>,
         nk: usize,
         valid: &[u32],
-        split: bool,
+        split: Par<'_>,
         s: &mut HeadScratch,
     ) {
         let (d, rounds, nv) = (q.dim, self.config.n_hashes, valid.len());

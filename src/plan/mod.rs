@@ -16,7 +16,7 @@ use crate::dense;
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use crate::runtime::pool::Pool;
-use crate::runtime::threads::{for_each_index, Threads};
+use crate::runtime::threads::{for_each_index, Par, Threads};
 use crate::simd::Tier;
 use crate::sort::{self, SortKernels};
 use crate::view::{AnyView, Element, OutRows, RowWriter, TensorView, TensorViewMut};
@@ -220,6 +220,8 @@ impl Plan {
             1
         };
         let tasks = shape.batch * shape.q_heads / heads_per_task;
+        let engine = options.parallel_for;
+        let workers = engine.map_or(self.threads.count(), |e| e.workers().max(1));
         let call = Call {
             shape,
             q: &q,
@@ -230,16 +232,23 @@ impl Plan {
             head_sinks,
             out: &out,
             lse: lse.as_ref(),
-            split_sides: tasks < self.threads.count(),
+            split_sides: tasks < workers,
         };
-        self.threads.run(|parallel| {
+        let job = |par: Par<'_>| {
             // With a task for every thread, each task runs on one thread: a thread never
             // waits inside a task's parallel loop, where it could pick up another task, so
             // no more tasks run at once than there are threads (`scratch_bytes` relies on
             // it). With fewer tasks than threads, the clusters of each task share out the
-            // threads instead.
-            let inner = parallel && tasks < self.threads.count();
-            for_each_index(parallel, tasks, |task| {
+            // threads instead: nested on rayon, one level at a time on an engine's workers
+            // (whose pool need not allow a task to start parallel work).
+            let few = tasks < workers;
+            let (outer, inner) = match par {
+                Par::Serial => (Par::Serial, Par::Serial),
+                Par::Rayon => (par, if few { par } else { Par::Serial }),
+                Par::Engine(_) if few => (Par::Serial, par),
+                Par::Engine(_) => (par, Par::Serial),
+            };
+            for_each_index(outer, tasks, |task| {
                 let first = task * heads_per_task;
                 let mut scratch = self.scratch.take();
                 scratch.hybrid.forget_sinks();
@@ -248,7 +257,11 @@ impl Plan {
                     self.head(&call, b, h, inner, &mut scratch);
                 }
             })
-        });
+        };
+        match engine {
+            Some(engine) => job(Par::Engine(engine)),
+            None => self.threads.run(job),
+        }
         Ok(())
     }
 
@@ -282,11 +295,12 @@ impl Plan {
         let out_shape = out.shape();
         let out = out.rows_writer();
         let (q, k, v) = (q.erase(), k.erase(), v.erase());
-        self.threads.run(|parallel| {
+        let engine = options.parallel_for;
+        let job = |par: Par<'_>| {
             dense::dense_attention(
                 kernels,
                 scratch,
-                parallel,
+                par,
                 dense::DenseCall {
                     q,
                     k,
@@ -297,12 +311,16 @@ impl Plan {
                 },
                 options,
             )
-        })
+        };
+        match engine {
+            Some(engine) => job(Par::Engine(engine)),
+            None => self.threads.run(job),
+        }
     }
 
     /// Design §1 for one (batch element b, query head h), then its head sink and lse. A
     /// 16-bit output is computed in f32 staging rows and rounded once, at the end.
-    fn head(&self, call: &Call<'_>, b: usize, h: usize, parallel: bool, s: &mut HeadScratch) {
+    fn head(&self, call: &Call<'_>, b: usize, h: usize, parallel: Par<'_>, s: &mut HeadScratch) {
         // The valid-key list lives in the reused scratch: no allocation per call.
         let mut valid = std::mem::take(&mut s.valid);
         let nk = call.shape.nk;
@@ -367,7 +385,7 @@ impl Plan {
         out: &RowWriter<'_>,
         b: usize,
         h: usize,
-        parallel: bool,
+        parallel: Par<'_>,
         s: &mut HeadScratch,
         valid: &[u32],
     ) {
@@ -393,7 +411,11 @@ impl Plan {
 
         // Steps 1–4: norms, hashes with the lift folded in, each round of each side sorted.
         let rounds = self.config.n_hashes;
-        let split = parallel && call.split_sides;
+        let split = if call.split_sides {
+            parallel
+        } else {
+            Par::Serial
+        };
         self.hash_sides(q, nq, k, shape.nk, valid, split, s);
         self.sort_sides(nq, nv, split, s);
         let ck = config::key_cluster_size(&self.config, nq, shape.nk);

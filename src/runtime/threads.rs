@@ -1,10 +1,24 @@
 //! Thread policy (config `num_threads`): the caller's thread, rayon's global pool, or a pool
-//! owned by the plan. Work is split into independent tasks whose results do not depend on
-//! which thread runs them, so outputs are bitwise identical for every thread count.
+//! owned by the plan; or, per call, the caller's own workers through a [`ParallelFor`]. Work
+//! is split into independent tasks whose results do not depend on which thread runs them, so
+//! outputs are bitwise identical for every thread count.
 
+pub(crate) use crate::call::ParallelFor;
 use crate::error::{Error, Result};
 use crate::runtime::pool::Pool;
 use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// How one loop of a call runs its iterations.
+#[derive(Clone, Copy)]
+pub(crate) enum Par<'a> {
+    /// On the calling thread.
+    Serial,
+    /// On the current rayon pool.
+    Rayon,
+    /// On the caller's workers.
+    Engine(&'a dyn ParallelFor),
+}
 
 /// Where a plan runs its work.
 pub(crate) enum Threads {
@@ -41,51 +55,70 @@ impl Threads {
         }
     }
 
-    /// Runs `job` with a flag telling it whether to split work across threads.
-    pub(crate) fn run<R: Send>(&self, job: impl FnOnce(bool) -> R + Send) -> R {
+    /// Runs `job` with how it may split its work across threads.
+    pub(crate) fn run<R: Send>(&self, job: impl FnOnce(Par<'_>) -> R + Send) -> R {
         match self {
-            Threads::Caller => job(false),
-            Threads::Global => job(true),
-            Threads::Pool(pool) => pool.install(|| job(true)),
+            Threads::Caller => job(Par::Serial),
+            Threads::Global => job(Par::Rayon),
+            Threads::Pool(pool) => pool.install(|| job(Par::Rayon)),
         }
     }
 }
 
-/// Calls `task(i)` for every i in `0..count`, in parallel when `parallel` is set.
-pub(crate) fn for_each_index(parallel: bool, count: usize, task: impl Fn(usize) + Sync + Send) {
-    if parallel && count > 1 {
-        (0..count).into_par_iter().for_each(task);
-    } else {
-        (0..count).for_each(task);
+/// Calls `task(i)` for every i in `0..count`, spread as `par` says.
+pub(crate) fn for_each_index(par: Par<'_>, count: usize, task: impl Fn(usize) + Sync + Send) {
+    match par {
+        Par::Rayon if count > 1 => (0..count).into_par_iter().for_each(task),
+        Par::Engine(engine) if count > 1 => engine.run(count, &task),
+        _ => (0..count).for_each(task),
     }
 }
 
-/// Calls `task(item, i)` for every i in `0..count`, in parallel when `parallel` is set, with
-/// an item taken from `pool` for each run of consecutive indices on one thread. A task must
-/// not start parallel work itself: then no thread holds two items, and the pool never holds
-/// more items than there are threads.
+/// Calls `task(item, i)` for every i in `0..count`, spread as `par` says, with an item taken
+/// from `pool` for each run of consecutive indices on one thread (each index, on an
+/// engine's workers). A task must not start parallel work itself: then no thread holds two
+/// items, and the pool never holds more items than there are threads.
 pub(crate) fn for_each_index_with<T: Default + Send>(
-    parallel: bool,
+    par: Par<'_>,
     count: usize,
     pool: &Pool<T>,
     task: impl Fn(&mut T, usize) + Sync + Send,
 ) {
-    if parallel && count > 1 {
-        (0..count)
+    match par {
+        Par::Rayon if count > 1 => (0..count)
             .into_par_iter()
-            .for_each_init(|| pool.take(), |item, i| task(item, i));
-    } else if count > 0 {
-        let mut item = pool.take();
-        (0..count).for_each(|i| task(&mut item, i));
+            .for_each_init(|| pool.take(), |item, i| task(item, i)),
+        Par::Engine(engine) if count > 1 => engine.run(count, &|i| task(&mut pool.take(), i)),
+        _ if count > 0 => {
+            let mut item = pool.take();
+            (0..count).for_each(|i| task(&mut item, i));
+        }
+        _ => {}
     }
 }
 
-/// Runs `a` and `b`, on two threads when `parallel` is set.
-pub(crate) fn join_if(parallel: bool, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    if parallel {
-        rayon::join(a, b);
-    } else {
-        a();
-        b();
+/// Runs `a` and `b`, on two threads when `par` allows.
+pub(crate) fn join_if(par: Par<'_>, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    match par {
+        Par::Serial => {
+            a();
+            b();
+        }
+        Par::Rayon => {
+            rayon::join(a, b);
+        }
+        Par::Engine(engine) => {
+            // Each runs once, on whichever worker takes its index.
+            let (a, b) = (Mutex::new(Some(a)), Mutex::new(Some(b)));
+            engine.run(2, &|i| {
+                if i == 0 {
+                    if let Some(a) = a.lock().ok().and_then(|mut a| a.take()) {
+                        a();
+                    }
+                } else if let Some(b) = b.lock().ok().and_then(|mut b| b.take()) {
+                    b();
+                }
+            });
+        }
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::plan::combine::Running;
 use crate::plan::cut;
 use crate::runtime::pool::Pool;
-use crate::runtime::threads::for_each_index_with;
+use crate::runtime::threads::{for_each_index_with, Par};
 use crate::view::{AnyView, RowWriter, Rows};
 use window::{drop_window_columns, window_tile};
 
@@ -171,7 +171,7 @@ pub(crate) struct HeadBlocks<'a> {
     pub(crate) out: &'a RowWriter<'a>,
     /// Tile scratch for the block calls, owned by the plan.
     pub(crate) tiles: &'a Pool<TileScratch>,
-    pub(crate) parallel: bool,
+    pub(crate) parallel: Par<'a>,
 }
 
 impl HeadBlocks<'_> {
