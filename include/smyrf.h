@@ -30,6 +30,23 @@
 
 
 /**
+ * Smallest `struct_size` of a `smyrf_config`: the fields up to and including `isa`, its
+ * first released layout. The design §8 fields after it take their defaults (off) when a
+ * caller's size stops before them.
+ */
+#define SMYRF_CONFIG_MIN_SIZE 48
+
+/**
+ * Smallest `struct_size` of a `smyrf_tensor` or `smyrf_tensor_mut`: every field.
+ */
+#define SMYRF_TENSOR_MIN_SIZE 80
+
+/**
+ * Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
+ */
+#define SMYRF_CALL_ARGS_MIN_SIZE 40
+
+/**
  * Instruction-set tier of the kernels, for `smyrf_config.isa`.
  */
 enum smyrf_isa
@@ -135,11 +152,17 @@ typedef uint32_t smyrf_status;
 typedef struct smyrf_plan smyrf_plan;
 
 /**
- * How SMYRF attention is computed. Always start from `smyrf_config_default()` and change
- * the fields you need: fields may be appended in later versions, and the defaults function
- * fills every one of them.
+ * How SMYRF attention is computed. Always start from `smyrf_config_default()` (or
+ * `smyrf_config_hybrid()`) and change the fields you need: the initialiser sets
+ * `struct_size`, and the library reads only the fields that size covers, taking defaults
+ * for any appended later.
  */
 typedef struct smyrf_config {
+    /**
+     * `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers. At least
+     * `SMYRF_CONFIG_MIN_SIZE`; bytes past this library's layout must be zero.
+     */
+    size_t struct_size;
     /**
      * Hash rounds R, at least 1 (default 2).
      */
@@ -200,18 +223,28 @@ typedef struct smyrf_config {
 } smyrf_config;
 
 /**
- * A read-only view of a `[batch, heads, seq_len, dim]` f32 tensor inside a caller buffer.
+ * A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
  * Strides count elements and the last axis is contiguous, so both `[B, H, N, D]`
  * (`batch_stride = H*N*D, head_stride = N*D, seq_stride = D`) and `[B, N, H, D]`
  * (`batch_stride = N*H*D, head_stride = D, seq_stride = H*D`) are views. The buffer must
  * hold at least `(batch-1)*batch_stride + (heads-1)*head_stride + (seq_len-1)*seq_stride +
- * dim` floats, be 4-byte aligned, and stay unchanged for the duration of the call.
+ * dim` elements, be aligned to its element size, and stay unchanged for the duration of
+ * the call. Build one with `smyrf_tensor_bhnd` or `smyrf_tensor_bnhd` (which set
+ * `struct_size`), then change the strides for other layouts.
  */
 typedef struct smyrf_tensor {
     /**
+     * `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers.
+     */
+    size_t struct_size;
+    /**
      * First element (batch 0, head 0, position 0, component 0).
      */
-    const float *data;
+    const void *data;
+    /**
+     * A `smyrf_dtype` value.
+     */
+    uint32_t dtype;
     /**
      * Batch size B, at least 1.
      */
@@ -243,14 +276,23 @@ typedef struct smyrf_tensor {
 } smyrf_tensor;
 
 /**
- * A writable view, laid out like `smyrf_tensor`; its rows must not overlap each other, and
- * the buffer must not overlap any input of the call.
+ * Where a call writes its output, laid out like `smyrf_tensor` (the descriptor itself is
+ * only read); its rows must not overlap each other, and the buffer must not overlap any
+ * input of the call. Build one with `smyrf_tensor_mut_bhnd` or `smyrf_tensor_mut_bnhd`.
  */
 typedef struct smyrf_tensor_mut {
     /**
+     * `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers.
+     */
+    size_t struct_size;
+    /**
      * First element (batch 0, head 0, position 0, component 0).
      */
-    float *data;
+    void *data;
+    /**
+     * A `smyrf_dtype` value.
+     */
+    uint32_t dtype;
     /**
      * Batch size B, at least 1.
      */
@@ -280,6 +322,72 @@ typedef struct smyrf_tensor_mut {
      */
     size_t seq_stride;
 } smyrf_tensor_mut;
+
+/**
+ * A task of a `smyrf_parallel_for_fn`: the engine calls it once for every index in
+ * `0..n_tasks`, passing back `task_context`.
+ */
+typedef void (*smyrf_task_fn)(void *task_context, size_t index);
+
+/**
+ * An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
+ * runs `task(task_context, i)` for every i in `0..n_tasks` on the engine's workers, at most
+ * `smyrf_call_args.parallel_workers` at once, and returns when all have finished. The
+ * tasks never call it again themselves and never unwind.
+ */
+typedef void (*smyrf_parallel_for_fn)(void *engine_context,
+                                      size_t n_tasks,
+                                      smyrf_task_fn task,
+                                      void *task_context);
+
+/**
+ * The optional parts of an attention call. Start from `smyrf_call_args_default()` (which
+ * sets `struct_size` and leaves every option off) and set what you need; a NULL
+ * `smyrf_call_args*` means all defaults.
+ */
+typedef struct smyrf_call_args {
+    /**
+     * `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
+     * `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
+     */
+    size_t struct_size;
+    /**
+     * NULL, or `B * Nk` bytes (`[batch][k seq_len]`): nonzero = the key takes part.
+     */
+    const uint8_t *key_mask;
+    /**
+     * NULL, or `B` lengths: batch element b attends to its keys `0..key_lengths[b]` only
+     * (ONNX Runtime's `seqlens_k` form); each in `0..=Nk`. With a mask too, a key must pass
+     * both.
+     */
+    const int32_t *key_lengths;
+    /**
+     * NULL, or `Hq` learned sink logits, one per query head: each joins every query's
+     * softmax denominator and carries no value,
+     * `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
+     * log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
+     * (`smyrf_config.n_sinks`).
+     */
+    const float *head_sinks;
+    /**
+     * NULL, or `B * Hq * Nq` floats (`[batch][q heads][q seq_len]`) that receive each
+     * query's log-sum-exp (-INFINITY for a batch element without valid keys and no sink).
+     */
+    float *lse_out;
+    /**
+     * NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
+     * through it and starts no thread; the results are the same bits either way.
+     */
+    smyrf_parallel_for_fn parallel_for;
+    /**
+     * Passed back to `parallel_for` as `engine_context`.
+     */
+    void *parallel_context;
+    /**
+     * How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
+     */
+    uint32_t parallel_workers;
+} smyrf_call_args;
 
 #ifdef __cplusplus
 extern "C" {
@@ -367,12 +475,12 @@ void smyrf_plan_destroy(struct smyrf_plan *plan);
 /**
  * SMYRF attention (design §1). Shapes: q `[B, Hq, Nq, d]`, k `[B, Hkv, Nk, d]`,
  * v `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, with `Hq % Hkv == 0` (query head h reads
- * key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. `key_mask` is NULL
- * or `B * Nk` bytes (`[batch][k seq_len]`), nonzero = the key takes part; a batch element
- * without valid keys gets zeros. `lse_out` is NULL or `B * Hq * Nq` floats
- * (`[batch][q heads][q seq_len]`) that receive each query's log-sum-exp. `out` and
- * `lse_out` must not overlap each other or any input (their address ranges are compared
- * and overlap is refused). On error nothing is written.
+ * key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. Each tensor has its
+ * own element type (f32 Q over an f16 K/V cache, say); out is f32, f16 or bf16. `args` is
+ * NULL or the call's options (mask, key lengths, head sinks, lse output, the engine's
+ * parallel-for); a batch element without valid keys gets zeros. `out` and `lse_out` must
+ * not overlap each other or any input (their address ranges are compared and overlap is
+ * refused). On error nothing is written.
  *
  * # Safety
  * Every pointer must be NULL or valid for its documented extent; tensor buffers must hold
@@ -382,15 +490,14 @@ smyrf_status smyrf_attention(const struct smyrf_plan *plan,
                              const struct smyrf_tensor *q,
                              const struct smyrf_tensor *k,
                              const struct smyrf_tensor *v,
-                             const uint8_t *key_mask,
-                             struct smyrf_tensor_mut *out,
-                             float *lse_out);
+                             const struct smyrf_tensor_mut *out,
+                             const struct smyrf_call_args *args);
 
 /**
- * Exact softmax attention with the same shapes, mask, grouped heads, lse output and rules
- * as `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive
- * otherwise. Runs on the library's thread pool with the tier `SMYRF_ISA` names, or the
- * best one detected.
+ * Exact softmax attention with the same shapes, element types, options and rules as
+ * `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive otherwise.
+ * Without `args->parallel_for` it runs on the library's thread pool, with the tier
+ * `SMYRF_ISA` names, or the best one detected.
  *
  * # Safety
  * As for `smyrf_attention`.
@@ -398,10 +505,59 @@ smyrf_status smyrf_attention(const struct smyrf_plan *plan,
 smyrf_status smyrf_dense_attention(const struct smyrf_tensor *q,
                                    const struct smyrf_tensor *k,
                                    const struct smyrf_tensor *v,
-                                   const uint8_t *key_mask,
                                    float scale,
-                                   struct smyrf_tensor_mut *out,
-                                   float *lse_out);
+                                   const struct smyrf_tensor_mut *out,
+                                   const struct smyrf_call_args *args);
+
+/**
+ * A read-only tensor view of contiguous `[batch, heads, seq_len, dim]` elements of type
+ * `dtype` (a `smyrf_dtype` value) at `data`, with `struct_size` set. Cannot fail; the
+ * values are checked when a call reads them.
+ */
+struct smyrf_tensor smyrf_tensor_bhnd(const void *data,
+                                      uint32_t dtype,
+                                      size_t batch,
+                                      size_t heads,
+                                      size_t seq_len,
+                                      size_t dim);
+
+/**
+ * As `smyrf_tensor_bhnd`, for contiguous `[batch, seq_len, heads, dim]` (the layout of a
+ * fused QKV projection or a KV cache laid out by position).
+ */
+struct smyrf_tensor smyrf_tensor_bnhd(const void *data,
+                                      uint32_t dtype,
+                                      size_t batch,
+                                      size_t heads,
+                                      size_t seq_len,
+                                      size_t dim);
+
+/**
+ * An output view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype` at
+ * `data`, with `struct_size` set. Cannot fail.
+ */
+struct smyrf_tensor_mut smyrf_tensor_mut_bhnd(void *data,
+                                              uint32_t dtype,
+                                              size_t batch,
+                                              size_t heads,
+                                              size_t seq_len,
+                                              size_t dim);
+
+/**
+ * As `smyrf_tensor_mut_bhnd`, for contiguous `[batch, seq_len, heads, dim]`.
+ */
+struct smyrf_tensor_mut smyrf_tensor_mut_bnhd(void *data,
+                                              uint32_t dtype,
+                                              size_t batch,
+                                              size_t heads,
+                                              size_t seq_len,
+                                              size_t dim);
+
+/**
+ * Call options with every one off (no mask, no key lengths, no head sinks, no lse output,
+ * the plan's threads) and `struct_size` set. Cannot fail.
+ */
+struct smyrf_call_args smyrf_call_args_default(void);
 
 /**
  * A static, NUL-terminated description of a status code; unknown codes get a text too.

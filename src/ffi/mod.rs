@@ -16,15 +16,18 @@
 // the header is generated without renaming rules.
 #![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
-use crate::call::CallOptions;
+use crate::call::{CallOptions, ParallelFor};
 use crate::config::{Config, SinkSelection};
 use crate::error::Error;
 use crate::isa::{detected_isa, Isa};
 use crate::plan::Plan;
-use crate::view::{Shape, TensorView, TensorViewMut};
+use crate::view::{AnyView, DType, Element, OutRows, Shape, TensorView, TensorViewMut};
+use half::{bf16, f16};
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::mem::{offset_of, size_of};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An attention plan: the configuration, the head dimension, the projection matrix, the
 /// chosen kernels and the threads. Created by `smyrf_plan_create` or
@@ -86,12 +89,31 @@ pub enum smyrf_sink_selection {
     SMYRF_SINKS_MEAN_QUERY = 1,
 }
 
-/// How SMYRF attention is computed. Always start from `smyrf_config_default()` and change
-/// the fields you need: fields may be appended in later versions, and the defaults function
-/// fills every one of them.
+/// Element type of a tensor, for `smyrf_tensor.dtype`. Arithmetic is f32 whatever the
+/// types; 16-bit outputs are rounded to nearest even.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Constructed by C callers only: Rust reads the field as a plain integer.
+#[allow(dead_code)]
+pub enum smyrf_dtype {
+    /// IEEE binary32 `float` (the default).
+    SMYRF_DTYPE_F32 = 0,
+    /// IEEE binary16 (`_Float16`, `__fp16`, ggml's `ggml_fp16_t`), as `uint16_t` bits.
+    SMYRF_DTYPE_F16 = 1,
+    /// bfloat16 (the top half of a binary32), as `uint16_t` bits.
+    SMYRF_DTYPE_BF16 = 2,
+}
+
+/// How SMYRF attention is computed. Always start from `smyrf_config_default()` (or
+/// `smyrf_config_hybrid()`) and change the fields you need: the initialiser sets
+/// `struct_size`, and the library reads only the fields that size covers, taking defaults
+/// for any appended later.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct smyrf_config {
+    /// `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers. At least
+    /// `SMYRF_CONFIG_MIN_SIZE`; bytes past this library's layout must be zero.
+    pub struct_size: usize,
     /// Hash rounds R, at least 1 (default 2).
     pub n_hashes: u32,
     /// Queries per cluster, at least 1 (default 64).
@@ -127,17 +149,23 @@ pub struct smyrf_config {
     pub sample_group: u32,
 }
 
-/// A read-only view of a `[batch, heads, seq_len, dim]` f32 tensor inside a caller buffer.
+/// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
 /// Strides count elements and the last axis is contiguous, so both `[B, H, N, D]`
 /// (`batch_stride = H*N*D, head_stride = N*D, seq_stride = D`) and `[B, N, H, D]`
 /// (`batch_stride = N*H*D, head_stride = D, seq_stride = H*D`) are views. The buffer must
 /// hold at least `(batch-1)*batch_stride + (heads-1)*head_stride + (seq_len-1)*seq_stride +
-/// dim` floats, be 4-byte aligned, and stay unchanged for the duration of the call.
+/// dim` elements, be aligned to its element size, and stay unchanged for the duration of
+/// the call. Build one with `smyrf_tensor_bhnd` or `smyrf_tensor_bnhd` (which set
+/// `struct_size`), then change the strides for other layouts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct smyrf_tensor {
+    /// `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers.
+    pub struct_size: usize,
     /// First element (batch 0, head 0, position 0, component 0).
-    pub data: *const f32,
+    pub data: *const c_void,
+    /// A `smyrf_dtype` value.
+    pub dtype: u32,
     /// Batch size B, at least 1.
     pub batch: usize,
     /// Heads H, at least 1.
@@ -154,13 +182,18 @@ pub struct smyrf_tensor {
     pub seq_stride: usize,
 }
 
-/// A writable view, laid out like `smyrf_tensor`; its rows must not overlap each other, and
-/// the buffer must not overlap any input of the call.
+/// Where a call writes its output, laid out like `smyrf_tensor` (the descriptor itself is
+/// only read); its rows must not overlap each other, and the buffer must not overlap any
+/// input of the call. Build one with `smyrf_tensor_mut_bhnd` or `smyrf_tensor_mut_bnhd`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct smyrf_tensor_mut {
+    /// `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers.
+    pub struct_size: usize,
     /// First element (batch 0, head 0, position 0, component 0).
-    pub data: *mut f32,
+    pub data: *mut c_void,
+    /// A `smyrf_dtype` value.
+    pub dtype: u32,
     /// Batch size B, at least 1.
     pub batch: usize,
     /// Heads H, at least 1.
@@ -177,6 +210,65 @@ pub struct smyrf_tensor_mut {
     pub seq_stride: usize,
 }
 
+/// A task of a `smyrf_parallel_for_fn`: the engine calls it once for every index in
+/// `0..n_tasks`, passing back `task_context`.
+pub type smyrf_task_fn = Option<unsafe extern "C" fn(task_context: *mut c_void, index: usize)>;
+
+/// An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
+/// runs `task(task_context, i)` for every i in `0..n_tasks` on the engine's workers, at most
+/// `smyrf_call_args.parallel_workers` at once, and returns when all have finished. The
+/// tasks never call it again themselves and never unwind.
+pub type smyrf_parallel_for_fn = Option<
+    unsafe extern "C" fn(
+        engine_context: *mut c_void,
+        n_tasks: usize,
+        task: smyrf_task_fn,
+        task_context: *mut c_void,
+    ),
+>;
+
+/// The optional parts of an attention call. Start from `smyrf_call_args_default()` (which
+/// sets `struct_size` and leaves every option off) and set what you need; a NULL
+/// `smyrf_call_args*` means all defaults.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct smyrf_call_args {
+    /// `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
+    /// `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
+    pub struct_size: usize,
+    /// NULL, or `B * Nk` bytes (`[batch][k seq_len]`): nonzero = the key takes part.
+    pub key_mask: *const u8,
+    /// NULL, or `B` lengths: batch element b attends to its keys `0..key_lengths[b]` only
+    /// (ONNX Runtime's `seqlens_k` form); each in `0..=Nk`. With a mask too, a key must pass
+    /// both.
+    pub key_lengths: *const i32,
+    /// NULL, or `Hq` learned sink logits, one per query head: each joins every query's
+    /// softmax denominator and carries no value,
+    /// `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
+    /// log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
+    /// (`smyrf_config.n_sinks`).
+    pub head_sinks: *const f32,
+    /// NULL, or `B * Hq * Nq` floats (`[batch][q heads][q seq_len]`) that receive each
+    /// query's log-sum-exp (-INFINITY for a batch element without valid keys and no sink).
+    pub lse_out: *mut f32,
+    /// NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
+    /// through it and starts no thread; the results are the same bits either way.
+    pub parallel_for: smyrf_parallel_for_fn,
+    /// Passed back to `parallel_for` as `engine_context`.
+    pub parallel_context: *mut c_void,
+    /// How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
+    pub parallel_workers: u32,
+}
+
+/// Smallest `struct_size` of a `smyrf_config`: the fields up to and including `isa`, its
+/// first released layout. The design §8 fields after it take their defaults (off) when a
+/// caller's size stops before them.
+pub const SMYRF_CONFIG_MIN_SIZE: usize = 48;
+/// Smallest `struct_size` of a `smyrf_tensor` or `smyrf_tensor_mut`: every field.
+pub const SMYRF_TENSOR_MIN_SIZE: usize = 80;
+/// Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
+pub const SMYRF_CALL_ARGS_MIN_SIZE: usize = 40;
+
 /// The default configuration: 2 hash rounds, 64 queries per cluster, derived key cluster
 /// size, scale 1/sqrt(head_dim), seed 0, the library's thread pool, automatic tier.
 /// Cannot fail.
@@ -185,6 +277,7 @@ pub extern "C" fn smyrf_config_default() -> smyrf_config {
     // Mirrors `Config::default()` field by field (a unit test keeps the two in step); plain
     // literals, so nothing here can panic.
     smyrf_config {
+        struct_size: size_of::<smyrf_config>(),
         n_hashes: 2,
         q_cluster_size: 64,
         k_cluster_size: 0,
@@ -242,11 +335,11 @@ pub unsafe extern "C" fn smyrf_plan_create(
 ) -> smyrf_status {
     entry("smyrf_plan_create", || {
         // SAFETY: NULL is refused; otherwise the caller guarantees a valid config.
-        let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
+        let config = unsafe { read_config(config) }?;
         if out_plan.is_null() {
             return Err(Failure::null("out_plan"));
         }
-        let plan = Plan::new(config_from_c(config)?, head_dim)?;
+        let plan = Plan::new(config_from_c(&config)?, head_dim)?;
         let handle = Box::into_raw(Box::new(smyrf_plan { plan }));
         // SAFETY: `out_plan` is non-NULL and, by the caller's contract, writable.
         unsafe { out_plan.write(handle) };
@@ -273,14 +366,14 @@ pub unsafe extern "C" fn smyrf_plan_create_with_projections(
 ) -> smyrf_status {
     entry("smyrf_plan_create_with_projections", || {
         // SAFETY: NULL is refused; otherwise the caller guarantees a valid config.
-        let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
+        let config = unsafe { read_config(config) }?;
         if projections.is_null() {
             return Err(Failure::null("projections"));
         }
         if out_plan.is_null() {
             return Err(Failure::null("out_plan"));
         }
-        let config = config_from_c(config)?;
+        let config = config_from_c(&config)?;
         span("projections", projections, len)?;
         // SAFETY: non-NULL, aligned, and `len` readable floats by the caller's contract;
         // `span` checked that the byte range fits the address space and isize. Whether `len`
@@ -393,12 +486,12 @@ pub unsafe extern "C" fn smyrf_plan_destroy(plan: *mut smyrf_plan) {
 
 /// SMYRF attention (design §1). Shapes: q `[B, Hq, Nq, d]`, k `[B, Hkv, Nk, d]`,
 /// v `[B, Hkv, Nk, dv]`, out `[B, Hq, Nq, dv]`, with `Hq % Hkv == 0` (query head h reads
-/// key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. `key_mask` is NULL
-/// or `B * Nk` bytes (`[batch][k seq_len]`), nonzero = the key takes part; a batch element
-/// without valid keys gets zeros. `lse_out` is NULL or `B * Hq * Nq` floats
-/// (`[batch][q heads][q seq_len]`) that receive each query's log-sum-exp. `out` and
-/// `lse_out` must not overlap each other or any input (their address ranges are compared
-/// and overlap is refused). On error nothing is written.
+/// key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. Each tensor has its
+/// own element type (f32 Q over an f16 K/V cache, say); out is f32, f16 or bf16. `args` is
+/// NULL or the call's options (mask, key lengths, head sinks, lse output, the engine's
+/// parallel-for); a batch element without valid keys gets zeros. `out` and `lse_out` must
+/// not overlap each other or any input (their address ranges are compared and overlap is
+/// refused). On error nothing is written.
 ///
 /// # Safety
 /// Every pointer must be NULL or valid for its documented extent; tensor buffers must hold
@@ -409,9 +502,8 @@ pub unsafe extern "C" fn smyrf_attention(
     q: *const smyrf_tensor,
     k: *const smyrf_tensor,
     v: *const smyrf_tensor,
-    key_mask: *const u8,
-    out: *mut smyrf_tensor_mut,
-    lse_out: *mut f32,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
 ) -> smyrf_status {
     entry("smyrf_attention", || {
         // SAFETY: NULL is refused; otherwise the caller guarantees a live plan.
@@ -419,19 +511,26 @@ pub unsafe extern "C" fn smyrf_attention(
             .ok_or_else(|| Failure::null("plan"))?
             .plan;
         // SAFETY: forwarded caller contract for every pointer.
-        let mut call = unsafe { CallBuffers::from_c(q, k, v, key_mask, out, lse_out) }?;
-        let mut options = CallOptions::new();
-        options.key_mask = call.mask;
-        options.lse = call.lse;
-        plan.attention_with(&call.q, &call.k, &call.v, &mut call.out, options)?;
-        Ok(())
+        let call = unsafe { CallBuffers::from_c(q, k, v, out, args) }?;
+        let CallBuffers {
+            q,
+            k,
+            v,
+            call,
+            mut out,
+            engine,
+        } = call;
+        let options = call.options(engine.as_ref());
+        let (shape, rows) = out.writer();
+        plan.run_attention(q, k, v, shape, rows, options)?;
+        engine.as_ref().map_or(Ok(()), CEngine::check)
     })
 }
 
-/// Exact softmax attention with the same shapes, mask, grouped heads, lse output and rules
-/// as `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive
-/// otherwise. Runs on the library's thread pool with the tier `SMYRF_ISA` names, or the
-/// best one detected.
+/// Exact softmax attention with the same shapes, element types, options and rules as
+/// `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive otherwise.
+/// Without `args->parallel_for` it runs on the library's thread pool, with the tier
+/// `SMYRF_ISA` names, or the best one detected.
 ///
 /// # Safety
 /// As for `smyrf_attention`.
@@ -440,32 +539,109 @@ pub unsafe extern "C" fn smyrf_dense_attention(
     q: *const smyrf_tensor,
     k: *const smyrf_tensor,
     v: *const smyrf_tensor,
-    key_mask: *const u8,
     scale: f32,
-    out: *mut smyrf_tensor_mut,
-    lse_out: *mut f32,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
 ) -> smyrf_status {
     entry("smyrf_dense_attention", || {
         let scale = scale_from_c(scale)?;
         // SAFETY: forwarded caller contract for every pointer.
-        let mut call = unsafe { CallBuffers::from_c(q, k, v, key_mask, out, lse_out) }?;
-        let mut options = CallOptions::new();
-        options.key_mask = call.mask;
-        options.lse = call.lse;
-        let out_shape = call.out.shape();
+        let call = unsafe { CallBuffers::from_c(q, k, v, out, args) }?;
+        let CallBuffers {
+            q,
+            k,
+            v,
+            call,
+            mut out,
+            engine,
+        } = call;
+        let options = call.options(engine.as_ref());
+        let (out_shape, out) = out.writer();
         crate::dense::dense_attention_default(
             crate::dense::DenseCall {
-                q: call.q.erase(),
-                k: call.k.erase(),
-                v: call.v.erase(),
+                q,
+                k,
+                v,
                 out_shape,
-                out: call.out.rows_writer(),
+                out,
                 scale,
             },
             options,
         )?;
-        Ok(())
+        engine.as_ref().map_or(Ok(()), CEngine::check)
     })
+}
+
+/// A read-only tensor view of contiguous `[batch, heads, seq_len, dim]` elements of type
+/// `dtype` (a `smyrf_dtype` value) at `data`, with `struct_size` set. Cannot fail; the
+/// values are checked when a call reads them.
+#[no_mangle]
+pub extern "C" fn smyrf_tensor_bhnd(
+    data: *const c_void,
+    dtype: u32,
+    batch: usize,
+    heads: usize,
+    seq_len: usize,
+    dim: usize,
+) -> smyrf_tensor {
+    tensor_c(data, dtype, Shape::bhnd(batch, heads, seq_len, dim))
+}
+
+/// As `smyrf_tensor_bhnd`, for contiguous `[batch, seq_len, heads, dim]` (the layout of a
+/// fused QKV projection or a KV cache laid out by position).
+#[no_mangle]
+pub extern "C" fn smyrf_tensor_bnhd(
+    data: *const c_void,
+    dtype: u32,
+    batch: usize,
+    heads: usize,
+    seq_len: usize,
+    dim: usize,
+) -> smyrf_tensor {
+    tensor_c(data, dtype, Shape::bnhd(batch, heads, seq_len, dim))
+}
+
+/// An output view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype` at
+/// `data`, with `struct_size` set. Cannot fail.
+#[no_mangle]
+pub extern "C" fn smyrf_tensor_mut_bhnd(
+    data: *mut c_void,
+    dtype: u32,
+    batch: usize,
+    heads: usize,
+    seq_len: usize,
+    dim: usize,
+) -> smyrf_tensor_mut {
+    tensor_mut_c(data, dtype, Shape::bhnd(batch, heads, seq_len, dim))
+}
+
+/// As `smyrf_tensor_mut_bhnd`, for contiguous `[batch, seq_len, heads, dim]`.
+#[no_mangle]
+pub extern "C" fn smyrf_tensor_mut_bnhd(
+    data: *mut c_void,
+    dtype: u32,
+    batch: usize,
+    heads: usize,
+    seq_len: usize,
+    dim: usize,
+) -> smyrf_tensor_mut {
+    tensor_mut_c(data, dtype, Shape::bnhd(batch, heads, seq_len, dim))
+}
+
+/// Call options with every one off (no mask, no key lengths, no head sinks, no lse output,
+/// the plan's threads) and `struct_size` set. Cannot fail.
+#[no_mangle]
+pub extern "C" fn smyrf_call_args_default() -> smyrf_call_args {
+    smyrf_call_args {
+        struct_size: size_of::<smyrf_call_args>(),
+        key_mask: std::ptr::null(),
+        key_lengths: std::ptr::null(),
+        head_sinks: std::ptr::null(),
+        lse_out: std::ptr::null_mut(),
+        parallel_for: None,
+        parallel_context: std::ptr::null_mut(),
+        parallel_workers: 0,
+    }
 }
 
 /// A static, NUL-terminated description of a status code; unknown codes get a text too.
@@ -474,10 +650,10 @@ pub unsafe extern "C" fn smyrf_dense_attention(
 pub extern "C" fn smyrf_status_message(status: u32) -> *const c_char {
     let text: &'static CStr = match status {
         0 => c"success",
-        1 => c"null pointer argument",
-        2 => c"invalid argument",
-        3 => c"instruction set not supported by this CPU",
-        4 => c"out of memory",
+        1 => c"null pointer argument (nothing was written)",
+        2 => c"invalid argument (nothing was written)",
+        3 => c"instruction set not supported by this CPU (nothing was written)",
+        4 => c"out of memory (nothing was written)",
         5 => c"internal error (a panic caught at the library boundary; outputs may hold partial results)",
         _ => c"unknown status code",
     };
@@ -707,55 +883,365 @@ fn span<T>(what: &'static str, ptr: *const T, len: usize) -> Result<Span, Failur
     Ok(Span { what, start, end })
 }
 
-/// Shape of a C tensor view, and the checked number of elements its buffer must hold.
-fn tensor_extent(
+fn tensor_c(data: *const c_void, dtype: u32, shape: Shape) -> smyrf_tensor {
+    smyrf_tensor {
+        struct_size: size_of::<smyrf_tensor>(),
+        data,
+        dtype,
+        batch: shape.batch,
+        heads: shape.heads,
+        seq_len: shape.seq_len,
+        dim: shape.dim,
+        batch_stride: shape.batch_stride,
+        head_stride: shape.head_stride,
+        seq_stride: shape.seq_stride,
+    }
+}
+
+fn tensor_mut_c(data: *mut c_void, dtype: u32, shape: Shape) -> smyrf_tensor_mut {
+    let t = tensor_c(data.cast_const(), dtype, shape);
+    smyrf_tensor_mut {
+        struct_size: size_of::<smyrf_tensor_mut>(),
+        data,
+        dtype: t.dtype,
+        batch: t.batch,
+        heads: t.heads,
+        seq_len: t.seq_len,
+        dim: t.dim,
+        batch_stride: t.batch_stride,
+        head_stride: t.head_stride,
+        seq_stride: t.seq_stride,
+    }
+}
+
+/// Largest `struct_size` accepted: far above any layout, low enough that a garbage size is
+/// refused before the bytes past this library's layout are read.
+const MAX_STRUCT_SIZE: usize = 4096;
+
+/// Where each field of a versioned struct ends: the sizes an older caller's struct can have.
+macro_rules! field_ends {
+    ($t:ty: $($field:ident),+) => {
+        [$(offset_of!($t, $field) + size_of_field(|x: &$t| &x.$field)),+]
+    };
+}
+
+const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// Reads a caller's versioned struct (its first field is its `struct_size`): the bytes its
+/// size covers, `default`'s fields past them. A size below `min`, one that ends inside a
+/// field, or one above `MAX_STRUCT_SIZE` is refused; so is a larger (newer) struct with a
+/// nonzero byte past this library's layout, an option this library cannot honour.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a readable struct of at least the `struct_size` it holds
+/// (the first `size_of::<usize>()` bytes are always read).
+unsafe fn read_versioned<T: Copy>(
     what: &'static str,
-    data_name: &'static str,
-    data: *const f32,
+    ptr: *const T,
+    min: usize,
+    ends: &[usize],
+    default: T,
+) -> Result<T, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    if !ptr.is_aligned() {
+        return Err(Failure::invalid(format!(
+            "{what} is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        )));
+    }
+    // SAFETY: non-NULL and aligned; every versioned struct starts with its size.
+    let size = unsafe { ptr.cast::<usize>().read() };
+    let full = size_of::<T>();
+    let fits = size >= min && size <= MAX_STRUCT_SIZE && (size >= full || ends.contains(&size));
+    if !fits {
+        return Err(Failure::invalid(format!(
+            "{what}->struct_size = {size}: not a size of this struct (at least {min}, ending on \
+             a field, at most {MAX_STRUCT_SIZE}); set it with the initialiser"
+        )));
+    }
+    let bytes = ptr.cast::<u8>();
+    if size > full {
+        // SAFETY: the caller's struct holds `size` bytes (its contract).
+        let newer = unsafe { std::slice::from_raw_parts(bytes.add(full), size - full) };
+        if let Some(at) = newer.iter().position(|&b| b != 0) {
+            return Err(Failure::invalid(format!(
+                "{what}: byte {} is set, past the {full} bytes this library knows: a newer \
+                 option it cannot honour",
+                full + at
+            )));
+        }
+    }
+    let mut value = default;
+    // SAFETY: `size.min(full)` bytes are readable at `ptr` and fit in `value`; they end on a
+    // field boundary, and every field of these structs is an integer, float, raw pointer or
+    // optional function pointer, for which any bytes are a valid value.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes, (&mut value as *mut T).cast::<u8>(), size.min(full))
+    };
+    Ok(value)
+}
+
+/// Reads a caller's config: its `struct_size` bytes, defaults for the fields past them.
+///
+/// # Safety
+/// `config` must be NULL or point to a readable config of its `struct_size`.
+unsafe fn read_config(config: *const smyrf_config) -> Result<smyrf_config, Failure> {
+    // SAFETY: forwarded.
+    unsafe {
+        read_versioned(
+            "config",
+            config,
+            SMYRF_CONFIG_MIN_SIZE,
+            &field_ends!(smyrf_config: isa, n_sinks, sink_selection, window, n_samples, sample_group),
+            smyrf_config_default(),
+        )
+    }
+}
+
+/// A `smyrf_dtype` value as the element type.
+fn dtype_from_c(what: &'static str, dtype: u32) -> Result<DType, Failure> {
+    match dtype {
+        0 => Ok(DType::F32),
+        1 => Ok(DType::F16),
+        2 => Ok(DType::Bf16),
+        other => Err(Failure::invalid(format!(
+            "{what}->dtype: {other} is not a smyrf_dtype value (0 f32, 1 f16, 2 bf16)"
+        ))),
+    }
+}
+
+/// Reads a tensor descriptor.
+///
+/// # Safety
+/// `t` must be NULL or point to a readable descriptor of its `struct_size`.
+unsafe fn read_tensor<T: Copy>(what: &'static str, t: *const T) -> Result<T, Failure> {
+    // SAFETY: forwarded; a zeroed descriptor is a valid default (every field may be zero),
+    // though the minimum size covers every field anyway.
+    unsafe {
+        read_versioned(
+            what,
+            t,
+            SMYRF_TENSOR_MIN_SIZE,
+            &[],
+            std::mem::MaybeUninit::<T>::zeroed().assume_init(),
+        )
+    }
+}
+
+/// A C tensor's fields, whichever direction.
+struct TensorParts {
+    what: &'static str,
+    data: *const u8,
+    dtype: DType,
     shape: Shape,
-) -> Result<(Shape, Span, usize), Failure> {
-    if data.is_null() {
-        return Err(Failure::null(data_name));
-    }
-    let len = shape.required_len(what)?;
-    Ok((shape, span(what, data, len)?, len))
 }
 
-fn shape_of(t: &smyrf_tensor) -> Shape {
-    Shape {
-        batch: t.batch,
-        heads: t.heads,
-        seq_len: t.seq_len,
-        dim: t.dim,
-        batch_stride: t.batch_stride,
-        head_stride: t.head_stride,
-        seq_stride: t.seq_stride,
+impl TensorParts {
+    fn of(what: &'static str, t: &smyrf_tensor) -> Result<TensorParts, Failure> {
+        Ok(TensorParts {
+            what,
+            data: t.data.cast(),
+            dtype: dtype_from_c(what, t.dtype)?,
+            shape: Shape {
+                batch: t.batch,
+                heads: t.heads,
+                seq_len: t.seq_len,
+                dim: t.dim,
+                batch_stride: t.batch_stride,
+                head_stride: t.head_stride,
+                seq_stride: t.seq_stride,
+            },
+        })
+    }
+
+    fn of_mut(t: &smyrf_tensor_mut) -> Result<TensorParts, Failure> {
+        let parts = smyrf_tensor {
+            struct_size: t.struct_size,
+            data: t.data.cast_const(),
+            dtype: t.dtype,
+            batch: t.batch,
+            heads: t.heads,
+            seq_len: t.seq_len,
+            dim: t.dim,
+            batch_stride: t.batch_stride,
+            head_stride: t.head_stride,
+            seq_stride: t.seq_stride,
+        };
+        TensorParts::of("out", &parts)
+    }
+
+    /// The checked byte range the view covers, and its length in elements.
+    fn extent(&self) -> Result<(Span, usize), Failure> {
+        if self.data.is_null() {
+            return Err(Failure::null(match self.what {
+                "q" => "q->data",
+                "k" => "k->data",
+                "v" => "v->data",
+                _ => "out->data",
+            }));
+        }
+        let len = self.shape.required_len(self.what)?;
+        let span = match self.dtype {
+            DType::F32 => span(self.what, self.data.cast::<f32>(), len)?,
+            _ => span(self.what, self.data.cast::<u16>(), len)?,
+        };
+        Ok((span, len))
+    }
+
+    /// The view over `len` elements.
+    ///
+    /// # Safety
+    /// `extent` accepted the view, and its elements are readable for the call.
+    unsafe fn view<'a>(&self, len: usize) -> Result<AnyView<'a>, Failure> {
+        /// # Safety
+        /// As for `view`, with `T` the view's element type.
+        unsafe fn typed<'a, T: Element>(
+            p: &TensorParts,
+            len: usize,
+        ) -> Result<AnyView<'a>, Failure> {
+            // SAFETY: non-NULL, aligned and `len` elements readable (the caller's contract,
+            // checked by `extent`).
+            let data = unsafe { std::slice::from_raw_parts(p.data.cast::<T>(), len) };
+            Ok(TensorView::new(data, p.shape)?.erase())
+        }
+        // SAFETY: (each arm) forwarded, with the type the descriptor names.
+        unsafe {
+            match self.dtype {
+                DType::F32 => typed::<f32>(self, len),
+                DType::F16 => typed::<f16>(self, len),
+                _ => typed::<bf16>(self, len),
+            }
+        }
     }
 }
 
-fn shape_of_mut(t: &smyrf_tensor_mut) -> Shape {
-    Shape {
-        batch: t.batch,
-        heads: t.heads,
-        seq_len: t.seq_len,
-        dim: t.dim,
-        batch_stride: t.batch_stride,
-        head_stride: t.head_stride,
-        seq_stride: t.seq_stride,
+/// The output of a call, typed.
+enum OutView<'a> {
+    F32(TensorViewMut<'a, f32>),
+    F16(TensorViewMut<'a, f16>),
+    Bf16(TensorViewMut<'a, bf16>),
+}
+
+impl OutView<'_> {
+    fn writer(&mut self) -> (Shape, OutRows<'_>) {
+        match self {
+            OutView::F32(v) => (v.shape(), v.rows_writer()),
+            OutView::F16(v) => (v.shape(), v.rows_writer()),
+            OutView::Bf16(v) => (v.shape(), v.rows_writer()),
+        }
+    }
+}
+
+/// The engine's parallel-for of a call, as a [`ParallelFor`].
+struct CEngine {
+    run: unsafe extern "C" fn(*mut c_void, usize, smyrf_task_fn, *mut c_void),
+    context: *mut c_void,
+    workers: usize,
+    /// A task panicked on one of the engine's workers (where it must not unwind).
+    panicked: AtomicBool,
+}
+
+// SAFETY: the engine's contract: its parallel-for and context may be used from whichever
+// thread runs the call, and tasks from its own workers.
+unsafe impl Sync for CEngine {}
+
+/// What a task of the engine gets back as its context.
+struct TaskContext<'a> {
+    task: &'a (dyn Fn(usize) + Sync),
+    n: usize,
+    panicked: &'a AtomicBool,
+}
+
+unsafe extern "C" fn run_task(context: *mut c_void, index: usize) {
+    // SAFETY: the engine passes back the context `CEngine::run` gave it, alive until the
+    // parallel-for returns.
+    let Some(context) = (unsafe { context.cast::<TaskContext<'_>>().as_ref() }) else {
+        return;
+    };
+    if index >= context.n {
+        return;
+    }
+    // No unwinding into the engine's frames: the panic is reported when the call returns.
+    if catch_unwind(AssertUnwindSafe(|| (context.task)(index))).is_err() {
+        context.panicked.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ParallelFor for CEngine {
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync)) {
+        let context = TaskContext {
+            task,
+            n,
+            panicked: &self.panicked,
+        };
+        // SAFETY: the engine's function, called as its contract says; the task context lives
+        // until it returns, when every task has finished.
+        unsafe {
+            (self.run)(
+                self.context,
+                n,
+                Some(run_task),
+                (&context as *const TaskContext<'_>).cast_mut().cast(),
+            )
+        };
+        if self.panicked.load(Ordering::Relaxed) {
+            panic!("a task panicked on the engine's worker");
+        }
+    }
+}
+
+impl CEngine {
+    /// A panic on the engine's workers that the call's own loops did not see.
+    fn check(&self) -> Result<(), Failure> {
+        if self.panicked.load(Ordering::Relaxed) {
+            panic!("a task panicked on the engine's worker");
+        }
+        Ok(())
     }
 }
 
 /// The Rust views of one attention call's C arguments.
 struct CallBuffers<'a> {
-    q: TensorView<'a>,
-    k: TensorView<'a>,
-    v: TensorView<'a>,
+    q: AnyView<'a>,
+    k: AnyView<'a>,
+    v: AnyView<'a>,
+    call: CallRest<'a>,
+    out: OutView<'a>,
+    engine: Option<CEngine>,
+}
+
+/// The options of a call, from what `CallBuffers` left after the views were taken.
+struct CallRest<'a> {
     mask: Option<&'a [u8]>,
-    out: TensorViewMut<'a>,
+    key_lengths: Option<&'a [u32]>,
+    head_sinks: Option<&'a [f32]>,
     lse: Option<&'a mut [f32]>,
 }
 
-impl CallBuffers<'_> {
+impl<'a> CallRest<'a> {
+    fn options<'b>(self, engine: Option<&'b CEngine>) -> CallOptions<'b>
+    where
+        'a: 'b,
+    {
+        let mut options = CallOptions::new();
+        options.key_mask = self.mask;
+        options.key_lengths = self.key_lengths;
+        options.head_sinks = self.head_sinks;
+        options.lse = self.lse;
+        options.parallel_for = engine.map(|e| e as &dyn ParallelFor);
+        options
+    }
+}
+
+impl<'a> CallBuffers<'a> {
     /// Checks every pointer, size and placement, then builds slices of exactly the extents
     /// the shapes name. Overlap between what is written and anything else is refused before
     /// any slice exists: a `&mut` slice aliasing another slice would be undefined behaviour,
@@ -767,48 +1253,68 @@ impl CallBuffers<'_> {
         q: *const smyrf_tensor,
         k: *const smyrf_tensor,
         v: *const smyrf_tensor,
-        key_mask: *const u8,
-        out: *mut smyrf_tensor_mut,
-        lse_out: *mut f32,
+        out: *const smyrf_tensor_mut,
+        args: *const smyrf_call_args,
     ) -> Result<Self, Failure> {
         // SAFETY: NULL is refused; otherwise the caller guarantees valid structs. They are
         // copied, so later changes by other threads cannot affect the checks below.
         let (q, k, v, out) = unsafe {
             (
-                *q.as_ref().ok_or_else(|| Failure::null("q"))?,
-                *k.as_ref().ok_or_else(|| Failure::null("k"))?,
-                *v.as_ref().ok_or_else(|| Failure::null("v"))?,
-                *out.as_ref().ok_or_else(|| Failure::null("out"))?,
+                TensorParts::of("q", &read_tensor("q", q)?)?,
+                TensorParts::of("k", &read_tensor("k", k)?)?,
+                TensorParts::of("v", &read_tensor("v", v)?)?,
+                TensorParts::of_mut(&read_tensor("out", out)?)?,
             )
         };
-        let (qs, q_span, q_len) = tensor_extent("q", "q->data", q.data, shape_of(&q))?;
-        let (ks, k_span, k_len) = tensor_extent("k", "k->data", k.data, shape_of(&k))?;
-        let (vs, v_span, v_len) = tensor_extent("v", "v->data", v.data, shape_of(&v))?;
-        let (os, out_span, out_len) = tensor_extent(
-            "out",
-            "out->data",
-            out.data.cast_const(),
-            shape_of_mut(&out),
-        )?;
+        let args = match args.is_null() {
+            true => smyrf_call_args_default(),
+            // SAFETY: a caller's struct of its `struct_size` (the contract).
+            false => unsafe {
+                read_versioned(
+                    "args",
+                    args,
+                    SMYRF_CALL_ARGS_MIN_SIZE,
+                    &field_ends!(smyrf_call_args: lse_out, parallel_for, parallel_context, parallel_workers),
+                    smyrf_call_args_default(),
+                )?
+            },
+        };
+        let (q_span, q_len) = q.extent()?;
+        let (k_span, k_len) = k.extent()?;
+        let (v_span, v_len) = v.extent()?;
+        let (out_span, out_len) = out.extent()?;
+        let (qs, ks) = (q.shape, k.shape);
         // Both products are below isize::MAX / 4: `required_len` bounded the full tensors.
         // The mask is `[batch][k seq_len]`; until the batches are checked equal, view no more
         // than both readings of "batch" promise (a slice past the caller's buffer would be
         // undefined behaviour even unread).
-        let mask_len = qs.batch.min(ks.batch) * ks.seq_len;
+        let batch = qs.batch.min(ks.batch);
+        let mask_len = batch * ks.seq_len;
         let lse_len = qs.batch * qs.heads * qs.seq_len;
-        let mask_span = match key_mask.is_null() {
-            true => None,
-            false => Some(span("key_mask", key_mask, mask_len)?),
+        let optional = |ptr: *const u8, what, len, size: usize| -> Result<Option<Span>, Failure> {
+            match ptr.is_null() {
+                true => Ok(None),
+                false => {
+                    if ptr.addr() % size != 0 {
+                        return Err(Failure::invalid(format!(
+                            "{what} is not aligned to {size} bytes"
+                        )));
+                    }
+                    Ok(Some(span(what, ptr, len * size)?))
+                }
+            }
         };
-        let lse_span = match lse_out.is_null() {
-            true => None,
-            false => Some(span("lse_out", lse_out.cast_const(), lse_len)?),
-        };
+        let mask_span = optional(args.key_mask, "key_mask", mask_len, 1)?;
+        let lengths_span = optional(args.key_lengths.cast(), "key_lengths", batch, 4)?;
+        let sinks_span = optional(args.head_sinks.cast(), "head_sinks", qs.heads, 4)?;
+        let lse_span = optional(args.lse_out.cast_const().cast(), "lse_out", lse_len, 4)?;
         let all = [
             Some(q_span),
             Some(k_span),
             Some(v_span),
             mask_span,
+            lengths_span,
+            sinks_span,
             Some(out_span),
         ];
         for written in [Some(out_span), lse_span].into_iter().flatten() {
@@ -822,31 +1328,80 @@ impl CallBuffers<'_> {
                 }
             }
         }
+        let engine = match (args.parallel_for, args.parallel_workers) {
+            (None, _) => None,
+            (Some(_), 0) => {
+                return Err(Failure::invalid(
+                    "args->parallel_workers must be at least 1 with a parallel_for".into(),
+                ))
+            }
+            (Some(run), workers) => Some(CEngine {
+                run,
+                context: args.parallel_context,
+                workers: workers as usize,
+                panicked: AtomicBool::new(false),
+            }),
+        };
         // SAFETY: (all slices below) each pointer is non-NULL, aligned and covers the checked
         // extent its shape names, which the caller guarantees is readable (inputs) or
         // writable (outputs); the written ranges overlap nothing else, so no `&mut` aliases.
-        let (q, k, v) = unsafe {
-            (
-                std::slice::from_raw_parts(q.data, q_len),
-                std::slice::from_raw_parts(k.data, k_len),
-                std::slice::from_raw_parts(v.data, v_len),
-            )
+        let (qv, kv, vv) = unsafe { (q.view(q_len)?, k.view(k_len)?, v.view(v_len)?) };
+        // SAFETY: as above.
+        let mask =
+            mask_span.map(|_| unsafe { std::slice::from_raw_parts(args.key_mask, mask_len) });
+        let key_lengths = match lengths_span {
+            None => None,
+            Some(_) => {
+                // SAFETY: as above.
+                let lengths = unsafe { std::slice::from_raw_parts(args.key_lengths, batch) };
+                if let Some((b, &len)) = lengths.iter().enumerate().find(|&(_, &l)| l < 0) {
+                    return Err(Error::KeyLength {
+                        batch: b,
+                        length: len.into(),
+                        nk: ks.seq_len,
+                    }
+                    .into());
+                }
+                // SAFETY: the same memory as non-negative i32, which are the same u32 values;
+                // u32 and i32 share size and alignment.
+                Some(unsafe { std::slice::from_raw_parts(args.key_lengths.cast::<u32>(), batch) })
+            }
         };
         // SAFETY: as above.
-        let mask = (!key_mask.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts(key_mask, mask_len) });
+        let head_sinks =
+            sinks_span.map(|_| unsafe { std::slice::from_raw_parts(args.head_sinks, qs.heads) });
         // SAFETY: as above.
-        let out = unsafe { std::slice::from_raw_parts_mut(out.data, out_len) };
-        // SAFETY: as above.
-        let lse = (!lse_out.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts_mut(lse_out, lse_len) });
+        let lse =
+            lse_span.map(|_| unsafe { std::slice::from_raw_parts_mut(args.lse_out, lse_len) });
+        // SAFETY: as above, for the output's element type.
+        let out = unsafe {
+            match out.dtype {
+                DType::F32 => OutView::F32(TensorViewMut::new(
+                    std::slice::from_raw_parts_mut(out.data.cast::<f32>().cast_mut(), out_len),
+                    out.shape,
+                )?),
+                DType::F16 => OutView::F16(TensorViewMut::new(
+                    std::slice::from_raw_parts_mut(out.data.cast::<f16>().cast_mut(), out_len),
+                    out.shape,
+                )?),
+                _ => OutView::Bf16(TensorViewMut::new(
+                    std::slice::from_raw_parts_mut(out.data.cast::<bf16>().cast_mut(), out_len),
+                    out.shape,
+                )?),
+            }
+        };
         Ok(CallBuffers {
-            q: TensorView::new(q, qs)?,
-            k: TensorView::new(k, ks)?,
-            v: TensorView::new(v, vs)?,
-            mask,
-            out: TensorViewMut::new(out, os)?,
-            lse,
+            q: qv,
+            k: kv,
+            v: vv,
+            call: CallRest {
+                mask,
+                key_lengths,
+                head_sinks,
+                lse,
+            },
+            out,
+            engine,
         })
     }
 }

@@ -187,7 +187,7 @@ impl Plan {
     }
 
     /// [`Plan::attention_with`] with the element types erased: compiled once.
-    fn run_attention(
+    pub(crate) fn run_attention(
         &self,
         q: AnyView<'_>,
         k: AnyView<'_>,
