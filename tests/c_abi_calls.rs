@@ -75,10 +75,41 @@ fn default_config_matches_the_contract() {
         ),
         (0, 0, 0, 0, 0)
     );
-    // The design §8 fields were appended after `isa` (offset 32), keeping the layout of
-    // the earlier fields.
-    assert_eq!(std::mem::size_of::<smyrf_config>(), 56);
-    assert_eq!(std::mem::size_of::<smyrf_tensor>(), 8 * 8);
+    // Every versioned struct carries its size; the minimum sizes end on the fields the
+    // header names.
+    assert_eq!(c.struct_size, std::mem::size_of::<smyrf_config>());
+    assert_eq!(std::mem::size_of::<smyrf_config>(), 64);
+    assert_eq!(
+        SMYRF_CONFIG_MIN_SIZE,
+        std::mem::offset_of!(smyrf_config, isa) + 4
+    );
+    assert_eq!(std::mem::size_of::<smyrf_tensor>(), SMYRF_TENSOR_MIN_SIZE);
+    assert_eq!(
+        std::mem::size_of::<smyrf_tensor_mut>(),
+        SMYRF_TENSOR_MIN_SIZE
+    );
+    let args = smyrf_call_args_default();
+    assert_eq!(args.struct_size, std::mem::size_of::<smyrf_call_args>());
+    assert_eq!(
+        SMYRF_CALL_ARGS_MIN_SIZE,
+        std::mem::offset_of!(smyrf_call_args, lse_out) + 8
+    );
+    let t = smyrf_tensor_bhnd(null(), 1, 2, 3, 4, 5);
+    assert_eq!(
+        (
+            t.struct_size,
+            t.dtype,
+            t.batch_stride,
+            t.head_stride,
+            t.seq_stride
+        ),
+        (SMYRF_TENSOR_MIN_SIZE, 1, 3 * 4 * 5, 4 * 5, 5)
+    );
+    let t = smyrf_tensor_mut_bnhd(null_mut(), 2, 2, 3, 4, 5);
+    assert_eq!(
+        (t.dtype, t.batch_stride, t.head_stride, t.seq_stride),
+        (2, 4 * 3 * 5, 5, 3 * 5)
+    );
 }
 
 #[test]
@@ -200,17 +231,7 @@ impl Fixture {
     }
 
     fn tensor(&self, data: &[f32], heads: usize) -> smyrf_tensor {
-        let (n, d) = (self.n, self.d);
-        smyrf_tensor {
-            data: data.as_ptr(),
-            batch: self.b,
-            heads,
-            seq_len: n,
-            dim: d,
-            batch_stride: n * heads * d,
-            head_stride: d,
-            seq_stride: heads * d,
-        }
+        smyrf_tensor_bnhd(data.as_ptr().cast(), 0, self.b, heads, self.n, self.d)
     }
 
     fn args(&mut self) -> Args {
@@ -219,16 +240,14 @@ impl Fixture {
             q: Some(self.tensor(&self.q, self.hq)),
             k: Some(self.tensor(&self.k, self.hkv)),
             v: Some(self.tensor(&self.v, self.hkv)),
-            out: Some(smyrf_tensor_mut {
-                data: self.out.as_mut_ptr(),
-                batch: self.b,
-                heads: hq,
-                seq_len: n,
-                dim: d,
-                batch_stride: n * hq * d,
-                head_stride: d,
-                seq_stride: hq * d,
-            }),
+            out: Some(smyrf_tensor_mut_bnhd(
+                self.out.as_mut_ptr().cast(),
+                0,
+                self.b,
+                hq,
+                n,
+                d,
+            )),
             mask: self.mask.as_ptr(),
             lse: self.lse.as_mut_ptr(),
             scale: 0.0,
@@ -277,8 +296,15 @@ fn opt_ptr<T>(value: &Option<T>) -> *const T {
 }
 
 impl Args {
+    fn call_args(&self) -> smyrf_call_args {
+        let mut args = smyrf_call_args_default();
+        args.key_mask = self.mask;
+        args.lse_out = self.lse;
+        args
+    }
+
     fn call(&mut self, plan: *const smyrf_plan) -> smyrf_status {
-        let out = self.out.as_mut().map_or(null_mut(), |o| o as *mut _);
+        let args = self.call_args();
         // SAFETY: every non-NULL pointer refers to a live fixture buffer of the extent its
         // (possibly deliberately wrong) shape claims, or the call must refuse it before use.
         unsafe {
@@ -287,25 +313,23 @@ impl Args {
                 opt_ptr(&self.q),
                 opt_ptr(&self.k),
                 opt_ptr(&self.v),
-                self.mask,
-                out,
-                self.lse,
+                opt_ptr(&self.out),
+                &args,
             )
         }
     }
 
     fn call_dense(&mut self) -> smyrf_status {
-        let out = self.out.as_mut().map_or(null_mut(), |o| o as *mut _);
+        let args = self.call_args();
         // SAFETY: as in `call`.
         unsafe {
             smyrf_dense_attention(
                 opt_ptr(&self.q),
                 opt_ptr(&self.k),
                 opt_ptr(&self.v),
-                self.mask,
                 self.scale,
-                out,
-                self.lse,
+                opt_ptr(&self.out),
+                &args,
             )
         }
     }
@@ -592,7 +616,9 @@ fn misplaced_buffers_are_refused() {
     expect_refusal(INVALID, "out overlaps k", true, |a, _| {
         let k = a.k.unwrap();
         a.out = Some(smyrf_tensor_mut {
+            struct_size: k.struct_size,
             data: k.data.cast_mut(),
+            dtype: k.dtype,
             batch: k.batch,
             heads: k.heads,
             seq_len: k.seq_len,
@@ -604,10 +630,10 @@ fn misplaced_buffers_are_refused() {
         a.q.as_mut().unwrap().heads = 2;
     });
     expect_refusal(INVALID, "lse_out overlaps v", true, |a, _| {
-        a.lse = a.v.unwrap().data.cast_mut()
+        a.lse = a.v.unwrap().data.cast_mut().cast()
     });
     expect_refusal(INVALID, "lse_out overlaps out", true, |a, _| {
-        a.lse = a.out.unwrap().data
+        a.lse = a.out.unwrap().data.cast()
     });
     expect_refusal(INVALID, "out overlaps key_mask", true, |a, _| {
         a.mask = a.out.unwrap().data.cast_const().cast()
@@ -836,6 +862,251 @@ fn bad_plan_queries_are_refused() {
         assert!(message.contains(needle), "`{message}` lacks `{needle}`");
         assert_eq!(bytes, 7);
     }
+    // SAFETY: destroyed once.
+    unsafe { smyrf_plan_destroy(plan) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Versioned structs, element types and the call arguments
+
+/// A config's bytes at `size`, in a buffer of `size.max(full)` bytes (aligned), with `extra`
+/// written past this library's layout.
+fn sized_config(config: smyrf_config, size: usize, extra: &[(usize, u8)]) -> Vec<u64> {
+    let full = std::mem::size_of::<smyrf_config>();
+    let mut words = vec![0u64; size.max(full).div_ceil(8)];
+    // SAFETY: the buffer holds at least `full` bytes, aligned for the struct.
+    unsafe { words.as_mut_ptr().cast::<smyrf_config>().write(config) };
+    // SAFETY: within the buffer.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+    bytes[..8].copy_from_slice(&size.to_ne_bytes());
+    if size < full {
+        // An older caller's struct has nothing past its size: garbage there must not be read.
+        bytes[size.max(8)..full].fill(0xA5);
+    }
+    for &(at, value) in extra {
+        bytes[at] = value;
+    }
+    words
+}
+
+fn create_with(words: &[u64]) -> (smyrf_status, *mut smyrf_plan) {
+    let mut plan = null_mut();
+    // SAFETY: the buffer holds the struct_size bytes it claims.
+    let status = unsafe { smyrf_plan_create(words.as_ptr().cast(), 8, &mut plan) };
+    (status, plan)
+}
+
+#[test]
+fn config_sizes_of_older_and_newer_callers() {
+    let full = std::mem::size_of::<smyrf_config>();
+    let mut config = smyrf_config_default();
+    config.n_sinks = 3; // lies past the oldest layout: an older caller cannot set it
+    config.q_cluster_size = 16;
+    let reference = Fixture::new(2, 4, 2, 40, 8);
+    let run = |plan: *mut smyrf_plan| {
+        let mut f = reference.clone();
+        assert_eq!(f.run(plan), smyrf_status::SMYRF_OK, "{}", last_error());
+        // SAFETY: destroyed once.
+        unsafe { smyrf_plan_destroy(plan) };
+        f.out
+    };
+    // The oldest layout takes the defaults (§8 off) for everything past `isa`.
+    let (status, plan) = create_with(&sized_config(config, SMYRF_CONFIG_MIN_SIZE, &[]));
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    let mut older = smyrf_config_default();
+    older.q_cluster_size = 16;
+    assert!(same_bits(&run(plan), &run(create_plan(&older, 8))));
+    // A newer caller whose extra bytes are zero is this layout.
+    let (status, plan) = create_with(&sized_config(config, full + 24, &[]));
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    assert!(same_bits(&run(plan), &run(create_plan(&config, 8))));
+    // Refused, nothing written: sizes that are no layout, and a newer option set.
+    for (size, extra, text) in [
+        (0, vec![], "config->struct_size = 0"),
+        (SMYRF_CONFIG_MIN_SIZE - 4, vec![], "struct_size = 36"),
+        (SMYRF_CONFIG_MIN_SIZE + 2, vec![], "ending on a field"),
+        (1 << 20, vec![], "at most 4096"),
+        (full + 8, vec![(full + 3, 1u8)], "byte 67 is set"),
+    ] {
+        let words = if size > 4096 {
+            sized_config(config, 64, &[])
+        } else {
+            sized_config(config, size, &extra)
+        };
+        let mut words = words;
+        if size > 4096 {
+            // SAFETY: within the buffer.
+            unsafe { words.as_mut_ptr().cast::<usize>().write(size) };
+        }
+        let (status, plan) = create_with(&words);
+        assert_eq!(
+            status,
+            smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT,
+            "size {size}"
+        );
+        assert!(plan.is_null());
+        assert!(
+            last_error().contains(text),
+            "{} should say {text}",
+            last_error()
+        );
+    }
+}
+
+#[test]
+fn tensor_descriptors_need_their_whole_size_and_a_known_dtype() {
+    let mut f = Fixture::new(1, 2, 1, 24, 8);
+    let plan = create_plan(&smyrf_config_default(), 8);
+    let cases: [(&str, fn(&mut Args)); 4] = [
+        ("q->struct_size = 72", |a| {
+            a.q.as_mut().unwrap().struct_size = 72
+        }),
+        ("out->struct_size = 0", |a| {
+            a.out.as_mut().unwrap().struct_size = 0
+        }),
+        ("k->dtype: 3 is not a smyrf_dtype", |a| {
+            a.k.as_mut().unwrap().dtype = 3
+        }),
+        ("out->dtype: 99", |a| a.out.as_mut().unwrap().dtype = 99),
+    ];
+    for (text, edit) in cases {
+        let mut args = f.args();
+        edit(&mut args);
+        assert_eq!(args.call(plan), smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains(text),
+            "{} should say {text}",
+            last_error()
+        );
+        assert!(f.out.iter().all(|&x| x == SENTINEL));
+    }
+    // SAFETY: destroyed once.
+    unsafe { smyrf_plan_destroy(plan) };
+}
+
+/// `n` tasks run in order on the calling thread: an engine with one worker.
+unsafe extern "C" fn serial_parallel_for(
+    context: *mut std::ffi::c_void,
+    n: usize,
+    task: smyrf_task_fn,
+    task_context: *mut std::ffi::c_void,
+) {
+    // SAFETY: the context is the counter the test passed.
+    unsafe { *context.cast::<usize>() += 1 };
+    let task = task.expect("the library passes its task");
+    for i in 0..n {
+        // SAFETY: the library's task with its context, each index once.
+        unsafe { task(task_context, i) };
+    }
+}
+
+#[test]
+fn half_precision_lengths_sinks_and_an_engine_through_the_c_abi() {
+    use half::f16;
+    let (b, hq, hkv, n, d) = (2, 4, 2, 48, 8);
+    let fixture = Fixture::new(b, hq, hkv, n, d);
+    let k16: Vec<f16> = fixture.k.iter().map(|&x| f16::from_f32(x)).collect();
+    let v16: Vec<f16> = fixture.v.iter().map(|&x| f16::from_f32(x)).collect();
+    let lengths = [48i32, 17];
+    let sinks = [0.25f32, -1.0, f32::NEG_INFINITY, 2.0];
+    let mut config = smyrf_config_default();
+    config.q_cluster_size = 16;
+    config.num_threads = 1;
+    let plan = create_plan(&config, d);
+    let rust = Plan::new(Config::default().q_cluster_size(16).num_threads(1), d).unwrap();
+    let mut want = vec![f16::ZERO; b * n * hq * d];
+    let mut want_lse = vec![0.0f32; b * hq * n];
+    rust.attention_with(
+        &TensorView::bnhd(&fixture.q, b, hq, n, d).unwrap(),
+        &TensorView::bnhd(&k16, b, hkv, n, d).unwrap(),
+        &TensorView::bnhd(&v16, b, hkv, n, d).unwrap(),
+        &mut TensorViewMut::bnhd(&mut want, b, hq, n, d).unwrap(),
+        smyrf::CallOptions::new()
+            .key_lengths(&[48, 17])
+            .head_sinks(&sinks)
+            .lse(&mut want_lse),
+    )
+    .unwrap();
+    let q = smyrf_tensor_bnhd(fixture.q.as_ptr().cast(), 0, b, hq, n, d);
+    let k = smyrf_tensor_bnhd(k16.as_ptr().cast(), 1, b, hkv, n, d);
+    let v = smyrf_tensor_bnhd(v16.as_ptr().cast(), 1, b, hkv, n, d);
+    let mut got = vec![f16::from_f32(SENTINEL); want.len()];
+    let mut lse = vec![SENTINEL; want_lse.len()];
+    let out = smyrf_tensor_mut_bnhd(got.as_mut_ptr().cast(), 1, b, hq, n, d);
+    let mut calls = 0usize;
+    let mut args = smyrf_call_args_default();
+    args.key_lengths = lengths.as_ptr();
+    args.head_sinks = sinks.as_ptr();
+    args.lse_out = lse.as_mut_ptr();
+    for engine in [false, true] {
+        if engine {
+            args.parallel_for = Some(serial_parallel_for);
+            args.parallel_context = (&mut calls as *mut usize).cast();
+            args.parallel_workers = 1;
+        }
+        // SAFETY: every pointer covers the extent its shape names.
+        let status = unsafe { smyrf_attention(plan, &q, &k, &v, &out, &args) };
+        assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "engine {engine}"
+        );
+        assert!(same_bits(&lse, &want_lse));
+    }
+    assert!(calls > 0, "the engine ran the call");
+
+    // Refused, nothing written.
+    let untouched = got.clone();
+    let check = |args: &smyrf_call_args, text: &str| {
+        // SAFETY: as above.
+        let status = unsafe { smyrf_attention(plan, &q, &k, &v, &out, args) };
+        assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT, "{text}");
+        assert!(
+            last_error().contains(text),
+            "{} should say {text}",
+            last_error()
+        );
+    };
+    let mut bad = args;
+    bad.parallel_workers = 0;
+    check(&bad, "parallel_workers must be at least 1");
+    let (negative, above) = ([48i32, -1], [49i32, 0]);
+    let mut bad = args;
+    bad.key_lengths = negative.as_ptr();
+    check(&bad, "key_lengths[1] = -1");
+    bad.key_lengths = above.as_ptr();
+    check(&bad, "key_lengths[0] = 49");
+    let nan = [0.0f32, f32::NAN, 0.0, 0.0];
+    let mut bad = args;
+    bad.head_sinks = nan.as_ptr();
+    check(&bad, "head_sinks[1]");
+    let mut bad = args;
+    bad.struct_size = SMYRF_CALL_ARGS_MIN_SIZE - 8;
+    check(&bad, "args->struct_size = 32");
+    // 16-bit data one byte off its alignment.
+    let misaligned = smyrf_tensor_bnhd(
+        k16.as_ptr().cast::<u8>().wrapping_add(1).cast(),
+        1,
+        b,
+        hkv,
+        n - 1,
+        d,
+    );
+    // SAFETY: the misaligned pointer is refused before use.
+    let status = unsafe { smyrf_attention(plan, &q, &misaligned, &v, &out, &args) };
+    assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("k is not aligned to 2 bytes"),
+        "{}",
+        last_error()
+    );
+    assert!(got
+        .iter()
+        .zip(&untouched)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
     // SAFETY: destroyed once.
     unsafe { smyrf_plan_destroy(plan) };
 }

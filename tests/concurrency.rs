@@ -124,7 +124,9 @@ impl Case {
         let tensor = |t: &Tensor| {
             let s = t.view().shape();
             smyrf_tensor {
-                data: t.data.as_ptr(),
+                struct_size: std::mem::size_of::<smyrf_tensor>(),
+                data: t.data.as_ptr().cast(),
+                dtype: 0,
                 batch: s.batch,
                 heads: s.heads,
                 seq_len: s.seq_len,
@@ -137,8 +139,10 @@ impl Case {
         let mut out = vec![f32::NAN; self.out_len()];
         let mut lse = vec![f32::NAN; self.q.b * self.q.h * self.q.n];
         let s = self.out_shape();
-        let mut out_view = smyrf_tensor_mut {
-            data: out.as_mut_ptr(),
+        let out_view = smyrf_tensor_mut {
+            struct_size: std::mem::size_of::<smyrf_tensor_mut>(),
+            data: out.as_mut_ptr().cast(),
+            dtype: 0,
             batch: s.batch,
             heads: s.heads,
             seq_len: s.seq_len,
@@ -153,8 +157,11 @@ impl Case {
             false => std::ptr::null_mut(),
         };
         let (q, k, v) = (tensor(&self.q), tensor(&self.k), tensor(&self.v));
+        let mut args = smyrf_call_args_default();
+        args.key_mask = mask;
+        args.lse_out = lse_ptr;
         // SAFETY: every pointer covers exactly the extent its shape names.
-        let status = unsafe { smyrf_attention(plan, &q, &k, &v, mask, &mut out_view, lse_ptr) };
+        let status = unsafe { smyrf_attention(plan, &q, &k, &v, &out_view, &args) };
         assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
         Results {
             out: bits(&out),

@@ -681,7 +681,9 @@ fn a_mask_sized_for_the_query_batch_is_never_overrun() {
     let mask = vec![1u8; n]; // q.batch · Nk
     let mut out = vec![0.0f32; n * d];
     let view = |data: *const f32, batch: usize| smyrf_tensor {
-        data,
+        struct_size: std::mem::size_of::<smyrf_tensor>(),
+        data: data.cast(),
+        dtype: 0,
         batch,
         heads: 1,
         seq_len: n,
@@ -691,8 +693,10 @@ fn a_mask_sized_for_the_query_batch_is_never_overrun() {
         seq_stride: d,
     };
     let (tq, tk) = (view(q.as_ptr(), 1), view(kv.as_ptr(), 2));
-    let mut to = smyrf_tensor_mut {
-        data: out.as_mut_ptr(),
+    let to = smyrf_tensor_mut {
+        struct_size: std::mem::size_of::<smyrf_tensor_mut>(),
+        data: out.as_mut_ptr().cast(),
+        dtype: 0,
         batch: 1,
         heads: 1,
         seq_len: n,
@@ -701,18 +705,10 @@ fn a_mask_sized_for_the_query_batch_is_never_overrun() {
         head_stride: n * d,
         seq_stride: d,
     };
+    let mut args = smyrf_call_args_default();
+    args.key_mask = mask.as_ptr();
     // SAFETY: every buffer holds what its own shape names; the mask holds q.batch · Nk.
-    let status = unsafe {
-        smyrf_dense_attention(
-            &tq,
-            &tk,
-            &tk,
-            mask.as_ptr(),
-            0.0,
-            &mut to,
-            std::ptr::null_mut(),
-        )
-    };
+    let status = unsafe { smyrf_dense_attention(&tq, &tk, &tk, 0.0, &to, &args) };
     assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
     assert!(out.iter().all(|&x| x == 0.0));
 }

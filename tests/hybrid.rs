@@ -851,7 +851,9 @@ fn c_abi_hybrid_fields() {
     let kv = vec![0.25f32; nk * 8];
     let mut out = vec![3.0f32; nq * 8];
     let tensor = |data: &[f32], n: usize| smyrf_tensor {
-        data: data.as_ptr(),
+        struct_size: std::mem::size_of::<smyrf_tensor>(),
+        data: data.as_ptr().cast(),
+        dtype: 0,
         batch: 1,
         heads: 1,
         seq_len: n,
@@ -861,8 +863,10 @@ fn c_abi_hybrid_fields() {
         seq_stride: 8,
     };
     let (tq, tk) = (tensor(&q, nq), tensor(&kv, nk));
-    let mut to = smyrf_tensor_mut {
-        data: out.as_mut_ptr(),
+    let to = smyrf_tensor_mut {
+        struct_size: std::mem::size_of::<smyrf_tensor_mut>(),
+        data: out.as_mut_ptr().cast(),
+        dtype: 0,
         batch: 1,
         heads: 1,
         seq_len: nq,
@@ -872,8 +876,7 @@ fn c_abi_hybrid_fields() {
         seq_stride: 8,
     };
     // SAFETY: every pointer describes a live buffer of the stated extent.
-    let status =
-        unsafe { smyrf_attention(plan, &tq, &tk, &tk, std::ptr::null(), &mut to, null_mut()) };
+    let status = unsafe { smyrf_attention(plan, &tq, &tk, &tk, &to, std::ptr::null()) };
     assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
     // SAFETY: the message is a NUL-terminated string owned by the library.
     let message = unsafe { std::ffi::CStr::from_ptr(smyrf_last_error_message()) };

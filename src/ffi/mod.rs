@@ -263,7 +263,7 @@ pub struct smyrf_call_args {
 /// Smallest `struct_size` of a `smyrf_config`: the fields up to and including `isa`, its
 /// first released layout. The design §8 fields after it take their defaults (off) when a
 /// caller's size stops before them.
-pub const SMYRF_CONFIG_MIN_SIZE: usize = 48;
+pub const SMYRF_CONFIG_MIN_SIZE: usize = 40;
 /// Smallest `struct_size` of a `smyrf_tensor` or `smyrf_tensor_mut`: every field.
 pub const SMYRF_TENSOR_MIN_SIZE: usize = 80;
 /// Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
