@@ -22,7 +22,7 @@
 /**
  * Minor version, see SMYRF_VERSION_MAJOR.
  */
-#define SMYRF_VERSION_MINOR 1
+#define SMYRF_VERSION_MINOR 2
 /**
  * Patch version, see SMYRF_VERSION_MAJOR.
  */
@@ -34,7 +34,7 @@
  * first released layout. The design §8 fields after it take their defaults (off) when a
  * caller's size stops before them.
  */
-#define SMYRF_CONFIG_MIN_SIZE 48
+#define SMYRF_CONFIG_MIN_SIZE 40
 
 /**
  * Smallest `struct_size` of a `smyrf_tensor` or `smyrf_tensor_mut`: every field.
@@ -45,6 +45,32 @@
  * Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
  */
 #define SMYRF_CALL_ARGS_MIN_SIZE 40
+
+/**
+ * Element type of a tensor, for `smyrf_tensor.dtype`. Arithmetic is f32 whatever the
+ * types; 16-bit outputs are rounded to nearest even.
+ */
+enum smyrf_dtype
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+    /**
+     * IEEE binary32 `float` (the default).
+     */
+    SMYRF_DTYPE_F32 = 0,
+    /**
+     * IEEE binary16 (`_Float16`, `__fp16`, ggml's `ggml_fp16_t`), as `uint16_t` bits.
+     */
+    SMYRF_DTYPE_F16 = 1,
+    /**
+     * bfloat16 (the top half of a binary32), as `uint16_t` bits.
+     */
+    SMYRF_DTYPE_BF16 = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t smyrf_dtype;
+#endif // __cplusplus
 
 /**
  * Instruction-set tier of the kernels, for `smyrf_config.isa`.
@@ -223,6 +249,72 @@ typedef struct smyrf_config {
 } smyrf_config;
 
 /**
+ * A task of a `smyrf_parallel_for_fn`: the engine calls it once for every index in
+ * `0..n_tasks`, passing back `task_context`.
+ */
+typedef void (*smyrf_task_fn)(void *task_context, size_t index);
+
+/**
+ * An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
+ * runs `task(task_context, i)` for every i in `0..n_tasks` on the engine's workers, at most
+ * `smyrf_call_args.parallel_workers` at once, and returns when all have finished. The
+ * tasks never call it again themselves and never unwind.
+ */
+typedef void (*smyrf_parallel_for_fn)(void *engine_context,
+                                      size_t n_tasks,
+                                      smyrf_task_fn task,
+                                      void *task_context);
+
+/**
+ * The optional parts of an attention call. Start from `smyrf_call_args_default()` (which
+ * sets `struct_size` and leaves every option off) and set what you need; a NULL
+ * `smyrf_call_args*` means all defaults.
+ */
+typedef struct smyrf_call_args {
+    /**
+     * `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
+     * `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
+     */
+    size_t struct_size;
+    /**
+     * NULL, or `B * Nk` bytes (`[batch][k seq_len]`): nonzero = the key takes part.
+     */
+    const uint8_t *key_mask;
+    /**
+     * NULL, or `B` lengths: batch element b attends to its keys `0..key_lengths[b]` only
+     * (ONNX Runtime's `seqlens_k` form); each in `0..=Nk`. With a mask too, a key must pass
+     * both.
+     */
+    const int32_t *key_lengths;
+    /**
+     * NULL, or `Hq` learned sink logits, one per query head: each joins every query's
+     * softmax denominator and carries no value,
+     * `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
+     * log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
+     * (`smyrf_config.n_sinks`).
+     */
+    const float *head_sinks;
+    /**
+     * NULL, or `B * Hq * Nq` floats (`[batch][q heads][q seq_len]`) that receive each
+     * query's log-sum-exp (-INFINITY for a batch element without valid keys and no sink).
+     */
+    float *lse_out;
+    /**
+     * NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
+     * through it and starts no thread; the results are the same bits either way.
+     */
+    smyrf_parallel_for_fn parallel_for;
+    /**
+     * Passed back to `parallel_for` as `engine_context`.
+     */
+    void *parallel_context;
+    /**
+     * How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
+     */
+    uint32_t parallel_workers;
+} smyrf_call_args;
+
+/**
  * A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
  * Strides count elements and the last axis is contiguous, so both `[B, H, N, D]`
  * (`batch_stride = H*N*D, head_stride = N*D, seq_stride = D`) and `[B, N, H, D]`
@@ -323,91 +415,47 @@ typedef struct smyrf_tensor_mut {
     size_t seq_stride;
 } smyrf_tensor_mut;
 
-/**
- * A task of a `smyrf_parallel_for_fn`: the engine calls it once for every index in
- * `0..n_tasks`, passing back `task_context`.
- */
-typedef void (*smyrf_task_fn)(void *task_context, size_t index);
-
-/**
- * An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
- * runs `task(task_context, i)` for every i in `0..n_tasks` on the engine's workers, at most
- * `smyrf_call_args.parallel_workers` at once, and returns when all have finished. The
- * tasks never call it again themselves and never unwind.
- */
-typedef void (*smyrf_parallel_for_fn)(void *engine_context,
-                                      size_t n_tasks,
-                                      smyrf_task_fn task,
-                                      void *task_context);
-
-/**
- * The optional parts of an attention call. Start from `smyrf_call_args_default()` (which
- * sets `struct_size` and leaves every option off) and set what you need; a NULL
- * `smyrf_call_args*` means all defaults.
- */
-typedef struct smyrf_call_args {
-    /**
-     * `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
-     * `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
-     */
-    size_t struct_size;
-    /**
-     * NULL, or `B * Nk` bytes (`[batch][k seq_len]`): nonzero = the key takes part.
-     */
-    const uint8_t *key_mask;
-    /**
-     * NULL, or `B` lengths: batch element b attends to its keys `0..key_lengths[b]` only
-     * (ONNX Runtime's `seqlens_k` form); each in `0..=Nk`. With a mask too, a key must pass
-     * both.
-     */
-    const int32_t *key_lengths;
-    /**
-     * NULL, or `Hq` learned sink logits, one per query head: each joins every query's
-     * softmax denominator and carries no value,
-     * `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
-     * log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
-     * (`smyrf_config.n_sinks`).
-     */
-    const float *head_sinks;
-    /**
-     * NULL, or `B * Hq * Nq` floats (`[batch][q heads][q seq_len]`) that receive each
-     * query's log-sum-exp (-INFINITY for a batch element without valid keys and no sink).
-     */
-    float *lse_out;
-    /**
-     * NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
-     * through it and starts no thread; the results are the same bits either way.
-     */
-    smyrf_parallel_for_fn parallel_for;
-    /**
-     * Passed back to `parallel_for` as `engine_context`.
-     */
-    void *parallel_context;
-    /**
-     * How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
-     */
-    uint32_t parallel_workers;
-} smyrf_call_args;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The default configuration: 2 hash rounds, 64 queries per cluster, derived key cluster
- * size, scale 1/sqrt(head_dim), seed 0, the library's thread pool, automatic tier.
- * Cannot fail.
+ * Writes the default configuration into the first `struct_size` bytes of `*config` (2 hash
+ * rounds, 64 queries per cluster, derived key cluster size, scale 1/sqrt(head_dim),
+ * seed 0, the library's thread pool, automatic tier, design §8 blocks off), including
+ * `struct_size` itself; bytes past this library's layout are zeroed. The header's
+ * `smyrf_config_default()` calls it with the caller's `sizeof(smyrf_config)`, so a
+ * program built against an older header gets a struct of its own size.
+ *
+ * # Safety
+ * `config` must be NULL or point to `struct_size` writable bytes.
  */
-struct smyrf_config smyrf_config_default(void);
+smyrf_status smyrf_config_init(struct smyrf_config *config, size_t struct_size);
 
 /**
- * The design §8 hybrid preset for a key budget of `key_budget` keys per query (each key
- * costs d + dv multiply-adds): `key_budget / 8` sinks (chosen by mean query from 8 sinks
- * up), a window of `key_budget / 4` and one hash round with clusters of
- * `5 * key_budget / 8` queries, no residual samples; every other field as in
- * `smyrf_config_default()`. Cannot fail.
+ * Writes the design §8 hybrid preset for a key budget of `key_budget` keys per query (each
+ * key costs d + dv multiply-adds) into `*config`, as `smyrf_config_init` does:
+ * `key_budget / 8` sinks (chosen by mean query from 8 sinks up), a window of
+ * `key_budget / 4` and one hash round with clusters of `5 * key_budget / 8` queries, no
+ * residual samples; every other field as in `smyrf_config_default()`. The header's
+ * `smyrf_config_hybrid()` wraps it.
+ *
+ * # Safety
+ * As for `smyrf_config_init`.
  */
-struct smyrf_config smyrf_config_hybrid(uint32_t key_budget);
+smyrf_status smyrf_config_hybrid_init(struct smyrf_config *config,
+                                      size_t struct_size,
+                                      uint32_t key_budget);
+
+/**
+ * Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
+ * output, the plan's threads) into `*args`, as `smyrf_config_init` does. The header's
+ * `smyrf_call_args_default()` wraps it.
+ *
+ * # Safety
+ * `args` must be NULL or point to `struct_size` writable bytes.
+ */
+smyrf_status smyrf_call_args_init(struct smyrf_call_args *args, size_t struct_size);
 
 /**
  * Builds a plan for queries and keys of head dimension `head_dim`, drawing the projection
@@ -510,56 +558,6 @@ smyrf_status smyrf_dense_attention(const struct smyrf_tensor *q,
                                    const struct smyrf_call_args *args);
 
 /**
- * A read-only tensor view of contiguous `[batch, heads, seq_len, dim]` elements of type
- * `dtype` (a `smyrf_dtype` value) at `data`, with `struct_size` set. Cannot fail; the
- * values are checked when a call reads them.
- */
-struct smyrf_tensor smyrf_tensor_bhnd(const void *data,
-                                      uint32_t dtype,
-                                      size_t batch,
-                                      size_t heads,
-                                      size_t seq_len,
-                                      size_t dim);
-
-/**
- * As `smyrf_tensor_bhnd`, for contiguous `[batch, seq_len, heads, dim]` (the layout of a
- * fused QKV projection or a KV cache laid out by position).
- */
-struct smyrf_tensor smyrf_tensor_bnhd(const void *data,
-                                      uint32_t dtype,
-                                      size_t batch,
-                                      size_t heads,
-                                      size_t seq_len,
-                                      size_t dim);
-
-/**
- * An output view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype` at
- * `data`, with `struct_size` set. Cannot fail.
- */
-struct smyrf_tensor_mut smyrf_tensor_mut_bhnd(void *data,
-                                              uint32_t dtype,
-                                              size_t batch,
-                                              size_t heads,
-                                              size_t seq_len,
-                                              size_t dim);
-
-/**
- * As `smyrf_tensor_mut_bhnd`, for contiguous `[batch, seq_len, heads, dim]`.
- */
-struct smyrf_tensor_mut smyrf_tensor_mut_bnhd(void *data,
-                                              uint32_t dtype,
-                                              size_t batch,
-                                              size_t heads,
-                                              size_t seq_len,
-                                              size_t dim);
-
-/**
- * Call options with every one off (no mask, no key lengths, no head sinks, no lse output,
- * the plan's threads) and `struct_size` set. Cannot fail.
- */
-struct smyrf_call_args smyrf_call_args_default(void);
-
-/**
  * A static, NUL-terminated description of a status code; unknown codes get a text too.
  * Never NULL.
  */
@@ -593,3 +591,79 @@ const char *smyrf_isa_name(const struct smyrf_plan *plan);
 #endif  // __cplusplus
 
 #endif  /* SMYRF_H */
+
+#ifndef SMYRF_H_INITIALISERS
+#define SMYRF_H_INITIALISERS
+
+/**
+ * The default configuration (see `smyrf_config_init`), with `struct_size` the caller's
+ * `sizeof(smyrf_config)`.
+ */
+static inline smyrf_config smyrf_config_default(void) {
+    smyrf_config config;
+    smyrf_config_init(&config, sizeof config);
+    return config;
+}
+
+/**
+ * The design §8 hybrid preset for `key_budget` keys per query (see
+ * `smyrf_config_hybrid_init`).
+ */
+static inline smyrf_config smyrf_config_hybrid(uint32_t key_budget) {
+    smyrf_config config;
+    smyrf_config_hybrid_init(&config, sizeof config, key_budget);
+    return config;
+}
+
+/**
+ * Call options with every one off (see `smyrf_call_args_init`).
+ */
+static inline smyrf_call_args smyrf_call_args_default(void) {
+    smyrf_call_args args;
+    smyrf_call_args_init(&args, sizeof args);
+    return args;
+}
+
+/**
+ * A read-only view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype`
+ * (a `smyrf_dtype` value) at `data`. The values are checked when a call reads them.
+ */
+static inline smyrf_tensor smyrf_tensor_bhnd(const void *data, uint32_t dtype, size_t batch,
+                                             size_t heads, size_t seq_len, size_t dim) {
+    smyrf_tensor t = {sizeof(smyrf_tensor), data, dtype, batch, heads, seq_len, dim,
+                      heads * seq_len * dim, seq_len * dim, dim};
+    return t;
+}
+
+/**
+ * A read-only view of contiguous `[batch, seq_len, heads, dim]` elements (the layout of a
+ * fused QKV projection, or of a KV cache kept by position).
+ */
+static inline smyrf_tensor smyrf_tensor_bnhd(const void *data, uint32_t dtype, size_t batch,
+                                             size_t heads, size_t seq_len, size_t dim) {
+    smyrf_tensor t = {sizeof(smyrf_tensor), data, dtype, batch, heads, seq_len, dim,
+                      seq_len * heads * dim, dim, heads * dim};
+    return t;
+}
+
+/**
+ * An output view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype`.
+ */
+static inline smyrf_tensor_mut smyrf_tensor_mut_bhnd(void *data, uint32_t dtype, size_t batch,
+                                                     size_t heads, size_t seq_len, size_t dim) {
+    smyrf_tensor_mut t = {sizeof(smyrf_tensor_mut), data, dtype, batch, heads, seq_len, dim,
+                          heads * seq_len * dim, seq_len * dim, dim};
+    return t;
+}
+
+/**
+ * An output view of contiguous `[batch, seq_len, heads, dim]` elements of type `dtype`.
+ */
+static inline smyrf_tensor_mut smyrf_tensor_mut_bnhd(void *data, uint32_t dtype, size_t batch,
+                                                     size_t heads, size_t seq_len, size_t dim) {
+    smyrf_tensor_mut t = {sizeof(smyrf_tensor_mut), data, dtype, batch, heads, seq_len, dim,
+                          seq_len * heads * dim, dim, heads * dim};
+    return t;
+}
+
+#endif  /* SMYRF_H_INITIALISERS */

@@ -269,11 +269,95 @@ pub const SMYRF_TENSOR_MIN_SIZE: usize = 80;
 /// Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
 pub const SMYRF_CALL_ARGS_MIN_SIZE: usize = 40;
 
-/// The default configuration: 2 hash rounds, 64 queries per cluster, derived key cluster
-/// size, scale 1/sqrt(head_dim), seed 0, the library's thread pool, automatic tier.
-/// Cannot fail.
+/// Writes the default configuration into the first `struct_size` bytes of `*config` (2 hash
+/// rounds, 64 queries per cluster, derived key cluster size, scale 1/sqrt(head_dim),
+/// seed 0, the library's thread pool, automatic tier, design §8 blocks off), including
+/// `struct_size` itself; bytes past this library's layout are zeroed. The header's
+/// `smyrf_config_default()` calls it with the caller's `sizeof(smyrf_config)`, so a
+/// program built against an older header gets a struct of its own size.
+///
+/// # Safety
+/// `config` must be NULL or point to `struct_size` writable bytes.
 #[no_mangle]
-pub extern "C" fn smyrf_config_default() -> smyrf_config {
+pub unsafe extern "C" fn smyrf_config_init(
+    config: *mut smyrf_config,
+    struct_size: usize,
+) -> smyrf_status {
+    entry("smyrf_config_init", || {
+        // SAFETY: forwarded.
+        unsafe { write_config(config, struct_size, smyrf_config_default()) }
+    })
+}
+
+/// Writes the design §8 hybrid preset for a key budget of `key_budget` keys per query (each
+/// key costs d + dv multiply-adds) into `*config`, as `smyrf_config_init` does:
+/// `key_budget / 8` sinks (chosen by mean query from 8 sinks up), a window of
+/// `key_budget / 4` and one hash round with clusters of `5 * key_budget / 8` queries, no
+/// residual samples; every other field as in `smyrf_config_default()`. The header's
+/// `smyrf_config_hybrid()` wraps it.
+///
+/// # Safety
+/// As for `smyrf_config_init`.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_config_hybrid_init(
+    config: *mut smyrf_config,
+    struct_size: usize,
+    key_budget: u32,
+) -> smyrf_status {
+    entry("smyrf_config_hybrid_init", || {
+        // SAFETY: forwarded.
+        unsafe { write_config(config, struct_size, smyrf_config_hybrid(key_budget)) }
+    })
+}
+
+/// Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
+/// output, the plan's threads) into `*args`, as `smyrf_config_init` does. The header's
+/// `smyrf_call_args_default()` wraps it.
+///
+/// # Safety
+/// `args` must be NULL or point to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_call_args_init(
+    args: *mut smyrf_call_args,
+    struct_size: usize,
+) -> smyrf_status {
+    entry("smyrf_call_args_init", || {
+        // SAFETY: forwarded.
+        unsafe {
+            write_versioned(
+                "args",
+                args,
+                struct_size,
+                SMYRF_CALL_ARGS_MIN_SIZE,
+                &CALL_ARGS_ENDS,
+                smyrf_call_args_default(),
+            )
+        }
+    })
+}
+
+/// # Safety
+/// `config` must be NULL or point to `struct_size` writable bytes.
+unsafe fn write_config(
+    config: *mut smyrf_config,
+    struct_size: usize,
+    value: smyrf_config,
+) -> Result<(), Failure> {
+    // SAFETY: forwarded.
+    unsafe {
+        write_versioned(
+            "config",
+            config,
+            struct_size,
+            SMYRF_CONFIG_MIN_SIZE,
+            &CONFIG_ENDS,
+            value,
+        )
+    }
+}
+
+/// The default configuration, as `smyrf_config_init` writes it (the Rust side's copy).
+pub fn smyrf_config_default() -> smyrf_config {
     // Mirrors `Config::default()` field by field (a unit test keeps the two in step); plain
     // literals, so nothing here can panic.
     smyrf_config {
@@ -293,13 +377,8 @@ pub extern "C" fn smyrf_config_default() -> smyrf_config {
     }
 }
 
-/// The design §8 hybrid preset for a key budget of `key_budget` keys per query (each key
-/// costs d + dv multiply-adds): `key_budget / 8` sinks (chosen by mean query from 8 sinks
-/// up), a window of `key_budget / 4` and one hash round with clusters of
-/// `5 * key_budget / 8` queries, no residual samples; every other field as in
-/// `smyrf_config_default()`. Cannot fail.
-#[no_mangle]
-pub extern "C" fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
+/// The hybrid preset, as `smyrf_config_hybrid_init` writes it.
+pub fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
     // `Config::hybrid` is plain integer arithmetic on a clamped budget, so every field fits
     // in 32 bits and nothing here can panic.
     let config = Config::hybrid(key_budget as usize);
@@ -572,11 +651,10 @@ pub unsafe extern "C" fn smyrf_dense_attention(
     })
 }
 
-/// A read-only tensor view of contiguous `[batch, heads, seq_len, dim]` elements of type
-/// `dtype` (a `smyrf_dtype` value) at `data`, with `struct_size` set. Cannot fail; the
-/// values are checked when a call reads them.
-#[no_mangle]
-pub extern "C" fn smyrf_tensor_bhnd(
+/// The header's `smyrf_tensor_bhnd()` (an inline function there): a read-only view of
+/// contiguous `[batch, heads, seq_len, dim]` elements of type `dtype` at `data`.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub fn smyrf_tensor_bhnd(
     data: *const c_void,
     dtype: u32,
     batch: usize,
@@ -587,10 +665,9 @@ pub extern "C" fn smyrf_tensor_bhnd(
     tensor_c(data, dtype, Shape::bhnd(batch, heads, seq_len, dim))
 }
 
-/// As `smyrf_tensor_bhnd`, for contiguous `[batch, seq_len, heads, dim]` (the layout of a
-/// fused QKV projection or a KV cache laid out by position).
-#[no_mangle]
-pub extern "C" fn smyrf_tensor_bnhd(
+/// The header's `smyrf_tensor_bnhd()`: contiguous `[batch, seq_len, heads, dim]`.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub fn smyrf_tensor_bnhd(
     data: *const c_void,
     dtype: u32,
     batch: usize,
@@ -601,10 +678,10 @@ pub extern "C" fn smyrf_tensor_bnhd(
     tensor_c(data, dtype, Shape::bnhd(batch, heads, seq_len, dim))
 }
 
-/// An output view of contiguous `[batch, heads, seq_len, dim]` elements of type `dtype` at
-/// `data`, with `struct_size` set. Cannot fail.
-#[no_mangle]
-pub extern "C" fn smyrf_tensor_mut_bhnd(
+/// The header's `smyrf_tensor_mut_bhnd()`: an output view of contiguous
+/// `[batch, heads, seq_len, dim]`.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub fn smyrf_tensor_mut_bhnd(
     data: *mut c_void,
     dtype: u32,
     batch: usize,
@@ -615,9 +692,9 @@ pub extern "C" fn smyrf_tensor_mut_bhnd(
     tensor_mut_c(data, dtype, Shape::bhnd(batch, heads, seq_len, dim))
 }
 
-/// As `smyrf_tensor_mut_bhnd`, for contiguous `[batch, seq_len, heads, dim]`.
-#[no_mangle]
-pub extern "C" fn smyrf_tensor_mut_bnhd(
+/// The header's `smyrf_tensor_mut_bnhd()`: contiguous `[batch, seq_len, heads, dim]`.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub fn smyrf_tensor_mut_bnhd(
     data: *mut c_void,
     dtype: u32,
     batch: usize,
@@ -628,10 +705,8 @@ pub extern "C" fn smyrf_tensor_mut_bnhd(
     tensor_mut_c(data, dtype, Shape::bnhd(batch, heads, seq_len, dim))
 }
 
-/// Call options with every one off (no mask, no key lengths, no head sinks, no lse output,
-/// the plan's threads) and `struct_size` set. Cannot fail.
-#[no_mangle]
-pub extern "C" fn smyrf_call_args_default() -> smyrf_call_args {
+/// Call options with every one off, as `smyrf_call_args_init` writes them.
+pub fn smyrf_call_args_default() -> smyrf_call_args {
     smyrf_call_args {
         struct_size: size_of::<smyrf_call_args>(),
         key_mask: std::ptr::null(),
@@ -883,6 +958,7 @@ fn span<T>(what: &'static str, ptr: *const T, len: usize) -> Result<Span, Failur
     Ok(Span { what, start, end })
 }
 
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 fn tensor_c(data: *const c_void, dtype: u32, shape: Shape) -> smyrf_tensor {
     smyrf_tensor {
         struct_size: size_of::<smyrf_tensor>(),
@@ -898,6 +974,7 @@ fn tensor_c(data: *const c_void, dtype: u32, shape: Shape) -> smyrf_tensor {
     }
 }
 
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 fn tensor_mut_c(data: *mut c_void, dtype: u32, shape: Shape) -> smyrf_tensor_mut {
     let t = tensor_c(data.cast_const(), dtype, shape);
     smyrf_tensor_mut {
@@ -929,6 +1006,63 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
     size_of::<F>()
 }
 
+/// The sizes an older caller's config or call arguments can have.
+const CONFIG_ENDS: [usize; 6] =
+    field_ends!(smyrf_config: isa, n_sinks, sink_selection, window, n_samples, sample_group);
+const CALL_ARGS_ENDS: [usize; 4] =
+    field_ends!(smyrf_call_args: lse_out, parallel_for, parallel_context, parallel_workers);
+
+/// Whether `size` is a size of a versioned struct whose full layout is `full` bytes.
+fn size_fits(size: usize, min: usize, full: usize, ends: &[usize]) -> bool {
+    size >= min && size <= MAX_STRUCT_SIZE && (size >= full || ends.contains(&size))
+}
+
+fn size_error(what: &str, size: usize, min: usize) -> Failure {
+    Failure::invalid(format!(
+        "{what}->struct_size = {size}: not a size of this struct (at least {min}, ending on \
+         a field, at most {MAX_STRUCT_SIZE}); set it with the initialiser"
+    ))
+}
+
+/// Writes `value` as a caller's versioned struct of `size` bytes: the bytes the size covers
+/// (its `struct_size` set to `size`), zeros past this library's layout.
+///
+/// # Safety
+/// `ptr` must be NULL or point to `size` writable bytes.
+unsafe fn write_versioned<T: Copy>(
+    what: &'static str,
+    ptr: *mut T,
+    size: usize,
+    min: usize,
+    ends: &[usize],
+    value: T,
+) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    if !ptr.is_aligned() {
+        return Err(Failure::invalid(format!(
+            "{what} is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        )));
+    }
+    let full = size_of::<T>();
+    if !size_fits(size, min, full, ends) {
+        return Err(size_error(what, size, min));
+    }
+    let bytes = ptr.cast::<u8>();
+    // SAFETY: `size` writable bytes at `ptr` (the contract), of which the first
+    // `size.min(full)` take `value`'s, the rest zeros; then the size itself, the first field.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), bytes, size.min(full));
+        if size > full {
+            std::ptr::write_bytes(bytes.add(full), 0, size - full);
+        }
+        ptr.cast::<usize>().write(size);
+    }
+    Ok(())
+}
+
 /// Reads a caller's versioned struct (its first field is its `struct_size`): the bytes its
 /// size covers, `default`'s fields past them. A size below `min`, one that ends inside a
 /// field, or one above `MAX_STRUCT_SIZE` is refused; so is a larger (newer) struct with a
@@ -956,12 +1090,8 @@ unsafe fn read_versioned<T: Copy>(
     // SAFETY: non-NULL and aligned; every versioned struct starts with its size.
     let size = unsafe { ptr.cast::<usize>().read() };
     let full = size_of::<T>();
-    let fits = size >= min && size <= MAX_STRUCT_SIZE && (size >= full || ends.contains(&size));
-    if !fits {
-        return Err(Failure::invalid(format!(
-            "{what}->struct_size = {size}: not a size of this struct (at least {min}, ending on \
-             a field, at most {MAX_STRUCT_SIZE}); set it with the initialiser"
-        )));
+    if !size_fits(size, min, full, ends) {
+        return Err(size_error(what, size, min));
     }
     let bytes = ptr.cast::<u8>();
     if size > full {
@@ -996,7 +1126,7 @@ unsafe fn read_config(config: *const smyrf_config) -> Result<smyrf_config, Failu
             "config",
             config,
             SMYRF_CONFIG_MIN_SIZE,
-            &field_ends!(smyrf_config: isa, n_sinks, sink_selection, window, n_samples, sample_group),
+            &CONFIG_ENDS,
             smyrf_config_default(),
         )
     }
@@ -1274,7 +1404,7 @@ impl<'a> CallBuffers<'a> {
                     "args",
                     args,
                     SMYRF_CALL_ARGS_MIN_SIZE,
-                    &field_ends!(smyrf_call_args: lse_out, parallel_for, parallel_context, parallel_workers),
+                    &CALL_ARGS_ENDS,
                     smyrf_call_args_default(),
                 )?
             },
