@@ -50,6 +50,12 @@ pub struct Config {
     /// Consecutive queries of a round-0 cluster (in sorted order) that share one draw of
     /// samples; 0 (default) means [`DEFAULT_SAMPLE_GROUP`].
     pub sample_group: usize,
+    /// With bf16 queries and keys, compute Q·Kᵀ by widening to f32 like every other type
+    /// (the same bits as the f32 call on the widened values) instead of with AVX-512 BF16's
+    /// `vdpbf16ps`, which sums products in pairs of its own order and flushes subnormals
+    /// (within 1e-5 of the f64 result). Default false: the dot-product instruction where the
+    /// CPU has it.
+    pub bf16_exact: bool,
 }
 
 impl Default for Config {
@@ -67,6 +73,7 @@ impl Default for Config {
             window: 0,
             n_samples: 0,
             sample_group: 0,
+            bf16_exact: false,
         }
     }
 }
@@ -139,6 +146,13 @@ impl Config {
         self.n_samples = samples;
         self
     }
+    /// Sets [`Config::bf16_exact`].
+    #[must_use]
+    pub fn bf16_exact(mut self, exact: bool) -> Self {
+        self.bf16_exact = exact;
+        self
+    }
+
     /// Sets [`Config::sample_group`].
     #[must_use]
     pub fn sample_group(mut self, queries: usize) -> Self {

@@ -2,10 +2,10 @@
 //! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
 //! no Nq × Nk buffer ever exists.
 
-use crate::attention::{self, merge, AttentionKernels, TileScratch};
+use crate::attention::{self, merge, AttentionKernels, Loads, TileScratch};
 use crate::call::{check_call, valid_keys_into, CallOptions, KeyLimit, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
-use crate::convert::{self, ConvertKernels};
+use crate::convert::ConvertKernels;
 use crate::error::Result;
 use crate::runtime::pool::Pool;
 use crate::runtime::threads::{for_each_index_with, Par};
@@ -20,14 +20,14 @@ pub(crate) const DENSE_Q_BLOCK: usize = attention::Q_BLOCK;
 #[derive(Clone, Copy)]
 pub(crate) struct DenseKernels {
     pub(crate) attention: &'static AttentionKernels,
-    pub(crate) convert: &'static ConvertKernels,
+    pub(crate) loads: Loads,
 }
 
 impl DenseKernels {
     pub(crate) fn of(tier: Tier) -> DenseKernels {
         DenseKernels {
             attention: attention::kernels(tier),
-            convert: convert::kernels(tier),
+            loads: Loads::new(tier, false),
         }
     }
 }
@@ -91,7 +91,8 @@ pub(crate) fn dense_attention(
     } = options;
     let blocks = shape.nq.div_ceil(DENSE_Q_BLOCK);
     let lse = lse.map(SharedSlice::new);
-    let (kern, cvt, dv) = (kernels.attention, kernels.convert, call.v.shape.dim);
+    let (kern, loads, dv) = (kernels.attention, kernels.loads, call.v.shape.dim);
+    let cvt = loads.convert;
     let out = &call.out;
     for_each_index_with(
         par,
@@ -138,7 +139,7 @@ pub(crate) fn dense_attention(
             );
             attention::attend(
                 kern,
-                cvt,
+                &loads,
                 tiles,
                 qr,
                 members,

@@ -18,12 +18,13 @@ use std::process::Command;
 const FROZEN: &str = "tests/abi/smyrf-0.2.h";
 
 /// The fields an older caller lacks: everything after the first released layouts.
-const OPTIONAL_FIELDS: [&str; 8] = [
+const OPTIONAL_FIELDS: [&str; 9] = [
     "    uint32_t n_sinks;",
     "    uint32_t sink_selection;",
     "    uint32_t window;",
     "    uint32_t n_samples;",
     "    uint32_t sample_group;",
+    "    uint32_t bf16_exact;",
     "    smyrf_parallel_for_fn parallel_for;",
     "    void *parallel_context;",
     "    uint32_t parallel_workers;",
@@ -158,7 +159,12 @@ fn an_older_caller_gets_the_defaults_for_the_fields_it_lacks() {
     let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
     let dir = fresh_dir("c_abi_versions", "older");
     let (stdout, out) = build_and_run(&dir, &older_header(&frozen), false);
-    assert!(stdout.contains("config 40 args 40"), "{stdout}");
+    let sizes = format!(
+        "config {} args {}",
+        smyrf::internals::ffi::SMYRF_CONFIG_MIN_SIZE,
+        smyrf::internals::ffi::SMYRF_CALL_ARGS_MIN_SIZE
+    );
+    assert!(stdout.contains(&sizes), "{stdout}");
     assert!(same_bits(&out, &reference()));
 }
 
@@ -167,7 +173,13 @@ fn a_newer_caller_with_zero_extra_bytes_is_served_and_a_set_option_refused() {
     let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
     let dir = fresh_dir("c_abi_versions", "newer");
     let (stdout, out) = build_and_run(&dir, &newer_header(&frozen), true);
-    assert!(stdout.contains("config 72 args 72"), "{stdout}");
+    use smyrf::internals::ffi::{smyrf_call_args, smyrf_config};
+    let sizes = format!(
+        "config {} args {}",
+        std::mem::size_of::<smyrf_config>() + 8,
+        std::mem::size_of::<smyrf_call_args>() + 8
+    );
+    assert!(stdout.contains(&sizes), "{stdout}");
     assert!(stdout.contains("newer call option: refused"), "{stdout}");
     assert!(stdout.contains("newer config option: refused"), "{stdout}");
     assert!(same_bits(&out, &reference()));

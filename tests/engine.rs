@@ -187,7 +187,8 @@ fn every_element_type_combination_matches_the_f32_path_on_converted_values() {
                 .window(8)
                 .n_samples(4),
         ] {
-            let plan = Plan::new(config.isa(isa).num_threads(2), case.d).unwrap();
+            // The bf16 dot-product kernel sums in its own order: off for the bitwise check.
+            let plan = Plan::new(config.isa(isa).num_threads(2).bf16_exact(true), case.d).unwrap();
             each_input!(&plan, &case, false);
             each_input!(&plan, &case, true);
         }
@@ -199,8 +200,13 @@ fn long_16_bit_rows_take_the_staged_projection_in_several_blocks() {
     // More than one block of staged rows (64) and a head dim past one projection segment.
     let case = Case::new(5, (1, 1, 1, 300, 200, 160, 8));
     for isa in supported_tiers() {
-        let plan = Plan::new(Config::default().q_cluster_size(50).isa(isa), case.d).unwrap();
+        let config = Config::default()
+            .q_cluster_size(50)
+            .isa(isa)
+            .bf16_exact(true);
+        let plan = Plan::new(config, case.d).unwrap();
         each_output!(&plan, &case, false, f16, bf16, f16);
+        each_output!(&plan, &case, false, bf16, bf16, f32);
     }
 }
 
@@ -294,6 +300,77 @@ fn head_sinks_enter_the_softmax_once() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bf16_dot_product_kernel_is_within_1e_5_of_f64_on_the_converted_values() {
+    // One cluster holding every key (SMYRF is then dense attention), and dense attention:
+    // all-bf16 inputs through `vdpbf16ps` where the CPU has it, against f64 on the same
+    // bf16 values. d odd exercises the zero-padded last pair; 200 keys a ragged key tile.
+    for (d, dv) in [(64, 64), (33, 16)] {
+        let case = Case::new(17, (2, 4, 2, 80, 200, d, dv));
+        let rounded = Case {
+            q: round_to::<bf16>(&case.q),
+            k: round_to::<bf16>(&case.k),
+            v: round_to::<bf16>(&case.v),
+            ..case
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        for isa in supported_tiers() {
+            let plan = Plan::new(
+                Config::default().n_hashes(1).q_cluster_size(4096).isa(isa),
+                d,
+            )
+            .unwrap();
+            for dense in [false, true] {
+                let got = run::<bf16, bf16, bf16, f32>(&plan, &rounded, dense, CallOptions::new());
+                let mut worst = 0.0f64;
+                let mut top = 0.0f64;
+                for b in 0..rounded.b {
+                    let valid: Vec<usize> = (0..rounded.nk).collect();
+                    for h in 0..rounded.hq {
+                        let (want, _) =
+                            oracle_with_sink(&rounded, b, h, &valid, f64::NEG_INFINITY, scale);
+                        for (i, row) in want.iter().enumerate() {
+                            let at = ((b * rounded.hq + h) * rounded.nq + i) * dv;
+                            for (c, &x) in row.iter().enumerate() {
+                                worst = worst.max((got[at + c] as f64 - x).abs());
+                                top = top.max(x.abs());
+                            }
+                        }
+                    }
+                }
+                assert!(
+                    worst / top < 1e-5,
+                    "{isa} d={d} dense={dense}: {}",
+                    worst / top
+                );
+            }
+            // The exact path is the f32 call's bits; the dot-product path is a different sum.
+            let exact = Plan::new(
+                Config::default()
+                    .n_hashes(1)
+                    .q_cluster_size(4096)
+                    .isa(isa)
+                    .bf16_exact(true),
+                d,
+            )
+            .unwrap();
+            let widened = run::<f32, f32, f32, f32>(&exact, &rounded, false, CallOptions::new());
+            let via_exact =
+                run::<bf16, bf16, bf16, f32>(&exact, &rounded, false, CallOptions::new());
+            assert!(same_bits(&widened, &via_exact), "{isa}");
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
+                let via_dot =
+                    run::<bf16, bf16, bf16, f32>(&plan, &rounded, false, CallOptions::new());
+                assert!(
+                    !same_bits(&via_dot, &via_exact),
+                    "the dot-product kernel ran"
+                );
             }
         }
     }
@@ -502,5 +579,4 @@ fn bad_key_lengths_and_head_sinks_are_refused_and_write_nothing() {
         );
         assert!(out.iter().all(|&x| x == 7.0));
     }
-    let _ = Isa::Portable;
 }

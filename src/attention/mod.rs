@@ -14,6 +14,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub(crate) mod bf16;
 pub(crate) mod exp;
 mod generic;
 pub(crate) mod merge;
@@ -27,7 +28,8 @@ use crate::runtime::buffer::{round_up, AlignedBuf};
 use crate::runtime::prefetch::{prefetch_span, LineQueue, HINT_L1};
 use crate::runtime::profile::{Stage, StageTimer};
 use crate::simd::Tier;
-use crate::view::Rows;
+use crate::view::{Data, RowRef, Rows};
+use bf16::QkBf16Fn;
 
 #[cfg(feature = "internals")]
 pub use exp::exp_nonpositive;
@@ -187,6 +189,24 @@ pub(crate) fn kernels(tier: Tier) -> &'static AttentionKernels {
     }
 }
 
+/// How the tiles load rows: the conversions of 16-bit rows to f32, and, when set, the bf16
+/// dot-product kernel that takes bf16 queries and keys as they are.
+#[derive(Clone, Copy)]
+pub(crate) struct Loads {
+    pub(crate) convert: &'static ConvertKernels,
+    pub(crate) bf16_dot: Option<QkBf16Fn>,
+}
+
+impl Loads {
+    /// The loads of a tier; `bf16_exact` turns the dot-product kernel off.
+    pub(crate) fn new(tier: Tier, bf16_exact: bool) -> Loads {
+        Loads {
+            convert: crate::convert::kernels(tier),
+            bf16_dot: if bf16_exact { None } else { bf16::kernel(tier) },
+        }
+    }
+}
+
 /// The tile buffers and prefetch queue of one running cluster, owned by the plan and reused
 /// across clusters and calls: they only grow, so nothing is allocated once the largest
 /// cluster has been seen.
@@ -204,6 +224,9 @@ pub(crate) struct TileScratch {
     corr: Vec<f32>,
     /// 16-bit key rows of one transpose block, widened.
     stage: Vec<f32>,
+    /// The bf16 Q and Kᵀ tiles of the dot-product kernel (`bf16` module layout).
+    q16: Vec<u16>,
+    kt16: Vec<u16>,
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
@@ -219,6 +242,8 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
     .into_iter()
     .chain([Q_TILE * K_TILE, m.saturating_mul(ldv), m.saturating_mul(3)])
     .chain([LANES.saturating_mul(d)])
+    // The bf16 tiles, in f32 units: m·(d + 1) and (d + 1)·K_TILE halves.
+    .chain([m.saturating_add(K_TILE).saturating_mul(d.saturating_add(1)) / 2])
     .fold(0usize, usize::saturating_add);
     floats.saturating_mul(4)
 }
@@ -240,7 +265,7 @@ pub(crate) type TileAdjust<'a> = &'a (dyn Fn(&[u32], usize, &[u32], &mut [f32], 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     kern: &AttentionKernels,
-    cvt: &ConvertKernels,
+    loads: &Loads,
     tiles: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
@@ -256,7 +281,7 @@ pub(crate) fn attend(
         let block = &q_idx[q0..(q0 + Q_BLOCK).min(q_idx.len())];
         attend_block(
             kern,
-            cvt,
+            loads,
             tiles,
             q,
             block,
@@ -274,7 +299,7 @@ pub(crate) fn attend(
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     kern: &AttentionKernels,
-    cvt: &ConvertKernels,
+    loads: &Loads,
     t: &mut TileScratch,
     q: Rows<'_>,
     q_idx: &[u32],
@@ -290,6 +315,12 @@ fn attend_block(
     let ldv = round_up(dv, LANES);
     let m_total = q_idx.len();
     let n_total = k_idx.len();
+    let cvt = loads.convert;
+    // bf16 queries and keys go to the dot-product kernel as they are, when it is on.
+    let dot = loads
+        .bf16_dot
+        .filter(|_| matches!((q.data, k.data), (Data::Bf16(_), Data::Bf16(_))));
+    let dp = round_up(d, 2);
     {
         t.row_max.clear();
         t.row_max.resize(m_total, f32::NEG_INFINITY);
@@ -297,12 +328,16 @@ fn attend_block(
         t.row_sum.resize(m_total, 0.0);
         t.corr.resize(m_total, 0.0);
         let gather = StageTimer::start(Stage::Gather);
-        let q_all = t.q.get(m_total * d);
-        for (i, &qi) in q_idx.iter().enumerate() {
-            if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
-                prefetch_row(&q, ahead as usize);
+        if dot.is_some() {
+            gather_bf16_queries(&q, q_idx, dp, &mut t.q16);
+        } else {
+            let q_all = t.q.get(m_total * d);
+            for (i, &qi) in q_idx.iter().enumerate() {
+                if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
+                    prefetch_row(&q, ahead as usize);
+                }
+                cvt.load(q.row(qi as usize), &mut q_all[i * d..(i + 1) * d]);
             }
-            cvt.load(q.row(qi as usize), &mut q_all[i * d..(i + 1) * d]);
         }
         drop(gather);
         for k0 in (0..n_total).step_by(K_TILE) {
@@ -310,24 +345,28 @@ fn attend_block(
             let n = k_rows.len();
             let ldk = round_up(n, LANES);
             let gather = StageTimer::start(Stage::Gather);
-            gather_keys(
-                kern,
-                cvt,
-                k,
-                v,
-                k_rows,
-                &mut t.kt,
-                &mut t.v,
-                &mut t.stage,
-                ldv,
-            );
+            if dot.is_some() {
+                gather_bf16_keys(&k, k_rows, dp, &mut t.kt16);
+                gather_values(cvt, &v, k_rows, &mut t.v, ldv);
+            } else {
+                let (kt, vt, stage) = (&mut t.kt, &mut t.v, &mut t.stage);
+                gather_keys(kern, cvt, k, v, k_rows, kt, vt, stage, ldv);
+            }
             drop(gather);
             let _kernels = StageTimer::start(Stage::Kernels);
             for q0 in (0..m_total).step_by(Q_TILE) {
                 let m = Q_TILE.min(m_total - q0);
                 let s = t.s.get(m * ldk);
-                let q_tile = &t.q.get(m_total * d)[q0 * d..(q0 + m) * d];
-                (kern.qk)(q_tile, t.kt.get(d * ldk), m, d, ldk, scale, s, &mut t.queue);
+                match dot {
+                    Some(dot) => {
+                        let q_tile = &t.q16[q0 * dp..(q0 + m) * dp];
+                        dot(q_tile, &t.kt16, m, dp, ldk, scale, s, &mut t.queue);
+                    }
+                    None => {
+                        let q_tile = &t.q.get(m_total * d)[q0 * d..(q0 + m) * d];
+                        (kern.qk)(q_tile, t.kt.get(d * ldk), m, d, ldk, scale, s, &mut t.queue);
+                    }
+                }
                 if let Some(adjust) = adjust {
                     adjust(&q_idx[q0..q0 + m], k0, k_rows, s, ldk);
                 }
@@ -463,6 +502,60 @@ fn gather_keys(
         for row in kt.chunks_exact_mut(ldk) {
             row[n..].fill(0.0);
         }
+    }
+}
+
+/// The bf16 Q tile: each query's row, zero padded to `dp` values.
+fn gather_bf16_queries(q: &Rows<'_>, q_idx: &[u32], dp: usize, q16: &mut Vec<u16>) {
+    q16.clear();
+    for (i, &qi) in q_idx.iter().enumerate() {
+        if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
+            prefetch_row(q, ahead as usize);
+        }
+        if let RowRef::Bf16(row) = q.row(qi as usize) {
+            q16.extend_from_slice(row);
+            q16.resize((i + 1) * dp, 0);
+        }
+    }
+}
+
+/// The bf16 Kᵀ tile of keys `k_idx`: row p holds the pairs `(k_j[2p], k_j[2p + 1])` of every
+/// key in order, zero padded to a multiple of `LANES` keys and to `dp` coordinates.
+fn gather_bf16_keys(k: &Rows<'_>, k_idx: &[u32], dp: usize, kt16: &mut Vec<u16>) {
+    let ldk = round_up(k_idx.len(), LANES);
+    kt16.clear();
+    kt16.resize(dp / 2 * 2 * ldk, 0);
+    for (j, &kj) in k_idx.iter().enumerate() {
+        if let Some(&ahead) = k_idx.get(j + PREFETCH_AHEAD) {
+            prefetch_row(k, ahead as usize);
+        }
+        if let RowRef::Bf16(row) = k.row(kj as usize) {
+            for (p, pair) in row.chunks(2).enumerate() {
+                let at = p * 2 * ldk + 2 * j;
+                kt16[at..at + pair.len()].copy_from_slice(pair);
+            }
+        }
+    }
+}
+
+/// The V tile alone (n × ldv), widened and zero padded, with the key rows prefetched
+/// ahead: what `gather_keys` does for V.
+fn gather_values(
+    cvt: &ConvertKernels,
+    v: &Rows<'_>,
+    k_idx: &[u32],
+    vt: &mut AlignedBuf,
+    ldv: usize,
+) {
+    let dv = v.dim;
+    let vt = vt.get(k_idx.len() * ldv);
+    for (j, &kj) in k_idx.iter().enumerate() {
+        if let Some(&ahead) = k_idx.get(j + PREFETCH_AHEAD) {
+            prefetch_row(v, ahead as usize);
+        }
+        let row = &mut vt[j * ldv..(j + 1) * ldv];
+        cvt.load(v.row(kj as usize), &mut row[..dv]);
+        row[dv..].fill(0.0);
     }
 }
 

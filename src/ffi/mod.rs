@@ -147,6 +147,10 @@ pub struct smyrf_config {
     /// Consecutive queries of a cluster that share one draw of samples; 0 (default) means
     /// 64.
     pub sample_group: u32,
+    /// 0 (default): with bf16 queries and keys, Q·Kᵀ uses AVX-512 BF16's `vdpbf16ps` where
+    /// the CPU has it (pairwise sums, subnormals flushed; within 1e-5 of exact). 1: widen
+    /// to f32 like every other type, the same bits as the f32 call on the widened values.
+    pub bf16_exact: u32,
 }
 
 /// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
@@ -374,6 +378,7 @@ pub fn smyrf_config_default() -> smyrf_config {
         window: 0,
         n_samples: 0,
         sample_group: 0,
+        bf16_exact: 0,
     }
 }
 
@@ -910,6 +915,15 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
         window: c.window as usize,
         n_samples: c.n_samples as usize,
         sample_group: c.sample_group as usize,
+        bf16_exact: match c.bf16_exact {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "config.bf16_exact: {other} is not 0 or 1"
+                )))
+            }
+        },
     })
 }
 
@@ -1007,8 +1021,15 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
 }
 
 /// The sizes an older caller's config or call arguments can have.
-const CONFIG_ENDS: [usize; 6] =
-    field_ends!(smyrf_config: isa, n_sinks, sink_selection, window, n_samples, sample_group);
+const CONFIG_ENDS: [usize; 7] = field_ends!(
+    smyrf_config: isa,
+    n_sinks,
+    sink_selection,
+    window,
+    n_samples,
+    sample_group,
+    bf16_exact
+);
 const CALL_ARGS_ENDS: [usize; 4] =
     field_ends!(smyrf_call_args: lse_out, parallel_for, parallel_context, parallel_workers);
 
@@ -1425,7 +1446,7 @@ impl<'a> CallBuffers<'a> {
             match ptr.is_null() {
                 true => Ok(None),
                 false => {
-                    if ptr.addr() % size != 0 {
+                    if !ptr.addr().is_multiple_of(size) {
                         return Err(Failure::invalid(format!(
                             "{what} is not aligned to {size} bytes"
                         )));

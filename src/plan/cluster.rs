@@ -108,7 +108,7 @@ impl Plan {
                 }
                 attention::attend(
                     self.attention,
-                    self.convert,
+                    &self.loads,
                     tiles,
                     q,
                     members,

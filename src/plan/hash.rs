@@ -34,7 +34,7 @@ impl Plan {
         s.hashes.resize(rounds * (nq + nv), 0.0);
         let (q_hashes, k_hashes) = s.hashes.split_at_mut(rounds * nq);
         let a_t = &self.projections_t[..];
-        let (project, cvt) = (self.alsh.project, self.convert);
+        let (project, cvt) = (self.alsh.project, self.loads.convert);
         let (q_norms, k_norms) = (&mut s.q_norms, &mut s.k_norms);
         let (q_stage, k_stage) = (&mut s.q_stage, &mut s.k_stage);
         join_if(

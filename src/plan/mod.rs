@@ -8,10 +8,9 @@
 //! thread runs it, so outputs are bitwise the same for any thread count.
 
 use crate::alsh::{self, AlshKernels};
-use crate::attention::{self, AttentionKernels, TileScratch};
+use crate::attention::{self, AttentionKernels, Loads, TileScratch};
 use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, KeyLimit, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
-use crate::convert::{self, ConvertKernels};
 use crate::dense;
 use crate::error::{Error, Result};
 use crate::isa::Isa;
@@ -47,7 +46,7 @@ pub struct Plan {
     alsh: &'static AlshKernels,
     attention: &'static AttentionKernels,
     sort: &'static SortKernels,
-    convert: &'static ConvertKernels,
+    loads: Loads,
     threads: Threads,
     /// Per-task buffers: at most one per thread (see `attention_with`).
     scratch: Pool<HeadScratch>,
@@ -102,6 +101,7 @@ impl Plan {
 
     fn build(config: Config, head_dim: usize, projections: Vec<f32>) -> Result<Plan> {
         let tier = Tier::resolve(config.isa)?;
+        let loads = Loads::new(tier, config.bf16_exact);
         let rounds = config.n_hashes;
         let width = head_dim + 2;
         let mut projections_t = vec![0.0; projections.len()];
@@ -120,7 +120,7 @@ impl Plan {
             alsh: alsh::kernels(tier),
             attention: attention::kernels(tier),
             sort: sort::kernels(tier),
-            convert: convert::kernels(tier),
+            loads,
             scratch: Pool::default(),
             tiles: Pool::default(),
             dense: Pool::default(),
@@ -289,7 +289,7 @@ impl Plan {
         let scale = Some(self.scale());
         let kernels = dense::DenseKernels {
             attention: self.attention,
-            convert: self.convert,
+            loads: self.loads,
         };
         let scratch = &self.dense;
         let out_shape = out.shape();
@@ -339,8 +339,8 @@ impl Plan {
                 self.head_with(call, &staging, b, h, parallel, s, &valid);
                 self.finish_head(call, &staging, b, h, s);
                 let narrow = match call.out {
-                    OutRows::F16(_) => self.convert.narrow_f16,
-                    _ => self.convert.narrow_bf16,
+                    OutRows::F16(_) => self.loads.convert.narrow_f16,
+                    _ => self.loads.convert.narrow_bf16,
                 };
                 for (i, row) in stage.chunks_exact(dv).enumerate() {
                     // SAFETY: this task alone owns the rows of (b, h).
@@ -428,7 +428,7 @@ impl Plan {
             let blocks = hybrid::HeadBlocks {
                 config: &self.config,
                 kern: self.attention,
-                cvt: self.convert,
+                loads: &self.loads,
                 scale: self.scale(),
                 q_view: call.q,
                 q,

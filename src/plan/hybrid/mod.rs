@@ -18,9 +18,8 @@ mod window;
 #[cfg(feature = "internals")]
 pub(crate) use samples::{draw_samples_into, sample_seed};
 
-use crate::attention::{self, AttentionKernels, TileScratch};
+use crate::attention::{self, AttentionKernels, Loads, TileScratch};
 use crate::config::{Config, DEFAULT_SAMPLE_GROUP};
-use crate::convert::ConvertKernels;
 use crate::error::{Error, Result};
 use crate::plan::combine::Running;
 use crate::plan::cut;
@@ -149,7 +148,7 @@ struct FusedBlock {
 pub(crate) struct HeadBlocks<'a> {
     pub(crate) config: &'a Config,
     pub(crate) kern: &'a AttentionKernels,
-    pub(crate) cvt: &'a ConvertKernels,
+    pub(crate) loads: &'a Loads,
     pub(crate) scale: f32,
     /// All queries, for the mean query of a GQA group.
     pub(crate) q_view: &'a AnyView<'a>,
@@ -232,7 +231,7 @@ impl HeadBlocks<'_> {
         let (b, h) = (self.b, self.h);
         attention::attend(
             self.kern,
-            self.cvt,
+            self.loads,
             tiles,
             self.q,
             members,

@@ -41,7 +41,7 @@ impl HeadBlocks<'_> {
                         let score = match self.k.row_f32(j as usize) {
                             Some(key) => dot(key, mean),
                             None => {
-                                self.cvt.load(self.k.row(j as usize), row);
+                                self.loads.convert.load(self.k.row(j as usize), row);
                                 dot(row, mean)
                             }
                         };
@@ -75,7 +75,7 @@ impl HeadBlocks<'_> {
                 let query = match rows.row_f32(i) {
                     Some(query) => query,
                     None => {
-                        self.cvt.load(rows.row(i), row);
+                        self.loads.convert.load(rows.row(i), row);
                         &row[..]
                     }
                 };
