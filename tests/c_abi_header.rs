@@ -28,12 +28,20 @@ fn undocumented_declarations(header: &str) -> (usize, Vec<String>) {
     let mut undocumented = Vec::new();
     let mut in_comment = false;
     let mut continues_declaration = false;
+    let mut in_body = false;
+    let mut inline_declaration = false;
     let mut declarations = 0;
     for (i, line) in lines.iter().enumerate() {
         if in_comment || line.starts_with("/*") {
             in_comment = !line.ends_with("*/");
             continue;
         }
+        // The body of an inline initialiser: its first line is the declaration.
+        if in_body {
+            in_body = *line != "}";
+            continue;
+        }
+
         let structural = line.is_empty()
             || line.starts_with("#if")
             || line.starts_with("#endif")
@@ -52,7 +60,11 @@ fn undocumented_declarations(header: &str) -> (usize, Vec<String>) {
         }
         // The parameter lines of a multi-line prototype belong to its first line.
         continues_declaration = line.ends_with(',') && line.contains('(')
-            || continues_declaration && !line.ends_with(';');
+            || continues_declaration && !line.ends_with(';') && !line.ends_with('{');
+        inline_declaration |= line.starts_with("static inline");
+        if inline_declaration && line.ends_with('{') {
+            (in_body, inline_declaration) = (true, false);
+        }
     }
     (declarations, undocumented)
 }
