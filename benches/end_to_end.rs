@@ -7,14 +7,19 @@
 //! restricts the lengths of the main table. A second table times short sequences on one
 //! thread and reports the crossover length from which SMYRF is faster than dense attention.
 //!
+//! A third table (`-- --types` for it alone; `SMYRF_BENCH_TYPES_N=16384` restricts its
+//! lengths) times every element-type combination of the engine case against the all-f32
+//! call of the same run, with the projection's read bandwidth for 16-bit rows.
+//!
 //! Tensors start on a 64-byte boundary, as inference engines allocate them (PyTorch's CPU
 //! allocator, ggml, ONNX Runtime): a 256-byte row then spans four cache lines.
 //! `SMYRF_BENCH_SKEW=16` starts them 16 bytes past one instead, as a plain `malloc` or `Vec`
 //! may, so that every row spans five.
 
 use criterion::{black_box, Criterion};
+use half::{bf16, f16};
 use smyrf::internals::{self as testing, profile_stages};
-use smyrf::{detected_isa, Config, Plan, TensorView, TensorViewMut};
+use smyrf::{detected_isa, CallOptions, Config, Element, Plan, TensorView, TensorViewMut};
 use std::time::Instant;
 
 const HEADS: usize = 8;
@@ -269,7 +274,226 @@ fn crossover() {
     }
 }
 
+/// One call with each tensor of its own element type: the 16-bit tensors are converted once,
+/// before timing.
+struct Typed<TQ, TK, TV, TO> {
+    q: Vec<TQ>,
+    k: Vec<TK>,
+    v: Vec<TV>,
+    out: Vec<TO>,
+    n: usize,
+}
+
+trait FromF32: Element + Copy {
+    fn from(x: f32) -> Self;
+}
+impl FromF32 for f32 {
+    fn from(x: f32) -> Self {
+        x
+    }
+}
+impl FromF32 for f16 {
+    fn from(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+impl FromF32 for bf16 {
+    fn from(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
+
+impl<TQ: FromF32, TK: FromF32, TV: FromF32, TO: FromF32> Typed<TQ, TK, TV, TO> {
+    fn new(inputs: &Inputs) -> Self {
+        fn conv<T: FromF32>(b: &Buffer) -> Vec<T> {
+            b.get().iter().map(|&x| T::from(x)).collect()
+        }
+        Typed {
+            q: conv(&inputs.q),
+            k: conv(&inputs.k),
+            v: conv(&inputs.v),
+            out: vec![FromF32::from(0.0); HEADS * inputs.n * D],
+            n: inputs.n,
+        }
+    }
+    fn run(&mut self, plan: &Plan, dense: bool) {
+        let n = self.n;
+        let q = TensorView::bhnd(&self.q, 1, HEADS, n, D).unwrap();
+        let k = TensorView::bhnd(&self.k, 1, HEADS, n, D).unwrap();
+        let v = TensorView::bhnd(&self.v, 1, HEADS, n, D).unwrap();
+        let mut out = TensorViewMut::bhnd(&mut self.out, 1, HEADS, n, D).unwrap();
+        if dense {
+            plan.dense_attention_with(&q, &k, &v, &mut out, CallOptions::new())
+        } else {
+            plan.attention(&q, &k, &v, &mut out)
+        }
+        .unwrap();
+    }
+    /// Bytes of the rows the projection reads: every query and every key once.
+    fn projected_bytes(&self) -> f64 {
+        let rows = (HEADS * self.n * D) as f64;
+        rows * (std::mem::size_of::<TQ>() + std::mem::size_of::<TK>()) as f64
+    }
+}
+
+/// One thread's copy bandwidth over a buffer far beyond the last-level cache, GB/s (read
+/// plus write): the memory ceiling the projection's rows are measured against.
+fn copy_bandwidth() -> f64 {
+    let len = 64 << 20;
+    let src = vec![1u8; len];
+    let mut dst = vec![0u8; len];
+    let t = best_time(3, || {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+    });
+    2.0 * len as f64 / t / 1e9
+}
+
+/// Element types: 8 heads, d = dv = 64, R = 2, c = 64, 2 threads, every combination timed in
+/// turn (best of several rounds, alternating, so drift hits all alike), each against the
+/// all-f32 call of the same run; dense attention with f16 K/V against dense f32.
+fn element_types() {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    let bandwidth = copy_bandwidth();
+    println!(
+        "
+element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; one-thread copy bandwidth {bandwidth:.1} GB/s",
+        detected_isa()
+    );
+    println!("| N | Q | K, V | out | Q·Kᵀ | ms | vs all-f32 | proj GB/s per thread | % of copy | proj | sort | gather | kernels | combine |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let lengths: Vec<usize> = std::env::var("SMYRF_BENCH_TYPES_N")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16384, 65536]);
+    let config = Config::default()
+        .n_hashes(2)
+        .q_cluster_size(64)
+        .num_threads(threads);
+    let fast = Plan::new(config.clone(), D).unwrap();
+    let exact = Plan::new(config.bf16_exact(true), D).unwrap();
+    let rounds = if std::env::var_os("SMYRF_BENCH_QUICK").is_some() {
+        1
+    } else {
+        3
+    };
+    for n in lengths {
+        let inputs = Inputs::new(n);
+        let mut f32s = Typed::<f32, f32, f32, f32>::new(&inputs);
+        let mut kv16 = Typed::<f32, f16, f16, f32>::new(&inputs);
+        let mut all16 = Typed::<f16, f16, f16, f16>::new(&inputs);
+        let mut kvbf = Typed::<f32, bf16, bf16, f32>::new(&inputs);
+        let mut allbf = Typed::<bf16, bf16, bf16, bf16>::new(&inputs);
+        let runs = if n >= 65536 { 1 } else { 3 };
+        let mut best = [f64::INFINITY; 6];
+        for _ in 0..rounds {
+            let times = [
+                best_time(runs, || f32s.run(&fast, false)),
+                best_time(runs, || kv16.run(&fast, false)),
+                best_time(runs, || all16.run(&fast, false)),
+                best_time(runs, || kvbf.run(&fast, false)),
+                best_time(runs, || allbf.run(&fast, false)),
+                best_time(runs, || allbf.run(&exact, false)),
+            ];
+            for (b, t) in best.iter_mut().zip(times) {
+                *b = b.min(t);
+            }
+        }
+        let rows: [(&str, &str, &str, &str, f64, [f64; 5], f64); 6] = [
+            (
+                "f32",
+                "f32",
+                "f32",
+                "f32",
+                best[0],
+                profile_stages(|| f32s.run(&fast, false)),
+                f32s.projected_bytes(),
+            ),
+            (
+                "f32",
+                "f16",
+                "f32",
+                "f32",
+                best[1],
+                profile_stages(|| kv16.run(&fast, false)),
+                kv16.projected_bytes(),
+            ),
+            (
+                "f16",
+                "f16",
+                "f16",
+                "f32",
+                best[2],
+                profile_stages(|| all16.run(&fast, false)),
+                all16.projected_bytes(),
+            ),
+            (
+                "f32",
+                "bf16",
+                "f32",
+                "f32",
+                best[3],
+                profile_stages(|| kvbf.run(&fast, false)),
+                kvbf.projected_bytes(),
+            ),
+            (
+                "bf16",
+                "bf16",
+                "bf16",
+                "vdpbf16ps",
+                best[4],
+                profile_stages(|| allbf.run(&fast, false)),
+                allbf.projected_bytes(),
+            ),
+            (
+                "bf16",
+                "bf16",
+                "bf16",
+                "f32",
+                best[5],
+                profile_stages(|| allbf.run(&exact, false)),
+                allbf.projected_bytes(),
+            ),
+        ];
+        for (tq, tkv, to, dot, t, stages, bytes) in rows {
+            let total: f64 = stages.iter().sum();
+            let share = |i: usize| 100.0 * stages[i] / total;
+            let proj = bytes / stages[0] / 1e9;
+            println!(
+                "| {n} | {tq} | {tkv} | {to} | {dot} | {:.2} | {:.2}x | {proj:.1} | {:.0}% | {:.0}% | {:.0}% | {:.0}% | {:.0}% | {:.0}% |",
+                t * 1e3,
+                best[0] / t,
+                100.0 * proj / bandwidth,
+                share(0), share(1), share(2), share(3), share(4)
+            );
+        }
+        if n <= 16384 {
+            let mut dense16 = Typed::<f32, f16, f16, f32>::new(&inputs);
+            let (mut d32, mut d16) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..rounds {
+                d32 = d32.min(best_time(1, || f32s.run(&fast, true)));
+                d16 = d16.min(best_time(1, || dense16.run(&fast, true)));
+            }
+            println!(
+                "| {n} | dense f32 | f32 | f32 | f32 | {:.1} | 1.00x | | | | | | | |",
+                d32 * 1e3
+            );
+            println!(
+                "| {n} | dense f32 | f16 | f32 | f32 | {:.1} | {:.2}x (vs dense f32) | | | | | | | |",
+                d16 * 1e3,
+                d32 / d16
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--types") {
+        element_types();
+        return;
+    }
     if !std::env::args().any(|a| a == "--summary") {
         let mut c = Criterion::default().configure_from_args();
         criterion_benches(&mut c);
@@ -283,4 +507,5 @@ fn main() {
     }
     summary();
     crossover();
+    element_types();
 }

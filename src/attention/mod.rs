@@ -224,9 +224,9 @@ pub(crate) struct TileScratch {
     corr: Vec<f32>,
     /// 16-bit key rows of one transpose block, widened.
     stage: Vec<f32>,
-    /// The bf16 Q and Kᵀ tiles of the dot-product kernel (`bf16` module layout).
+    /// The bf16 Q tile of the dot-product kernel (`bf16` module layout); its Kᵀ tile is
+    /// `kt`, as 32-bit pairs.
     q16: Vec<u16>,
-    kt16: Vec<u16>,
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
@@ -242,8 +242,8 @@ pub(crate) fn tile_scratch_bytes(m: usize, d: usize, dv: usize) -> usize {
     .into_iter()
     .chain([Q_TILE * K_TILE, m.saturating_mul(ldv), m.saturating_mul(3)])
     .chain([LANES.saturating_mul(d)])
-    // The bf16 tiles, in f32 units: m·(d + 1) and (d + 1)·K_TILE halves.
-    .chain([m.saturating_add(K_TILE).saturating_mul(d.saturating_add(1)) / 2])
+    // The bf16 Q tile, in f32 units: m·(d + 1) halves.
+    .chain([m.saturating_mul(d.saturating_add(1)) / 2])
     .fold(0usize, usize::saturating_add);
     floats.saturating_mul(4)
 }
@@ -346,7 +346,7 @@ fn attend_block(
             let ldk = round_up(n, LANES);
             let gather = StageTimer::start(Stage::Gather);
             if dot.is_some() {
-                gather_bf16_keys(&k, k_rows, dp, &mut t.kt16);
+                gather_bf16_keys(kern, &k, k_rows, dp, &mut t.kt, &mut t.stage);
                 gather_values(cvt, &v, k_rows, &mut t.v, ldv);
             } else {
                 let (kt, vt, stage) = (&mut t.kt, &mut t.v, &mut t.stage);
@@ -360,7 +360,8 @@ fn attend_block(
                 match dot {
                     Some(dot) => {
                         let q_tile = &t.q16[q0 * dp..(q0 + m) * dp];
-                        dot(q_tile, &t.kt16, m, dp, ldk, scale, s, &mut t.queue);
+                        let kt = as_halves(t.kt.get(dp / 2 * ldk));
+                        dot(q_tile, kt, m, dp, ldk, scale, s, &mut t.queue);
                     }
                     None => {
                         let q_tile = &t.q.get(m_total * d)[q0 * d..(q0 + m) * d];
@@ -519,23 +520,76 @@ fn gather_bf16_queries(q: &Rows<'_>, q_idx: &[u32], dp: usize, q16: &mut Vec<u16
     }
 }
 
-/// The bf16 Kᵀ tile of keys `k_idx`: row p holds the pairs `(k_j[2p], k_j[2p + 1])` of every
-/// key in order, zero padded to a multiple of `LANES` keys and to `dp` coordinates.
-fn gather_bf16_keys(k: &Rows<'_>, k_idx: &[u32], dp: usize, kt16: &mut Vec<u16>) {
-    let ldk = round_up(k_idx.len(), LANES);
-    kt16.clear();
-    kt16.resize(dp / 2 * 2 * ldk, 0);
-    for (j, &kj) in k_idx.iter().enumerate() {
-        if let Some(&ahead) = k_idx.get(j + PREFETCH_AHEAD) {
-            prefetch_row(k, ahead as usize);
+/// The bf16 Kᵀ tile of keys `k_idx` (`bf16` module layout): row p holds the pairs
+/// `(k_j[2p], k_j[2p + 1])` of every key in order, zero padded to a multiple of `LANES` keys
+/// and to `dp` coordinates. A pair is one 32-bit word, so this is the f32 transpose of
+/// `gather_keys` over `dp / 2` words per key, moving bits only: each row is copied into
+/// `stage` as words (which also aligns it), then transposed into `kt`.
+fn gather_bf16_keys(
+    kern: &AttentionKernels,
+    k: &Rows<'_>,
+    k_idx: &[u32],
+    dp: usize,
+    kt: &mut AlignedBuf,
+    stage: &mut Vec<f32>,
+) {
+    let words = dp / 2;
+    let n = k_idx.len();
+    let ldk = round_up(n, LANES);
+    let kt = kt.get(words * ldk);
+    stage.resize(16 * words, 0.0);
+    let wide = kern.transpose16.filter(|_| words >= 16);
+    let mut j0 = 0;
+    while j0 < n {
+        let block = match wide {
+            Some(_) if n - j0 >= 16 => 16,
+            _ => TRANSPOSE_BLOCK.min(n - j0),
+        };
+        for j in (j0 + PREFETCH_AHEAD..n).take(block) {
+            prefetch_row(k, k_idx[j] as usize);
         }
-        if let RowRef::Bf16(row) = k.row(kj as usize) {
-            for (p, pair) in row.chunks(2).enumerate() {
-                let at = p * 2 * ldk + 2 * j;
-                kt16[at..at + pair.len()].copy_from_slice(pair);
+        for (b, chunk) in stage.chunks_exact_mut(words).take(block).enumerate() {
+            // SAFETY: the f32 words viewed as twice as many u16 (alignment 4 ≥ 2, every bit
+            // pattern valid for both), through this one exclusive borrow.
+            let halves =
+                unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<u16>(), dp) };
+            if let RowRef::Bf16(row) = k.row(k_idx[j0 + b] as usize) {
+                halves[..row.len()].copy_from_slice(row);
+                halves[row.len()..].fill(0);
             }
         }
+        let row = |b: usize| &stage[b * words..(b + 1) * words];
+        if let (16, Some(transpose16)) = (block, wide) {
+            let rows: [&[f32]; 16] = std::array::from_fn(row);
+            let whole = words / 16 * 16;
+            for t0 in (0..whole).step_by(16) {
+                transpose16(&rows, t0, &mut kt[t0 * ldk + j0..], ldk);
+            }
+            transpose_by_moves(&rows, whole..words, &mut kt[j0..], ldk);
+        } else if block == TRANSPOSE_BLOCK {
+            let rows: [&[f32]; TRANSPOSE_BLOCK] = std::array::from_fn(row);
+            transpose_by_moves(&rows, 0..words, &mut kt[j0..], ldk);
+        } else {
+            for j in j0..j0 + block {
+                for (t, &x) in row(j - j0).iter().enumerate() {
+                    kt[t * ldk + j] = x;
+                }
+            }
+        }
+        j0 += block;
     }
+    if n < ldk {
+        for row in kt.chunks_exact_mut(ldk) {
+            row[n..].fill(0.0);
+        }
+    }
+}
+
+/// A tile of f32 words as the u16 halves the bf16 kernel reads.
+fn as_halves(words: &[f32]) -> &[u16] {
+    // SAFETY: f32 storage viewed as u16 (alignment 4 ≥ 2, every bit pattern valid), shared
+    // and for the same lifetime.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u16>(), 2 * words.len()) }
 }
 
 /// The V tile alone (n × ldv), widened and zero padded, with the key rows prefetched
