@@ -5,10 +5,12 @@
  *   usage: basic [OUTPUT_FILE]
  *
  * With OUTPUT_FILE, the SMYRF output and its log-sum-exp are written there as raw floats
- * (out [B][H][N][D], then lse [B][H][N]); the test suite compares them with the Rust API.
+ * (out [B][H][N][D], then lse [B][H][N]), followed by the same two of the call with key
+ * lengths and head sinks; the test suite compares them with the Rust API.
  */
 #include <smyrf.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -29,17 +31,6 @@ static int ok(smyrf_status status, const char *what) {
     fprintf(stderr, "%s failed: %s\n  %s\n", what, smyrf_status_message(status),
             smyrf_last_error_message());
     return 0;
-}
-
-/* A contiguous [B, H, N, dim] view. */
-static smyrf_tensor view(const float *data, size_t heads, size_t dim) {
-    smyrf_tensor t = {data, B, heads, N, dim, heads * N * dim, N * dim, dim};
-    return t;
-}
-
-static smyrf_tensor_mut view_mut(float *data) {
-    smyrf_tensor_mut t = {data, B, H, N, D, (size_t)H * N * D, (size_t)N * D, D};
-    return t;
 }
 
 /* sum |a - b| / sum |b| over n values. */
@@ -69,10 +60,11 @@ int main(int argc, char **argv) {
     float *q = malloc(len * sizeof *q), *k = malloc(len * sizeof *k);
     float *v = malloc(len * sizeof *v), *out = malloc(len * sizeof *out);
     float *dense = malloc(len * sizeof *dense), *lse = malloc(lse_len * sizeof *lse);
+    float *out2 = malloc(len * sizeof *out2), *lse2 = malloc(lse_len * sizeof *lse2);
     uint8_t *mask = malloc((size_t)B * N);
     smyrf_plan *plan = NULL, *exact = NULL;
     int status = 1;
-    if (!q || !k || !v || !out || !dense || !lse || !mask) {
+    if (!q || !k || !v || !out || !dense || !lse || !out2 || !lse2 || !mask) {
         fprintf(stderr, "out of memory\n");
         goto done;
     }
@@ -107,10 +99,21 @@ int main(int argc, char **argv) {
     }
     printf("isa: %s\nscratch: %zu bytes\n", smyrf_isa_name(plan), scratch);
 
-    smyrf_tensor tq = view(q, H, D), tk = view(k, H, D), tv = view(v, H, D);
-    smyrf_tensor_mut tout = view_mut(out), tdense = view_mut(dense);
-    if (!ok(smyrf_attention(plan, &tq, &tk, &tv, mask, &tout, lse), "smyrf_attention") ||
-        !ok(smyrf_dense_attention(&tq, &tk, &tv, mask, 0.0f, &tdense, NULL),
+    /* Contiguous [B, H, N, D] float views; the initialisers fill sizes, strides and
+     * struct_size. */
+    smyrf_tensor tq = smyrf_tensor_bhnd(q, SMYRF_DTYPE_F32, B, H, N, D);
+    smyrf_tensor tk = smyrf_tensor_bhnd(k, SMYRF_DTYPE_F32, B, H, N, D);
+    smyrf_tensor tv = smyrf_tensor_bhnd(v, SMYRF_DTYPE_F32, B, H, N, D);
+    smyrf_tensor_mut tout = smyrf_tensor_mut_bhnd(out, SMYRF_DTYPE_F32, B, H, N, D);
+    smyrf_tensor_mut tdense = smyrf_tensor_mut_bhnd(dense, SMYRF_DTYPE_F32, B, H, N, D);
+    smyrf_tensor_mut tout2 = smyrf_tensor_mut_bhnd(out2, SMYRF_DTYPE_F32, B, H, N, D);
+    /* The optional parts of a call: the padding mask, and the lse output. */
+    smyrf_call_args masked = smyrf_call_args_default();
+    masked.key_mask = mask;
+    smyrf_call_args with_lse = masked;
+    with_lse.lse_out = lse;
+    if (!ok(smyrf_attention(plan, &tq, &tk, &tv, &tout, &with_lse), "smyrf_attention") ||
+        !ok(smyrf_dense_attention(&tq, &tk, &tv, 0.0f, &tdense, &masked),
             "smyrf_dense_attention")) {
         goto done;
     }
@@ -126,26 +129,48 @@ int main(int argc, char **argv) {
     /* One cluster holding every query is exact dense attention. */
     config.q_cluster_size = N;
     if (!ok(smyrf_plan_create(&config, D, &exact), "smyrf_plan_create") ||
-        !ok(smyrf_attention(exact, &tq, &tk, &tv, mask, &tout, NULL), "smyrf_attention")) {
+        !ok(smyrf_attention(exact, &tq, &tk, &tv, &tout, &masked), "smyrf_attention")) {
         goto done;
     }
     printf("one cluster vs dense: max |difference| %.2e\n", max_abs_diff(out, dense, len));
 
     /* A bad call: 3 query heads cannot share 4 key/value heads. Nothing is written. */
     tq.heads = 3;
-    smyrf_status bad = smyrf_attention(plan, &tq, &tk, &tv, mask, &tout, NULL);
+    smyrf_status bad = smyrf_attention(plan, &tq, &tk, &tv, &tout, &masked);
     printf("bad call: status %u (%s): %s\n", (unsigned)bad, smyrf_status_message(bad),
            smyrf_last_error_message());
     tq.heads = H;
 
+    /* What an engine passes instead of a mask: each batch element's number of valid keys
+     * (all N for element 0, the first N - PADDING - 16 for element 1), plus one learned
+     * sink logit per query head, which joins the softmax denominator and carries no value
+     * (-INFINITY: no sink for that head). */
+    const int32_t key_lengths[B] = {N, N - PADDING - 16};
+    const float head_sinks[H] = {0.0f, 1.5f, -2.0f, -INFINITY};
+    smyrf_call_args lengths_and_sinks = smyrf_call_args_default();
+    lengths_and_sinks.key_lengths = key_lengths;
+    lengths_and_sinks.head_sinks = head_sinks;
+    lengths_and_sinks.lse_out = lse2;
+    if (!ok(smyrf_attention(plan, &tq, &tk, &tv, &tout2, &lengths_and_sinks), "smyrf_attention")) {
+        goto done;
+    }
+    double checksum2 = 0.0;
+    for (size_t i = 0; i < len; i++) {
+        checksum2 += out2[i];
+    }
+    printf("key lengths {%d, %d} and head sinks: checksum %.6f\n", (int)key_lengths[0],
+           (int)key_lengths[1], checksum2);
+
     if (argc > 1) {
         /* Recompute with the first plan, so the file holds its output. */
-        if (!ok(smyrf_attention(plan, &tq, &tk, &tv, mask, &tout, lse), "smyrf_attention")) {
+        if (!ok(smyrf_attention(plan, &tq, &tk, &tv, &tout, &with_lse), "smyrf_attention")) {
             goto done;
         }
         FILE *file = fopen(argv[1], "wb");
         if (!file || fwrite(out, sizeof *out, len, file) != len ||
-            fwrite(lse, sizeof *lse, lse_len, file) != lse_len || fclose(file) != 0) {
+            fwrite(lse, sizeof *lse, lse_len, file) != lse_len ||
+            fwrite(out2, sizeof *out2, len, file) != len ||
+            fwrite(lse2, sizeof *lse2, lse_len, file) != lse_len || fclose(file) != 0) {
             fprintf(stderr, "cannot write %s\n", argv[1]);
             goto done;
         }
@@ -161,6 +186,8 @@ done:
     free(out);
     free(dense);
     free(lse);
+    free(out2);
+    free(lse2);
     free(mask);
     return status;
 }

@@ -2,16 +2,19 @@
  * stress.c: a reliability workout for the C interface, meant to run under AddressSanitizer
  * and UndefinedBehaviorSanitizer (the test suite builds it with -fsanitize=address,undefined).
  * Several threads share two plans and call them many times with varied shapes, layouts,
- * strides, masks and lse outputs, each tensor in a buffer of exactly the elements its shape
- * reaches; between good calls they make bad ones (NULL pointers, inconsistent or
- * overflowing shapes, overlapping outputs, bad scales and configs) and create and destroy
- * plans of their own.
+ * strides, masks, key lengths, head sinks and lse outputs, each tensor in a buffer of
+ * exactly the elements its shape reaches, sometimes through an engine's parallel-for;
+ * between good calls they make bad ones (NULL pointers, inconsistent or overflowing shapes,
+ * overlapping outputs, bad scales and configs, unknown element types, misaligned 16-bit
+ * data, struct sizes no version has, bad key lengths, head sinks and worker counts) and
+ * create and destroy plans of their own.
  *
  *   usage: stress [ITERATIONS_PER_THREAD]   (default 300)
  *
  * Checked: every good call succeeds, writes only the rows of its output view (padding
  * between rows keeps its sentinel), gives finite outputs within the range of the values, is
- * bitwise repeatable, and with one cluster matches dense attention; every bad call returns
+ * bitwise repeatable (on the plan's threads or the engine's parallel-for), and with one
+ * cluster matches dense attention; every bad call returns
  * the expected status with a message naming the function and writes nothing. Prints
  * "stress: ok" and exits 0 when everything held.
  */
@@ -28,7 +31,8 @@ enum { THREADS = 4, D = 8 };
 /* Bits of a float no computation produces: marks memory a call must not write. */
 static const uint32_t SENTINEL = 0x7FC05EEDu;
 
-/* Two plans every thread shares: clustered (own pool of 2 threads) and one cluster. */
+/* Two plans every thread shares: clustered (own pool of 2 threads) and one cluster of one
+ * round. */
 static smyrf_plan *shared_clustered, *shared_exact;
 
 typedef struct {
@@ -80,16 +84,36 @@ static shape layout(rng *r, size_t b, size_t h, size_t n, size_t dim) {
     return s;
 }
 
+/* A float view: the initialiser (which sets struct_size), then the shape's strides. */
 static smyrf_tensor tensor(const shape *s, const float *data) {
-    smyrf_tensor t = {data,          s->batch,       s->heads,     s->seq_len,
-                      s->dim,        s->batch_stride, s->head_stride, s->seq_stride};
+    smyrf_tensor t = smyrf_tensor_bhnd(data, SMYRF_DTYPE_F32, s->batch, s->heads, s->seq_len,
+                                       s->dim);
+    t.batch_stride = s->batch_stride;
+    t.head_stride = s->head_stride;
+    t.seq_stride = s->seq_stride;
     return t;
 }
 
 static smyrf_tensor_mut tensor_mut(const shape *s, float *data) {
-    smyrf_tensor_mut t = {data,          s->batch,       s->heads,     s->seq_len,
-                          s->dim,        s->batch_stride, s->head_stride, s->seq_stride};
+    smyrf_tensor_mut t = smyrf_tensor_mut_bhnd(data, SMYRF_DTYPE_F32, s->batch, s->heads,
+                                               s->seq_len, s->dim);
+    t.batch_stride = s->batch_stride;
+    t.head_stride = s->head_stride;
+    t.seq_stride = s->seq_stride;
     return t;
+}
+
+/* An engine's parallel-for that runs the tasks on the calling thread, last index first (any
+ * order is allowed); it counts its calls so a refused call can show it never ran. */
+typedef struct {
+    long calls;
+} serial_engine;
+
+static void run_serially(void *engine, size_t n, smyrf_task_fn task, void *context) {
+    ((serial_engine *)engine)->calls++;
+    for (size_t i = n; i-- > 0;) {
+        task(context, i);
+    }
 }
 
 static float *sentinel_buffer(size_t len) {
@@ -123,7 +147,7 @@ static float magnitude(float x) { return x < 0 ? -x : x; }
 typedef struct {
     int id;
     rng r;
-    long good, bad, failures;
+    long good, bad, failures, engine_calls;
 } worker;
 
 #define CHECK(w, cond, ...)                                                                    \
@@ -140,8 +164,9 @@ typedef struct {
 /* The buffers of one call. */
 typedef struct {
     shape qs, ks, vs, os;
-    float *q, *k, *v, *out, *lse;
+    float *q, *k, *v, *out, *lse, *sinks;
     uint8_t *mask;
+    int32_t *lengths;
     size_t out_len, lse_len;
 } call;
 
@@ -151,7 +176,19 @@ static void free_call(call *c) {
     free(c->v);
     free(c->out);
     free(c->lse);
+    free(c->sinks);
     free(c->mask);
+    free(c->lengths);
+}
+
+/* The call's options: its mask, key lengths, head sinks and (with `lse`) lse output. */
+static smyrf_call_args call_args(const call *c, int lse) {
+    smyrf_call_args a = smyrf_call_args_default();
+    a.key_mask = c->mask;
+    a.key_lengths = c->lengths;
+    a.head_sinks = c->sinks;
+    a.lse_out = lse ? c->lse : NULL;
+    return a;
 }
 
 /* Random consistent shapes and exactly sized buffers; 0 when memory ran out. */
@@ -173,9 +210,12 @@ static int make_call(worker *w, call *c) {
     c->v = malloc(vl * sizeof *c->v);
     c->out = sentinel_buffer(c->out_len);
     c->lse = below(r, 2) ? sentinel_buffer(c->lse_len) : NULL;
-    int want_mask = below(r, 3);
+    int want_mask = below(r, 3), want_lengths = below(r, 4) == 0, want_sinks = below(r, 4) == 0;
     c->mask = want_mask ? malloc(b * nk) : NULL;
-    if (!c->q || !c->k || !c->v || !c->out || (want_mask && !c->mask)) {
+    c->lengths = want_lengths ? malloc(b * sizeof *c->lengths) : NULL;
+    c->sinks = want_sinks ? malloc(hq * sizeof *c->sinks) : NULL;
+    if (!c->q || !c->k || !c->v || !c->out || (want_mask && !c->mask) ||
+        (want_lengths && !c->lengths) || (want_sinks && !c->sinks)) {
         return 0;
     }
     /* Gaps of padded inputs hold NaN: a library reading them would spoil its outputs. */
@@ -207,12 +247,21 @@ static int make_call(worker *w, call *c) {
             c->mask[i] = want_mask == 1 ? (uint8_t)below(r, 4) : (uint8_t)(i >= nk) * 255u;
         }
     }
+    if (c->lengths) {
+        /* Anything from no keys to all Nk. */
+        for (size_t bi = 0; bi < b; bi++) c->lengths[bi] = (int32_t)below(r, nk + 1);
+    }
+    if (c->sinks) {
+        static const float choices[] = {0.0f, 1.5f, -3.0f, 8.0f, -INFINITY};
+        for (size_t h = 0; h < hq; h++) c->sinks[h] = choices[below(r, 5)];
+    }
     return 1;
 }
 
 /* Is key j of batch element b valid? */
 static int valid(const call *c, size_t b, size_t j) {
-    return c->mask == NULL || c->mask[b * c->ks.seq_len + j] != 0;
+    return (c->mask == NULL || c->mask[b * c->ks.seq_len + j] != 0) &&
+           (c->lengths == NULL || (size_t)c->lengths[b] > j);
 }
 
 /* Checks the outputs of a successful call: rows finite and within the values' range (zeros
@@ -250,8 +299,10 @@ static void check_outputs(worker *w, const call *c, const char *what) {
                     }
                 }
                 if (c->lse) {
+                    /* Without keys, only the head's sink (if any) is left in the softmax. */
                     float l = c->lse[(b * c->qs.heads + h) * c->qs.seq_len + i];
-                    CHECK(w, any ? isfinite(l) : l == -INFINITY, "%s: lse %g", what, (double)l);
+                    float alone = c->sinks ? c->sinks[h] : -INFINITY;
+                    CHECK(w, any ? isfinite(l) : l == alone, "%s: lse %g", what, (double)l);
                 }
             }
         }
@@ -260,6 +311,37 @@ static void check_outputs(worker *w, const call *c, const char *what) {
         CHECK(w, covered[i] || is_sentinel(c->out[i]), "%s wrote between rows at %zu", what, i);
     }
     free(covered);
+}
+
+/* A versioned struct inside a buffer larger than any size the library accepts (4096), so
+ * that every struct_size tried but SIZE_MAX names bytes that really are there. */
+#define BIG_STRUCT(name, type, field)                                                          \
+    typedef union {                                                                            \
+        type field;                                                                            \
+        unsigned char bytes[4104];                                                             \
+    } name
+BIG_STRUCT(big_tensor, smyrf_tensor, t);
+BIG_STRUCT(big_tensor_mut, smyrf_tensor_mut, t);
+BIG_STRUCT(big_args, smyrf_call_args, a);
+BIG_STRUCT(big_config, smyrf_config, c);
+
+/* A struct_size the library must refuse, for a struct of minimum size `min` and this
+ * header's size `full` at the start of a zeroed big buffer `bytes`: 0, one word, below the
+ * minimum, above the 4096 limit, SIZE_MAX, or a newer, larger struct with a nonzero byte
+ * past this library's layout (an option it cannot honour). */
+static size_t bad_size(rng *r, size_t min, size_t full, unsigned char *bytes) {
+    switch (below(r, 6)) {
+    case 0: return 0;
+    case 1: return sizeof(size_t);
+    case 2: return min - 1 - below(r, 8);
+    case 3: return 4097 + below(r, 7);
+    case 4: return SIZE_MAX;
+    default: {
+        size_t extra = 1 + below(r, 64);
+        bytes[full + below(r, extra)] = 1;
+        return full + extra;
+    }
+    }
 }
 
 static void good_calls(worker *w) {
@@ -271,26 +353,62 @@ static void good_calls(worker *w) {
     }
     smyrf_tensor q = tensor(&c.qs, c.q), k = tensor(&c.ks, c.k), v = tensor(&c.vs, c.v);
     smyrf_tensor_mut out = tensor_mut(&c.os, c.out);
-    smyrf_status s = smyrf_attention(shared_clustered, &q, &k, &v, c.mask, &out, c.lse);
+    smyrf_call_args args = call_args(&c, 1);
+    if (below(&w->r, 4) == 0) {
+        args.parallel_workers = 3; /* ignored without a parallel_for */
+    }
+    smyrf_status s = smyrf_attention(shared_clustered, &q, &k, &v, &out, &args);
     CHECK(w, s == SMYRF_OK, "shared clustered plan: status %u", (unsigned)s);
     check_outputs(w, &c, "clustered");
 
-    /* The same call again: bitwise the same, whatever the other threads do meanwhile. */
+    /* The same call again, now and then on an engine's parallel-for: bitwise the same,
+     * whatever the other threads do meanwhile. */
     float *first = malloc(c.out_len * sizeof *first);
     if (first) {
         memcpy(first, c.out, c.out_len * sizeof *first);
-        s = smyrf_attention(shared_clustered, &q, &k, &v, c.mask, &out, c.lse);
+        serial_engine engine = {0};
+        big_args big;
+        memset(&big, 0, sizeof big);
+        smyrf_call_args *again = &big.a;
+        *again = args;
+        if (below(&w->r, 2)) {
+            again->parallel_for = run_serially;
+            again->parallel_context = &engine;
+            again->parallel_workers = 1 + (uint32_t)below(&w->r, 4);
+        }
+        /* Sizes of other versions: an older caller's options (ending on a field), or a newer
+         * caller's larger struct whose extra bytes are zero. */
+        static const size_t older[] = {SMYRF_CALL_ARGS_MIN_SIZE, SMYRF_CALL_ARGS_MIN_SIZE + 8,
+                                       SMYRF_CALL_ARGS_MIN_SIZE + 16,
+                                       SMYRF_CALL_ARGS_MIN_SIZE + 20};
+        switch (below(&w->r, 3)) {
+        case 0:
+            if (!again->parallel_for) again->struct_size = older[below(&w->r, 4)];
+            break;
+        case 1: again->struct_size = sizeof *again + 1 + below(&w->r, 64); break;
+        default: break;
+        }
+        big_tensor newer_q;
+        memset(&newer_q, 0, sizeof newer_q);
+        newer_q.t = q;
+        newer_q.t.struct_size += 8 * below(&w->r, 3);
+        s = smyrf_attention(shared_clustered, &newer_q.t, &k, &v, &out, again);
         CHECK(w, s == SMYRF_OK && memcmp(first, c.out, c.out_len * sizeof *first) == 0,
-              "repeated call differs");
+              "repeated call differs (parallel_for %s, struct_size %zu)",
+              again->parallel_for ? "set" : "NULL", again->struct_size);
+        /* A call with a single task runs it on the calling thread, so only the total over
+         * the run says the engine was used. */
+        w->engine_calls += engine.calls;
     }
 
     /* One cluster is dense attention. */
     float *dense = sentinel_buffer(c.out_len);
     if (first && dense) {
-        s = smyrf_attention(shared_exact, &q, &k, &v, c.mask, &out, NULL);
+        smyrf_call_args no_lse = call_args(&c, 0);
+        s = smyrf_attention(shared_exact, &q, &k, &v, &out, &no_lse);
         CHECK(w, s == SMYRF_OK, "shared exact plan: status %u", (unsigned)s);
         smyrf_tensor_mut dense_out = tensor_mut(&c.os, dense);
-        s = smyrf_dense_attention(&q, &k, &v, c.mask, 0.0f, &dense_out, NULL);
+        s = smyrf_dense_attention(&q, &k, &v, 0.0f, &dense_out, &no_lse);
         CHECK(w, s == SMYRF_OK, "dense: status %u", (unsigned)s);
         for (size_t i = 0; i < c.out_len; i++) {
             float a = c.out[i], b = dense[i];
@@ -321,6 +439,13 @@ static void expect_refusal(worker *w, smyrf_status got, smyrf_status want, const
     w->bad++;
 }
 
+/* The refusal's message names the cause: it contains `needle` (or `other`, when not NULL). */
+static void expect_cause(worker *w, const char *needle, const char *other) {
+    const char *message = smyrf_last_error_message();
+    CHECK(w, strstr(message, needle) || (other && strstr(message, other)), "message lacks '%s'",
+          needle);
+}
+
 static void bad_calls(worker *w) {
     call c;
     if (!make_call(w, &c)) {
@@ -330,17 +455,18 @@ static void bad_calls(worker *w) {
     }
     smyrf_tensor q = tensor(&c.qs, c.q), k = tensor(&c.ks, c.k), v = tensor(&c.vs, c.v);
     smyrf_tensor_mut out = tensor_mut(&c.os, c.out);
+    smyrf_call_args args = call_args(&c, 1);
     const smyrf_status invalid = SMYRF_ERROR_INVALID_ARGUMENT, null = SMYRF_ERROR_NULL_POINTER;
     smyrf_status s;
-    switch (below(&w->r, 9)) {
+    switch (below(&w->r, 16)) {
     case 0:
-        s = smyrf_attention(NULL, &q, &k, &v, c.mask, &out, c.lse);
+        s = smyrf_attention(NULL, &q, &k, &v, &out, &args);
         expect_refusal(w, s, null, "smyrf_attention", c.out, c.out_len, "NULL plan");
         break;
     case 1: {
         smyrf_tensor bad = q;
         bad.data = NULL;
-        s = smyrf_attention(shared_clustered, &bad, &k, &v, c.mask, &out, c.lse);
+        s = smyrf_attention(shared_clustered, &bad, &k, &v, &out, &args);
         expect_refusal(w, s, null, "smyrf_attention", c.out, c.out_len, "NULL q data");
         break;
     }
@@ -355,14 +481,14 @@ static void bad_calls(worker *w) {
         } else {
             bad_k.dim--;
         }
-        s = smyrf_attention(shared_clustered, &bad_q, &bad_k, &bad_v, c.mask, &out, c.lse);
+        s = smyrf_attention(shared_clustered, &bad_q, &bad_k, &bad_v, &out, &args);
         expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "shapes");
         break;
     }
     case 3: {
         smyrf_tensor bad = v;
         bad.seq_len = 0;
-        s = smyrf_attention(shared_clustered, &q, &k, &bad, c.mask, &out, c.lse);
+        s = smyrf_attention(shared_clustered, &q, &k, &bad, &out, &args);
         expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "zero length");
         break;
     }
@@ -371,7 +497,7 @@ static void bad_calls(worker *w) {
         smyrf_tensor bad = q;
         bad.batch = 2;
         bad.batch_stride = (size_t)1 << (sizeof(size_t) * 8 - 2);
-        s = smyrf_dense_attention(&bad, &k, &v, c.mask, 0.0f, &out, c.lse);
+        s = smyrf_dense_attention(&bad, &k, &v, 0.0f, &out, &args);
         expect_refusal(w, s, invalid, "smyrf_dense_attention", c.out, c.out_len, "overflow");
         break;
     }
@@ -382,35 +508,179 @@ static void bad_calls(worker *w) {
             break;
         }
         bad.data = c.q;
-        s = smyrf_attention(shared_clustered, &q, &k, &v, c.mask, &bad, NULL);
+        smyrf_call_args no_lse = call_args(&c, 0);
+        s = smyrf_attention(shared_clustered, &q, &k, &v, &bad, &no_lse);
         expect_refusal(w, s, invalid, "smyrf_attention", NULL, 0, "out overlaps q");
         break;
     }
     case 6: {
         /* lse on top of the output. */
-        s = smyrf_attention(shared_clustered, &q, &k, &v, c.mask, &out, c.out);
+        smyrf_call_args bad = args;
+        bad.lse_out = c.out;
+        s = smyrf_attention(shared_clustered, &q, &k, &v, &out, &bad);
         expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "lse overlaps out");
         break;
     }
     case 7: {
         float scales[] = {-1.0f, NAN, INFINITY};
-        s = smyrf_dense_attention(&q, &k, &v, c.mask, scales[below(&w->r, 3)], &out, c.lse);
+        s = smyrf_dense_attention(&q, &k, &v, scales[below(&w->r, 3)], &out, &args);
         expect_refusal(w, s, invalid, "smyrf_dense_attention", c.out, c.out_len, "scale");
+        break;
+    }
+    case 8: {
+        /* An element type that does not exist, on any of the four tensors. */
+        static const uint32_t dtypes[] = {3, 0x7FFFFFFFu, UINT32_MAX};
+        smyrf_tensor bad_q = q, bad_k = k, bad_v = v;
+        smyrf_tensor_mut bad_out = out;
+        uint32_t dtype = dtypes[below(&w->r, 3)];
+        switch (below(&w->r, 4)) {
+        case 0: bad_q.dtype = dtype; break;
+        case 1: bad_k.dtype = dtype; break;
+        case 2: bad_v.dtype = dtype; break;
+        default: bad_out.dtype = dtype; break;
+        }
+        s = smyrf_attention(shared_clustered, &bad_q, &bad_k, &bad_v, &bad_out, &args);
+        expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "dtype");
+        expect_cause(w, "dtype", NULL);
+        break;
+    }
+    case 9: {
+        /* A tensor descriptor whose struct_size no version has; each descriptor really is as
+         * large as its size says, except SIZE_MAX, refused from the value alone. */
+        big_tensor big;
+        memset(&big, 0, sizeof big);
+        int on_q = (int)below(&w->r, 2);
+        big.t = on_q ? q : k;
+        big.t.struct_size = bad_size(&w->r, SMYRF_TENSOR_MIN_SIZE, sizeof big.t, big.bytes);
+        const smyrf_tensor *bad_q = on_q ? &big.t : &q, *bad_k = on_q ? &k : &big.t;
+        if (below(&w->r, 2)) {
+            s = smyrf_attention(shared_clustered, bad_q, bad_k, &v, &out, &args);
+            expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "tensor size");
+            expect_cause(w, "struct_size", "newer option");
+        } else {
+            s = smyrf_dense_attention(bad_q, bad_k, &v, 0.0f, &out, &args);
+            expect_refusal(w, s, invalid, "smyrf_dense_attention", c.out, c.out_len,
+                           "tensor size");
+            expect_cause(w, "struct_size", "newer option");
+        }
+        break;
+    }
+    case 10: {
+        /* The same for the output descriptor and for the call options (whose sizes 40, 48,
+         * 56 and 60 end on a field: older versions, accepted). */
+        big_tensor_mut big_out;
+        big_args big;
+        memset(&big_out, 0, sizeof big_out);
+        memset(&big, 0, sizeof big);
+        big_out.t = out;
+        big.a = args;
+        if (below(&w->r, 2)) {
+            big_out.t.struct_size =
+                bad_size(&w->r, SMYRF_TENSOR_MIN_SIZE, sizeof big_out.t, big_out.bytes);
+        } else {
+            static const size_t inside[] = {SMYRF_CALL_ARGS_MIN_SIZE + 4,
+                                            SMYRF_CALL_ARGS_MIN_SIZE + 18};
+            big.a.struct_size = below(&w->r, 3) == 0
+                                    ? inside[below(&w->r, 2)]
+                                    : bad_size(&w->r, SMYRF_CALL_ARGS_MIN_SIZE, sizeof big.a,
+                                               big.bytes);
+        }
+        s = smyrf_attention(shared_clustered, &q, &k, &v, &big_out.t, &big.a);
+        expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "struct size");
+        expect_cause(w, "struct_size", "newer option");
+        break;
+    }
+    case 11: {
+        /* A parallel-for that may run no task at once: refused before it is ever called. */
+        serial_engine engine = {0};
+        smyrf_call_args bad = args;
+        bad.parallel_for = run_serially;
+        bad.parallel_context = &engine;
+        bad.parallel_workers = 0;
+        s = smyrf_attention(shared_clustered, &q, &k, &v, &out, &bad);
+        expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "no workers");
+        expect_cause(w, "parallel_workers", NULL);
+        CHECK(w, engine.calls == 0, "a refused call ran the engine");
+        break;
+    }
+    case 12: {
+        /* A key length past Nk or negative. */
+        int32_t lengths[2];
+        for (size_t b = 0; b < 2; b++) lengths[b] = (int32_t)c.ks.seq_len;
+        const int32_t bad_values[] = {(int32_t)c.ks.seq_len + 1, -1, INT32_MIN, INT32_MAX};
+        lengths[below(&w->r, c.ks.batch)] = bad_values[below(&w->r, 4)];
+        smyrf_call_args bad = args;
+        bad.key_lengths = lengths;
+        s = smyrf_dense_attention(&q, &k, &v, 0.0f, &out, &bad);
+        expect_refusal(w, s, invalid, "smyrf_dense_attention", c.out, c.out_len,
+                       "key lengths");
+        expect_cause(w, "key_lengths", NULL);
+        break;
+    }
+    case 13: {
+        /* A head sink that is NaN or +infinity (-infinity means no sink). */
+        float sinks[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const float bad_values[] = {NAN, -NAN, INFINITY};
+        sinks[below(&w->r, c.qs.heads)] = bad_values[below(&w->r, 3)];
+        smyrf_call_args bad = args;
+        bad.head_sinks = sinks;
+        s = smyrf_attention(shared_clustered, &q, &k, &v, &out, &bad);
+        expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "head sinks");
+        expect_cause(w, "head_sinks", NULL);
+        break;
+    }
+    case 14: {
+        /* 16-bit data one byte off its alignment; the view, in 2-byte elements, stays within
+         * the float buffer. */
+        uint32_t dtype = below(&w->r, 2) ? SMYRF_DTYPE_F16 : SMYRF_DTYPE_BF16;
+        smyrf_tensor bad_q = q, bad_v = v;
+        smyrf_tensor_mut bad_out = out;
+        switch (below(&w->r, 3)) {
+        case 0:
+            bad_q.dtype = dtype;
+            bad_q.data = (const char *)c.q + 1;
+            break;
+        case 1:
+            bad_v.dtype = dtype;
+            bad_v.data = (const char *)c.v + 1;
+            break;
+        default:
+            bad_out.dtype = dtype;
+            bad_out.data = (char *)c.out + 1;
+            break;
+        }
+        s = smyrf_attention(shared_clustered, &bad_q, &k, &bad_v, &bad_out, &args);
+        expect_refusal(w, s, invalid, "smyrf_attention", c.out, c.out_len, "misaligned");
+        expect_cause(w, "not aligned", NULL);
         break;
     }
     default: {
         static char untouched;
-        smyrf_config config = smyrf_config_default();
+        big_config big;
+        memset(&big, 0, sizeof big);
+        big.c = smyrf_config_default();
         smyrf_plan *plan = (smyrf_plan *)&untouched; /* a refused create leaves it */
         smyrf_plan *const before = plan;
-        switch (below(&w->r, 4)) {
-        case 0: config.n_hashes = 0; break;
-        case 1: config.q_cluster_size = 0; break;
-        case 2: config.isa = 99; break;
-        default: config.num_threads = 5000; break;
+        int sized = 0;
+        switch (below(&w->r, 6)) {
+        case 0: big.c.n_hashes = 0; break;
+        case 1: big.c.q_cluster_size = 0; break;
+        case 2: big.c.isa = 99; break;
+        case 3: big.c.num_threads = 5000; break;
+        case 4:
+            big.c.struct_size = SMYRF_CONFIG_MIN_SIZE + 2; /* inside `window` */
+            sized = 1;
+            break;
+        default:
+            big.c.struct_size = bad_size(&w->r, SMYRF_CONFIG_MIN_SIZE, sizeof big.c, big.bytes);
+            sized = 1;
+            break;
         }
-        s = smyrf_plan_create(&config, D, &plan);
+        s = smyrf_plan_create(&big.c, D, &plan);
         expect_refusal(w, s, invalid, "smyrf_plan_create", NULL, 0, "bad config");
+        if (sized) {
+            expect_cause(w, "struct_size", "newer option");
+        }
         CHECK(w, plan == before, "a refused plan was stored");
         break;
     }
@@ -436,7 +706,8 @@ static void own_plan(worker *w) {
     if (s == SMYRF_OK && make_call(w, &c)) {
         smyrf_tensor q = tensor(&c.qs, c.q), k = tensor(&c.ks, c.k), v = tensor(&c.vs, c.v);
         smyrf_tensor_mut out = tensor_mut(&c.os, c.out);
-        s = smyrf_attention(plan, &q, &k, &v, c.mask, &out, c.lse);
+        smyrf_call_args args = call_args(&c, 1);
+        s = smyrf_attention(plan, &q, &k, &v, &out, &args);
         CHECK(w, s == SMYRF_OK, "own plan call: status %u", (unsigned)s);
         check_outputs(w, &c, "own plan");
         w->good++;
@@ -478,6 +749,9 @@ int main(int argc, char **argv) {
     config.num_threads = 2;
     smyrf_config exact = config;
     exact.q_cluster_size = 1000; /* ≥ every Nq here: one cluster */
+    /* One round: R equal rounds merge to R times the key mass, against which a head sink
+     * then weighs less than in dense attention. */
+    exact.n_hashes = 1;
     exact.num_threads = 1;
     if (smyrf_plan_create(&config, D, &shared_clustered) != SMYRF_OK ||
         smyrf_plan_create(&exact, D, &shared_exact) != SMYRF_OK) {
@@ -490,23 +764,29 @@ int main(int argc, char **argv) {
     pthread_t threads[THREADS];
     worker workers[THREADS];
     for (int t = 0; t < THREADS; t++) {
-        workers[t] = (worker){t, {0x9E3779B97F4A7C15ull * (uint64_t)(t + 1)}, 0, 0, 0};
+        workers[t] = (worker){t, {0x9E3779B97F4A7C15ull * (uint64_t)(t + 1)}, 0, 0, 0, 0};
         if (pthread_create(&threads[t], NULL, work, &workers[t]) != 0) {
             fprintf(stderr, "stress: cannot start thread %d\n", t);
             return 1;
         }
     }
-    long good = 0, bad = 0, failures = 0;
+    long good = 0, bad = 0, failures = 0, engine_calls = 0;
     for (int t = 0; t < THREADS; t++) {
         pthread_join(threads[t], NULL);
         good += workers[t].good;
         bad += workers[t].bad;
         failures += workers[t].failures;
+        engine_calls += workers[t].engine_calls;
+    }
+    if (iterations >= 100 && engine_calls == 0) {
+        fprintf(stderr, "stress: the engine's parallel-for never ran\n");
+        failures++;
     }
     smyrf_plan_destroy(shared_clustered);
     smyrf_plan_destroy(shared_exact);
-    printf("stress: %ld good calls, %ld refused as expected, %ld failed checks\n", good, bad,
-           failures);
+    printf("stress: %ld good calls (%ld parallel-for runs), %ld refused as expected, %ld failed "
+           "checks\n",
+           good, engine_calls, bad, failures);
     if (failures != 0) {
         return 1;
     }

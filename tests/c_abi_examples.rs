@@ -10,8 +10,11 @@ use common::cbuild::{
     built_libraries, fresh_dir, have, install_shared, output_text, sanitizers_work, soname,
     strict_command, SANITIZE, STATIC_LIBS,
 };
+use common::ffi::c_str;
 use common::{repo_root, same_bits};
-use smyrf::{Config, Isa, Plan, TensorView, TensorViewMut};
+use half::f16;
+use smyrf::internals::ffi::smyrf_status_message;
+use smyrf::{CallOptions, Config, Isa, Plan, TensorView, TensorViewMut};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,7 +28,8 @@ fn example_value(i: u32, salt: u32) -> f32 {
     (x % 2001) as f32 / 1000.0 - 1.0
 }
 
-/// What `basic.c` computes, through the Rust API: out `[B][H][N][D]` then lse `[B][H][N]`.
+/// What `basic.c` computes, through the Rust API: out `[B][H][N][D]` then lse `[B][H][N]`
+/// of the masked call, then the same two of the call with key lengths and head sinks.
 fn basic_reference(isa: Isa) -> Vec<f32> {
     let (b, h, n, d, padding) = (2, 4, 256, 32, 56);
     let len = b * h * n * d;
@@ -47,21 +51,41 @@ fn basic_reference(isa: Isa) -> Vec<f32> {
         d,
     )
     .unwrap();
-    let mut out = vec![0.0; len];
-    let mut lse = vec![0.0; b * h * n];
-    plan.attention_with(
-        &TensorView::bhnd(&q, b, h, n, d).unwrap(),
-        &TensorView::bhnd(&k, b, h, n, d).unwrap(),
-        &TensorView::bhnd(&v, b, h, n, d).unwrap(),
-        &mut TensorViewMut::bhnd(&mut out, b, h, n, d).unwrap(),
-        smyrf::CallOptions::new().key_mask(&mask).lse(&mut lse),
-    )
-    .unwrap();
-    out.extend(lse);
-    out
+    let (qv, kv, vv) = (
+        TensorView::bhnd(&q, b, h, n, d).unwrap(),
+        TensorView::bhnd(&k, b, h, n, d).unwrap(),
+        TensorView::bhnd(&v, b, h, n, d).unwrap(),
+    );
+    let mut result = Vec::new();
+    let key_lengths = [n as u32, (n - padding - 16) as u32];
+    let head_sinks = [0.0, 1.5, -2.0, f32::NEG_INFINITY];
+    for with_lengths_and_sinks in [false, true] {
+        let mut out = vec![0.0; len];
+        let mut lse = vec![0.0; b * h * n];
+        let options = match with_lengths_and_sinks {
+            false => CallOptions::new().key_mask(&mask),
+            true => CallOptions::new()
+                .key_lengths(&key_lengths)
+                .head_sinks(&head_sinks),
+        };
+        plan.attention_with(
+            &qv,
+            &kv,
+            &vv,
+            &mut TensorViewMut::bhnd(&mut out, b, h, n, d).unwrap(),
+            options.lse(&mut lse),
+        )
+        .unwrap();
+        result.extend(out);
+        result.extend(lse);
+    }
+    result
 }
 
-/// What `engine.cpp` computes: one call over all heads of `[B, N, H, D]` tensors.
+/// What `engine.cpp` computes: one call over all heads of `[B, N, H, D]` tensors, which its
+/// per-head calls and its call on the engine's thread pool both give; then the call over
+/// K and V rounded to f16 (nearest even, as the example's converter rounds), with key
+/// lengths in place of the mask.
 fn engine_reference(isa: Isa) -> Vec<f32> {
     let (b, n, hq, hkv, d, padding) = (2, 192, 8, 2, 32, 40);
     let data = |len: usize, salt| -> Vec<f32> {
@@ -85,16 +109,28 @@ fn engine_reference(isa: Isa) -> Vec<f32> {
         d,
     )
     .unwrap();
+    let qv = TensorView::bnhd(&q, b, hq, n, d).unwrap();
     let mut out = vec![0.0; b * n * hq * d];
     plan.attention_with(
-        &TensorView::bnhd(&q, b, hq, n, d).unwrap(),
+        &qv,
         &TensorView::bnhd(&k, b, hkv, n, d).unwrap(),
         &TensorView::bnhd(&v, b, hkv, n, d).unwrap(),
         &mut TensorViewMut::bnhd(&mut out, b, hq, n, d).unwrap(),
-        smyrf::CallOptions::new().key_mask(&mask),
+        CallOptions::new().key_mask(&mask),
     )
     .unwrap();
-    out
+    let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+    let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let mut cached = vec![0.0; b * n * hq * d];
+    plan.attention_with(
+        &qv,
+        &TensorView::bnhd(&k16, b, hkv, n, d).unwrap(),
+        &TensorView::bnhd(&v16, b, hkv, n, d).unwrap(),
+        &mut TensorViewMut::bnhd(&mut cached, b, hq, n, d).unwrap(),
+        CallOptions::new().key_lengths(&[n as u32, (n - padding) as u32]),
+    )
+    .unwrap();
+    [out.clone(), out, cached].concat()
 }
 
 /// A fresh scratch directory inside the target directory, and a `lib/` in it holding
@@ -184,6 +220,27 @@ fn read_floats(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// Asserts that an example's output file holds the reference's bits, naming the first part
+/// (of the named lengths, in order) that differs.
+fn compare_parts(exe: &Path, got: &[f32], want: &[f32], parts: &[(&str, usize)]) {
+    assert_eq!(want.len(), parts.iter().map(|p| p.1).sum::<usize>());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{}: output file length",
+        exe.display()
+    );
+    let mut at = 0;
+    for &(name, len) in parts {
+        assert!(
+            same_bits(&got[at..at + len], &want[at..at + len]),
+            "{}: {name} differs from the Rust API",
+            exe.display()
+        );
+        at += len;
+    }
+}
+
 /// The tier an example reports (`isa: NAME`), so the Rust reference uses the same one.
 fn reported_isa(stdout: &str) -> Isa {
     let name = stdout
@@ -200,8 +257,9 @@ fn check_basic(work: &Work, exe: &Path) {
     ));
     let stdout = run(work, exe, &file);
     assert!(stdout.contains(&format!("smyrf {}", env!("CARGO_PKG_VERSION"))));
+    let invalid = c_str(smyrf_status_message(2));
     assert!(
-        stdout.contains("bad call: status 2 (invalid argument): smyrf_attention: query heads (3) must be a multiple of key/value heads (4)"),
+        stdout.contains(&format!("bad call: status 2 ({invalid}): smyrf_attention: query heads (3) must be a multiple of key/value heads (4)")),
         "{stdout}"
     );
     let exact = stdout
@@ -210,10 +268,17 @@ fn check_basic(work: &Work, exe: &Path) {
         .unwrap();
     assert!(exact.parse::<f64>().unwrap() < 1e-5, "{stdout}");
     let reference = basic_reference(reported_isa(&stdout));
-    assert!(
-        same_bits(&read_floats(&file), &reference),
-        "{} differs from the Rust API",
-        exe.display()
+    let (out, lse) = (2 * 4 * 256 * 32, 2 * 4 * 256);
+    compare_parts(
+        exe,
+        &read_floats(&file),
+        &reference,
+        &[
+            ("masked out", out),
+            ("masked lse", lse),
+            ("key lengths + head sinks out", out),
+            ("key lengths + head sinks lse", lse),
+        ],
     );
 }
 
@@ -223,15 +288,26 @@ fn check_engine(work: &Work, exe: &Path) {
         exe.file_name().unwrap().to_string_lossy()
     ));
     let stdout = run(work, exe, &file);
+    let invalid = c_str(smyrf_status_message(2));
     assert!(
-        stdout.contains("refused as expected (status 2): invalid argument: smyrf_plan_create: config.n_hashes: must be at least 1"),
+        stdout.contains(&format!("refused as expected (status 2): {invalid}: smyrf_plan_create: config.n_hashes: must be at least 1")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("thread pool (4 at once): same bits as the per-head calls"),
         "{stdout}"
     );
     let reference = engine_reference(reported_isa(&stdout));
-    assert!(
-        same_bits(&read_floats(&file), &reference),
-        "{} differs from the Rust API",
-        exe.display()
+    let out = 2 * 192 * 8 * 32;
+    compare_parts(
+        exe,
+        &read_floats(&file),
+        &reference,
+        &[
+            ("per-head calls", out),
+            ("thread-pool call", out),
+            ("f16 K/V call", out),
+        ],
     );
 }
 
@@ -271,6 +347,34 @@ fn examples_are_clean_under_address_and_undefined_sanitizers() {
     check_basic(&work, &fixed);
     let engine = build(&work, "engine.cpp", Link::Shared, &flags, "engine");
     check_engine(&work, &engine);
+}
+
+/// The README's C example, as printed there: it compiles with strict warnings, links
+/// against the built library and runs.
+#[test]
+fn readme_c_example_builds_and_runs() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("```c\n").expect("README.md has a C example") + "```c\n".len();
+    let len = readme[start..].find("```").expect("the C example ends");
+    let work = work("readme");
+    let source = work.dir.join("readme.c");
+    std::fs::write(&source, &readme[start..start + len]).unwrap();
+    let exe = work.dir.join("readme");
+    let mut cmd = strict_command(false);
+    let mut lib = OsString::from("-L");
+    lib.push(&work.lib);
+    cmd.arg(&source).arg("-o").arg(&exe).arg(lib).arg("-lsmyrf");
+    let output = cmd.output().unwrap();
+    assert!(
+        output.status.success(),
+        "the README's C example does not build: {cmd:?}\n{}",
+        output_text(&output)
+    );
+    let output = Command::new(&exe)
+        .env("LD_LIBRARY_PATH", &work.lib)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
 }
 
 fn sh(cmd: &mut Command) -> String {

@@ -1,7 +1,7 @@
 //! The C ABI's header and library file (design §2, §3): the committed header matches the
-//! one cbindgen generates and documents every item, the version macros agree with the
-//! package, the static link flags are named the same everywhere, and the shared library
-//! carries its SONAME.
+//! one cbindgen generates and documents every item, its structs have the Rust layout in C
+//! and C++, the version macros agree with the package, the static link flags are named the
+//! same everywhere, and the shared library carries its SONAME.
 
 mod common;
 use common::cbuild::STATIC_LIBS;
@@ -73,9 +73,9 @@ fn undocumented_declarations(header: &str) -> (usize, Vec<String>) {
 fn header_documents_every_item() {
     let header = std::fs::read_to_string(repo_root().join("include/smyrf.h")).unwrap();
     let (declarations, undocumented) = undocumented_declarations(&header);
-    // 3 macros, 2 enums with 11 values, 4 types with 23 fields, 12 functions.
+    // 6 macros, 4 enums with 16 values, 7 types with 41 fields, 18 functions.
     assert!(
-        declarations >= 55,
+        declarations >= 92,
         "parsed only {declarations} declarations"
     );
     assert!(undocumented.is_empty(), "undocumented: {undocumented:#?}");
@@ -97,12 +97,109 @@ fn header_documents_every_item() {
         "SMYRF_ERROR_PANIC = 5,",
         "SMYRF_ISA_AUTO = 0,",
         "SMYRF_ISA_NEON = 4,",
+        "SMYRF_DTYPE_F32 = 0,",
+        "SMYRF_DTYPE_F16 = 1,",
+        "SMYRF_DTYPE_BF16 = 2,",
         "uint32_t isa;",
+        "size_t struct_size;",
+        "uint32_t dtype;",
+        "smyrf_parallel_for_fn parallel_for;",
+        "struct smyrf_call_args smyrf_call_args_default(void);",
         "#ifndef SMYRF_H",
         "extern \"C\" {",
     ] {
         assert!(lines.contains(&name), "header lacks `{name}`");
     }
+}
+
+/// Every versioned struct's size and field offsets, and the `SMYRF_*_MIN_SIZE` macros, as
+/// the Rust side defines them: (struct, field or "" for the size, value).
+#[cfg(unix)]
+fn rust_layout() -> Vec<(&'static str, &'static str, usize)> {
+    macro_rules! layout {
+        ($($t:ident { $($f:ident),* })*) => {
+            vec![$(
+                (stringify!($t), "", std::mem::size_of::<$t>()),
+                $((stringify!($t), stringify!($f), std::mem::offset_of!($t, $f)),)*
+            )*]
+        };
+    }
+    let mut layout = layout! {
+        smyrf_config {
+            struct_size, n_hashes, q_cluster_size, k_cluster_size, scale, seed, num_threads,
+            isa, n_sinks, sink_selection, window, n_samples, sample_group
+        }
+        smyrf_tensor {
+            struct_size, data, dtype, batch, heads, seq_len, dim, batch_stride, head_stride,
+            seq_stride
+        }
+        smyrf_tensor_mut {
+            struct_size, data, dtype, batch, heads, seq_len, dim, batch_stride, head_stride,
+            seq_stride
+        }
+        smyrf_call_args {
+            struct_size, key_mask, key_lengths, head_sinks, lse_out, parallel_for,
+            parallel_context, parallel_workers
+        }
+    };
+    layout.extend([
+        ("SMYRF_CONFIG_MIN_SIZE", "", SMYRF_CONFIG_MIN_SIZE),
+        ("SMYRF_TENSOR_MIN_SIZE", "", SMYRF_TENSOR_MIN_SIZE),
+        ("SMYRF_CALL_ARGS_MIN_SIZE", "", SMYRF_CALL_ARGS_MIN_SIZE),
+    ]);
+    layout
+}
+
+/// A C (C++ with `cpp`) compiler compiles a program against the committed header that
+/// prints the sizes, offsets and macros of [`rust_layout`] as it sees them; they must agree,
+/// or a caller's `sizeof` would be a `struct_size` the library reads differently.
+#[cfg(unix)]
+fn check_layout(cpp: bool) {
+    let layout = rust_layout();
+    let mut source = String::from("#include <smyrf.h>\n#include <stddef.h>\n#include <stdio.h>\n");
+    source.push_str("int main(void) {\n");
+    for &(t, f, _) in &layout {
+        let value = match (f, t.starts_with("SMYRF_")) {
+            (_, true) => format!("(size_t)({t})"),
+            ("", false) => format!("sizeof({t})"),
+            _ => format!("offsetof({t}, {f})"),
+        };
+        source.push_str(&format!("    printf(\"{t} {f} %zu\\n\", {value});\n"));
+    }
+    source.push_str("    return 0;\n}\n");
+    let dir = common::cbuild::fresh_dir("c-abi-tests", if cpp { "layout-cpp" } else { "layout-c" });
+    let file = dir.join(if cpp { "layout.cpp" } else { "layout.c" });
+    std::fs::write(&file, source).unwrap();
+    let exe = dir.join("layout");
+    let mut cmd = common::cbuild::strict_command(cpp);
+    cmd.arg(&file).arg("-o").arg(&exe);
+    let output = cmd.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{cmd:?}\n{}",
+        common::cbuild::output_text(&output)
+    );
+    let output = std::process::Command::new(&exe).output().unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let want: Vec<String> = layout
+        .iter()
+        .map(|(t, f, v)| format!("{t} {f} {v}"))
+        .collect();
+    let got: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        got,
+        want,
+        "the {} layout differs from Rust's",
+        if cpp { "C++" } else { "C" }
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn structs_have_the_rust_layout_in_c_and_cpp() {
+    check_layout(false);
+    check_layout(true);
 }
 
 #[test]

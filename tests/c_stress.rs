@@ -1,5 +1,6 @@
 //! `c_examples/stress.c` (threads sharing plans, thousands of good and bad calls with varied
-//! shapes, strides and masks) built with strict warnings and run against the freshly built
+//! shapes, strides, masks, key lengths, head sinks, struct sizes and an engine's
+//! parallel-for) built with strict warnings and run against the freshly built
 //! `libsmyrf.so`: once plain, once under AddressSanitizer and UndefinedBehaviorSanitizer
 //! (not run, with the reason, where the sanitizer runtimes do not work, unless
 //! `SMYRF_REQUIRE` names `asan`: then that fails).
@@ -145,11 +146,11 @@ int main(void) {
     /* Declares 8 rows of 4 floats (32) but allocates 31. */
     float *q = calloc(31, sizeof *q), *k = calloc(32, sizeof *k);
     float *v = calloc(32, sizeof *v), *o = calloc(32, sizeof *o);
-    smyrf_tensor tq = {q, 1, 1, 8, 4, 32, 32, 4}, tk = tq, tv = tq;
-    smyrf_tensor_mut to = {o, 1, 1, 8, 4, 32, 32, 4};
-    tk.data = k;
-    tv.data = v;
-    smyrf_status s = smyrf_dense_attention(&tq, &tk, &tv, NULL, 0.0f, &to, NULL);
+    smyrf_tensor tq = smyrf_tensor_bhnd(q, SMYRF_DTYPE_F32, 1, 1, 8, 4);
+    smyrf_tensor tk = smyrf_tensor_bhnd(k, SMYRF_DTYPE_F32, 1, 1, 8, 4);
+    smyrf_tensor tv = smyrf_tensor_bhnd(v, SMYRF_DTYPE_F32, 1, 1, 8, 4);
+    smyrf_tensor_mut to = smyrf_tensor_mut_bhnd(o, SMYRF_DTYPE_F32, 1, 1, 8, 4);
+    smyrf_status s = smyrf_dense_attention(&tq, &tk, &tv, 0.0f, &to, NULL);
     free(q);
     free(k);
     free(v);
