@@ -104,7 +104,7 @@ fn header_documents_every_item() {
         "size_t struct_size;",
         "uint32_t dtype;",
         "smyrf_parallel_for_fn parallel_for;",
-        "struct smyrf_call_args smyrf_call_args_default(void);",
+        "static inline smyrf_call_args smyrf_call_args_default(void) {",
         "#ifndef SMYRF_H",
         "extern \"C\" {",
     ] {
