@@ -1,31 +1,50 @@
-//! Every C ABI entry point driven by arbitrary configs, shapes, strides, masks, pointers and
-//! data (design §2). Each buffer is allocated with exactly the elements its declared shape
-//! reaches, so under AddressSanitizer (cargo-fuzz's default) any read or write outside a
-//! view is reported; sizes stay small so that a case runs in well under a millisecond.
+//! Every C ABI entry point driven by arbitrary configs, shapes, strides, element types,
+//! masks, key lengths, head sinks, engine parallel-fors, struct sizes, pointers and data
+//! (design §2). Each buffer is allocated with exactly the elements its declared shape
+//! reaches, and each versioned struct with exactly the bytes its `struct_size` names, so
+//! under AddressSanitizer (cargo-fuzz's default) any read or write outside them is reported;
+//! sizes stay small so that a case runs in well under a millisecond.
 //!
 //! Checked on every case:
 //! - no call returns `SMYRF_ERROR_PANIC` or a status outside the enum, and a failed call
-//!   leaves a message and writes nothing (outputs keep their sentinel bits);
+//!   leaves a message and writes nothing (outputs keep their sentinel bits, the engine's
+//!   parallel-for is never called);
 //! - a call the harness built to be valid succeeds, and a call that succeeds was valid
-//!   (consistent shapes, disjoint output rows, no output sharing memory with anything);
+//!   (known element types, aligned data, struct sizes of some version, consistent shapes,
+//!   key lengths in 0..=Nk, head sinks finite or −∞, a worker for a parallel-for, disjoint
+//!   output rows, no output sharing memory with anything);
 //! - after success, elements of `out` between the view's rows are untouched, outputs are
 //!   finite and within the range of the values when the inputs are finite, and a batch
-//!   element without valid keys gets zeros and an lse of −∞.
+//!   element without valid keys gets zeros and an lse of its head sink (−∞ without one);
+//! - a call with 16-bit tensors, an engine's parallel-for or another version's struct sizes
+//!   gives the bits of the plain f32 call on the values converted beforehand (its output
+//!   rounded to nearest even for a 16-bit `out`).
 #![no_main]
 
+use half::{bf16, f16};
 use libfuzzer_sys::fuzz_target;
 use smyrf::internals::ffi::*;
 use smyrf::Isa;
 use smyrf_fuzz::{filler, Input};
-use std::ffi::CStr;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ffi::{c_void, CStr};
+use std::mem::{offset_of, size_of};
 use std::ptr::{null, null_mut, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Bits written into every output buffer before a call, to see what the call wrote.
+/// Bits written into every f32 output buffer before a call, to see what the call wrote.
 const SENTINEL: u32 = 0x7FC0_5EED; // a quiet NaN with a payload no computation produces
+
+/// The same for 16-bit outputs: a NaN with a payload both as f16 and as bf16.
+const SENTINEL16: u16 = 0x7FED;
 
 /// Sizes that make any extent overflow `isize` (at least 2^61 elements): the library must
 /// refuse them from the arithmetic alone, so no buffer is needed.
 const HUGE: [usize; 3] = [1 << 61, 1 << 62, usize::MAX];
+
+/// The largest `struct_size` the library accepts (see `read_versioned` in src/ffi): sizes up
+/// to a little past it get real buffers of that many bytes.
+const MAX_STRUCT_SIZE: usize = 4096;
 
 /// The harness's own view of a tensor argument.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +93,230 @@ impl Spec {
     fn offset(&self, b: usize, h: usize, i: usize) -> usize {
         b * self.batch_stride + h * self.head_stride + i * self.seq_stride
     }
+}
+
+/// A tensor's element type as the harness chose it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ty {
+    F32,
+    F16,
+    Bf16,
+    /// A `dtype` value that names no type: refused.
+    Unknown(u32),
+}
+
+impl Ty {
+    fn pick(input: &mut Input) -> Ty {
+        if input.rare(8) {
+            return Ty::Unknown(input.pick(&[3, 4, 255, 1 << 31, u32::MAX]));
+        }
+        match input.range(0, 7) {
+            0..=3 => Ty::F32,
+            4 | 5 => Ty::F16,
+            _ => Ty::Bf16,
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Ty::F32 => smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+            Ty::F16 => smyrf_dtype::SMYRF_DTYPE_F16 as u32,
+            Ty::Bf16 => smyrf_dtype::SMYRF_DTYPE_BF16 as u32,
+            Ty::Unknown(code) => code,
+        }
+    }
+}
+
+/// A tensor's buffer: f32, or the bits of f16/bf16 values (f32 storage for an unknown type,
+/// which the library refuses before reading).
+enum Buf {
+    F32(Vec<f32>),
+    Half(Vec<u16>),
+}
+
+impl Buf {
+    /// Exactly `len` elements when the extent is valid, else none (the library must refuse
+    /// the view before touching memory, so a dangling pointer is passed); one element more
+    /// when the data is to be misaligned, so that the shifted view still lies inside.
+    fn new(ty: Ty, extent: Extent, misaligned: bool) -> Buf {
+        let len = match extent {
+            Extent::Len(len) => len + misaligned as usize,
+            _ => 0,
+        };
+        match ty {
+            Ty::F16 | Ty::Bf16 => Buf::Half(vec![SENTINEL16; len]),
+            _ => Buf::F32(vec![f32::from_bits(SENTINEL); len]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Buf::F32(x) => x.len(),
+            Buf::Half(x) => x.len(),
+        }
+    }
+
+    /// The pointer to pass: the data, a dangling pointer for an empty buffer, or NULL; one
+    /// byte (16-bit) or two bytes (f32) past the start when `misaligned`.
+    fn ptr(&mut self, null_it: bool, misaligned: bool) -> *mut c_void {
+        if null_it {
+            return null_mut();
+        }
+        let (base, shift): (*mut u8, usize) = match self {
+            Buf::F32(x) if x.is_empty() => (NonNull::<f32>::dangling().as_ptr().cast(), 2),
+            Buf::F32(x) => (x.as_mut_ptr().cast(), 2),
+            Buf::Half(x) if x.is_empty() => (NonNull::<u16>::dangling().as_ptr().cast(), 1),
+            Buf::Half(x) => (x.as_mut_ptr().cast(), 1),
+        };
+        match misaligned && self.len() > 0 {
+            // SAFETY: within the buffer, which holds one spare element.
+            true => unsafe { base.add(shift) }.cast(),
+            false => base.cast(),
+        }
+    }
+
+    fn untouched(&self) -> bool {
+        match self {
+            Buf::F32(x) => x.iter().all(|v| v.to_bits() == SENTINEL),
+            Buf::Half(x) => x.iter().all(|&v| v == SENTINEL16),
+        }
+    }
+
+    /// The values as the kernels see them: f32, 16-bit values widened exactly.
+    fn widened(&self, ty: Ty) -> Vec<f32> {
+        match (self, ty) {
+            (Buf::F32(x), _) => x.clone(),
+            (Buf::Half(x), Ty::F16) => x.iter().map(|&b| f16::from_bits(b).to_f32()).collect(),
+            (Buf::Half(x), _) => x.iter().map(|&b| bf16::from_bits(b).to_f32()).collect(),
+        }
+    }
+
+    /// Element `i` widened (the sentinel reads as NaN).
+    fn get(&self, ty: Ty, i: usize) -> f32 {
+        match (self, ty) {
+            (Buf::F32(x), _) => x[i],
+            (Buf::Half(x), Ty::F16) => f16::from_bits(x[i]).to_f32(),
+            (Buf::Half(x), _) => bf16::from_bits(x[i]).to_f32(),
+        }
+    }
+
+    fn is_sentinel(&self, i: usize) -> bool {
+        match self {
+            Buf::F32(x) => x[i].to_bits() == SENTINEL,
+            Buf::Half(x) => x[i] == SENTINEL16,
+        }
+    }
+
+    /// Element `i` is the f32 result `want` stored as `ty`: the same bits for f32, rounded to
+    /// nearest even for 16-bit types; any NaN matches any NaN.
+    fn holds(&self, ty: Ty, i: usize, want: f32) -> bool {
+        let (got, stored) = match (self, ty) {
+            (Buf::F32(x), _) => (x[i].to_bits(), want.to_bits()),
+            (Buf::Half(x), Ty::F16) => (x[i] as u32, f16::from_f32(want).to_bits() as u32),
+            (Buf::Half(x), _) => (x[i] as u32, bf16::from_f32(want).to_bits() as u32),
+        };
+        got == stored || (self.get(ty, i).is_nan() && want_is_nan(ty, want))
+    }
+}
+
+fn want_is_nan(ty: Ty, want: f32) -> bool {
+    match ty {
+        Ty::F16 => f16::from_f32(want).is_nan(),
+        Ty::Bf16 => bf16::from_f32(want).is_nan(),
+        _ => want.is_nan(),
+    }
+}
+
+/// A caller's versioned struct (its first field is its `struct_size`) in a zeroed
+/// allocation of exactly the bytes that size names (at least the size field itself; the
+/// struct's own bytes past a smaller size are left out), with one nonzero byte past the
+/// struct when `dirty` names it, and 4 bytes off the 8-byte alignment when `misaligned`.
+/// Sizes far past any the library reads get just the struct: it must refuse them from the
+/// value alone.
+struct Placed {
+    base: *mut u8,
+    layout: Layout,
+    at: usize,
+}
+
+impl Placed {
+    fn new<T: Copy>(value: T, size: usize, dirty: Option<usize>, misaligned: bool) -> Placed {
+        let full = size_of::<T>();
+        let bytes = match size <= MAX_STRUCT_SIZE + 64 {
+            true => size.max(size_of::<usize>()),
+            false => full,
+        };
+        let at = if misaligned { 4 } else { 0 };
+        let layout = Layout::from_size_align(bytes + at, 8).unwrap();
+        // SAFETY: a nonzero size.
+        let base = unsafe { alloc_zeroed(layout) };
+        assert!(!base.is_null(), "out of memory");
+        // SAFETY: `min(bytes, full)` bytes of `value` into the allocation, which holds them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&value as *const T).cast::<u8>(),
+                base.add(at),
+                bytes.min(full),
+            );
+            base.add(at).cast::<usize>().write_unaligned(size);
+            if let Some(byte) = dirty.filter(|&b| b < bytes) {
+                *base.add(at + byte) = 1;
+            }
+        }
+        Placed { base, layout, at }
+    }
+
+    fn ptr<T>(&self) -> *const T {
+        // SAFETY: within the allocation.
+        unsafe { self.base.add(self.at) }.cast()
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.base, self.layout) };
+    }
+}
+
+/// The `struct_size` of a caller's struct of `full` bytes (minimum `min`) and whether the
+/// library must take it: mostly `full`; now and then 0, one word, below the minimum, any
+/// small size (inside a field, say), a field end of an older version, a larger (newer)
+/// struct with zero bytes past this layout or with a nonzero one (an option the library
+/// cannot honour), a size past the library's limit, or one no buffer could have. Returns
+/// (size, the byte to set, accepted).
+fn struct_size(
+    input: &mut Input,
+    full: usize,
+    min: usize,
+    ends: &[usize],
+) -> (usize, Option<usize>, bool) {
+    if !input.rare(16) {
+        return (full, None, true);
+    }
+    let size = match input.range(0, 10) {
+        0 => 0,
+        1 => size_of::<usize>(),
+        2 => min - 1,
+        3 => input.range(0, full + 16),
+        4..=6 if !ends.is_empty() => input.pick(ends),
+        4..=7 => full + input.range(1, 64),
+        8 => MAX_STRUCT_SIZE + input.range(0, 16),
+        _ => input.pick(&[1 << 40, usize::MAX]),
+    };
+    let dirty = (size > full && input.flag()).then(|| full + input.range(0, 255) % (size - full));
+    let accepted = size >= min
+        && size <= MAX_STRUCT_SIZE
+        && (size >= full || ends.contains(&size))
+        && dirty.is_none();
+    (size, dirty, accepted)
+}
+
+/// Where each field of a struct ends: the sizes an older caller's struct can have.
+macro_rules! field_ends {
+    ($t:ty: $($field:ident: $ft:ty),+) => {
+        [$(offset_of!($t, $field) + size_of::<$ft>()),+]
+    };
 }
 
 fn seq_len(input: &mut Input) -> usize {
@@ -149,12 +392,13 @@ fn spec(input: &mut Input, sizes: [usize; 4], clean: &mut bool, output: bool) ->
 }
 
 /// Values for an input buffer: small finite values, with a sprinkling of NaN, ±∞, huge and
-/// subnormal values when `hostile`. Returns whether any non-finite or huge value went in.
-fn fill(input: &mut Input, buffer: &mut [f32], salt: u32, hostile: bool) -> bool {
+/// subnormal values (any bit pattern) when `hostile`. Returns whether any non-finite or
+/// huge value went in.
+fn fill(input: &mut Input, buffer: &mut Buf, ty: Ty, salt: u32, hostile: bool) -> bool {
     let mut special = false;
-    for (i, x) in buffer.iter_mut().enumerate() {
-        *x = if input.is_empty() {
-            filler(i, salt)
+    let mut value = |input: &mut Input, i: usize| -> Result<f32, u32> {
+        if input.is_empty() {
+            Ok(filler(i, salt))
         } else if hostile && input.rare(12) {
             special = true;
             let choices = [
@@ -166,60 +410,63 @@ fn fill(input: &mut Input, buffer: &mut [f32], salt: u32, hostile: bool) -> bool
                 1e-40,
             ];
             match input.flag() {
-                true => input.pick(&choices),
-                false => input.raw_f32(),
+                true => Ok(input.pick(&choices)),
+                false => Err(input.u32()),
             }
         } else {
-            input.small_f32()
-        };
+            Ok(input.small_f32())
+        }
+    };
+    match buffer {
+        Buf::F32(x) => {
+            for (i, slot) in x.iter_mut().enumerate() {
+                *slot = value(input, i).unwrap_or_else(f32::from_bits);
+            }
+        }
+        Buf::Half(x) => {
+            for (i, slot) in x.iter_mut().enumerate() {
+                // Small values are exact in both 16-bit types; raw patterns are any bits.
+                *slot = match (value(input, i), ty) {
+                    (Ok(v), Ty::F16) => f16::from_f32(v).to_bits(),
+                    (Ok(v), _) => bf16::from_f32(v).to_bits(),
+                    (Err(bits), _) => bits as u16,
+                };
+            }
+        }
     }
     special
 }
 
-/// A buffer for a view: exactly `len` elements when the extent is valid, else none (the
-/// library must refuse the view before touching memory, so a dangling pointer is passed).
-fn buffer_for(extent: Extent) -> Vec<f32> {
-    match extent {
-        Extent::Len(len) => vec![f32::from_bits(SENTINEL); len],
-        _ => Vec::new(),
-    }
-}
-
-/// The pointer to pass for a buffer: its data, a dangling pointer for an empty one, or NULL.
-fn data_ptr(buffer: &mut [f32], null_it: bool) -> *mut f32 {
-    if null_it {
-        null_mut()
-    } else if buffer.is_empty() {
-        NonNull::dangling().as_ptr()
-    } else {
-        buffer.as_mut_ptr()
-    }
-}
-
-fn tensor(spec: &Spec, data: *const f32) -> smyrf_tensor {
-    smyrf_tensor {
+/// A tensor descriptor through the C initialiser (which sets `struct_size`), then the
+/// spec's strides.
+fn tensor(spec: &Spec, data: *const c_void, ty: Ty) -> smyrf_tensor {
+    let mut t = smyrf_tensor_bhnd(
         data,
-        batch: spec.batch,
-        heads: spec.heads,
-        seq_len: spec.seq_len,
-        dim: spec.dim,
-        batch_stride: spec.batch_stride,
-        head_stride: spec.head_stride,
-        seq_stride: spec.seq_stride,
-    }
+        ty.code(),
+        spec.batch,
+        spec.heads,
+        spec.seq_len,
+        spec.dim,
+    );
+    t.batch_stride = spec.batch_stride;
+    t.head_stride = spec.head_stride;
+    t.seq_stride = spec.seq_stride;
+    t
 }
 
-fn tensor_mut(spec: &Spec, data: *mut f32) -> smyrf_tensor_mut {
-    smyrf_tensor_mut {
+fn tensor_mut(spec: &Spec, data: *mut c_void, ty: Ty) -> smyrf_tensor_mut {
+    let mut t = smyrf_tensor_mut_bhnd(
         data,
-        batch: spec.batch,
-        heads: spec.heads,
-        seq_len: spec.seq_len,
-        dim: spec.dim,
-        batch_stride: spec.batch_stride,
-        head_stride: spec.head_stride,
-        seq_stride: spec.seq_stride,
-    }
+        ty.code(),
+        spec.batch,
+        spec.heads,
+        spec.seq_len,
+        spec.dim,
+    );
+    t.batch_stride = spec.batch_stride;
+    t.head_stride = spec.head_stride;
+    t.seq_stride = spec.seq_stride;
+    t
 }
 
 fn last_error() -> String {
@@ -248,6 +495,49 @@ fn untouched(buffer: &[f32]) -> bool {
     buffer.iter().all(|x| x.to_bits() == SENTINEL)
 }
 
+/// An engine's parallel-for: runs the tasks in an order of the harness's choosing, on the
+/// calling thread or on two threads, and counts its calls.
+struct Engine {
+    /// 0: ascending; 1: descending; 2: evens then odds; 3: on two threads.
+    order: u8,
+    calls: AtomicUsize,
+}
+
+unsafe extern "C" fn run_engine(
+    engine: *mut c_void,
+    n: usize,
+    task: smyrf_task_fn,
+    context: *mut c_void,
+) {
+    // SAFETY: the context the harness passed, alive for the call. (A struct size that ends
+    // before `parallel_context` leaves it NULL, but also `parallel_workers` at 0, and such a
+    // call is refused before any task runs.)
+    let engine = unsafe { engine.cast::<Engine>().as_ref() }.expect("a NULL engine context");
+    engine.calls.fetch_add(1, Ordering::Relaxed);
+    let task = task.expect("the library passes a task");
+    // SAFETY: (every call below) the library's task and context, each index once.
+    let run = |i: usize| unsafe { task(context, i) };
+    match engine.order {
+        0 => (0..n).for_each(run),
+        1 => (0..n).rev().for_each(run),
+        2 => (0..n).step_by(2).chain((1..n).step_by(2)).for_each(run),
+        _ => {
+            // The tasks of one call may run on any threads (the contract).
+            let context = context as usize;
+            std::thread::scope(|scope| {
+                for start in 0..2 {
+                    scope.spawn(move || {
+                        for i in (start..n).step_by(2) {
+                            // SAFETY: as above.
+                            unsafe { task(context as *mut c_void, i) };
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
 /// Which memory an output shares with something else, if any (refused by the library).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Alias {
@@ -260,7 +550,6 @@ enum Alias {
     LseInOut,
 }
 
-/// One plan: created one of several ways, checked, returned (or NULL when refused).
 /// What a call needs to know of its plan.
 #[derive(Clone, Copy)]
 struct PlanInfo {
@@ -276,6 +565,7 @@ struct PlanInfo {
     extra_keys: usize,
 }
 
+/// One plan: created one of several ways, checked, returned (or NULL when refused).
 fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     let mut config = smyrf_config_default();
     let mut valid = true;
@@ -320,16 +610,41 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         config.n_samples = input.pick(&[0, 0, 1, 3, 8, 300]);
         config.sample_group = input.pick(&[0, 1, 3, 64, u32::MAX]);
     }
-    valid &= config.sink_selection <= 1;
     // Keep allocations bounded: a large head dim only with few rounds.
     if head_dim > 64 && config.n_hashes > 4 {
         config.n_hashes = 4;
     }
-    let neon = config.isa == smyrf_isa::SMYRF_ISA_NEON as u32;
-    valid &= config.n_hashes >= 1 && config.n_hashes <= 1024 && config.q_cluster_size >= 1;
-    valid &= config.scale == 0.0 || (config.scale.is_finite() && config.scale > 0.0);
-    valid &= config.num_threads <= 1024 && config.isa <= 3 && !neon;
-    valid &= match config.isa {
+    // The caller's struct size: an older one leaves the fields past it at their defaults.
+    let ends = field_ends!(smyrf_config: isa: u32, n_sinks: u32, sink_selection: u32,
+        window: u32, n_samples: u32, sample_group: u32);
+    let (size, dirty, size_ok) = struct_size(
+        input,
+        size_of::<smyrf_config>(),
+        SMYRF_CONFIG_MIN_SIZE,
+        &ends,
+    );
+    let misaligned = input.rare(4);
+    valid &= size_ok && !misaligned;
+    let mut effective = config;
+    let defaults = smyrf_config_default();
+    if size < offset_of!(smyrf_config, window) + 4 {
+        effective.window = defaults.window;
+    }
+    if size < offset_of!(smyrf_config, n_samples) + 4 {
+        effective.n_samples = defaults.n_samples;
+    }
+    if size < offset_of!(smyrf_config, sample_group) + 4 {
+        effective.sample_group = defaults.sample_group;
+    }
+    let placed = Placed::new(config, size, dirty, misaligned);
+
+    let c = &effective;
+    let neon = c.isa == smyrf_isa::SMYRF_ISA_NEON as u32;
+    valid &= c.sink_selection <= 1;
+    valid &= c.n_hashes >= 1 && c.n_hashes <= 1024 && c.q_cluster_size >= 1;
+    valid &= c.scale == 0.0 || (c.scale.is_finite() && c.scale > 0.0);
+    valid &= c.num_threads <= 1024 && c.isa <= 3 && !neon;
+    valid &= match c.isa {
         0 => std::env::var_os("SMYRF_ISA").is_none(),
         1 => true,
         2 => Isa::Avx2.is_supported(),
@@ -341,9 +656,9 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     let mut plan = sentinel_plan;
     let null_config = input.rare(4);
     let null_out = input.rare(4);
-    let config_ptr: *const smyrf_config = if null_config { null() } else { &config };
+    let config_ptr: *const smyrf_config = if null_config { null() } else { placed.ptr() };
     let out_ptr: *mut *mut smyrf_plan = if null_out { null_mut() } else { &mut plan };
-    let expected_len = (head_dim.saturating_add(2)).saturating_mul(config.n_hashes as usize);
+    let expected_len = (head_dim.saturating_add(2)).saturating_mul(c.n_hashes as usize);
     let mut supplied = None;
     let status = if input.flag() && expected_len <= 1 << 20 {
         let len = match input.range(0, 5) {
@@ -359,7 +674,8 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         } else {
             projections.as_ptr()
         };
-        // SAFETY: every pointer is NULL or valid for what it names (`len` floats).
+        // SAFETY: every pointer is NULL or valid for what it names (`len` floats, a config
+        // of the bytes its size names).
         let status =
             unsafe { smyrf_plan_create_with_projections(config_ptr, head_dim, ptr, len, out_ptr) };
         check_status("smyrf_plan_create_with_projections", status);
@@ -385,7 +701,8 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     }
     assert!(
         valid,
-        "an invalid plan was accepted: {config:?}, head_dim {head_dim}"
+        "an invalid plan was accepted: {config:?} (struct_size {size}, misaligned \
+         {misaligned}), head_dim {head_dim}"
     );
     assert!(!plan.is_null() && plan != sentinel_plan);
     // SAFETY: a live plan.
@@ -400,7 +717,11 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     };
     let mut read_back = vec![f32::from_bits(SENTINEL); len];
     let null_read = input.rare(8);
-    let ptr = data_ptr(&mut read_back, null_read);
+    let ptr = match (null_read, read_back.is_empty()) {
+        (true, _) => null_mut(),
+        (false, true) => NonNull::dangling().as_ptr(),
+        (false, false) => read_back.as_mut_ptr(),
+    };
     // SAFETY: a live plan; `ptr` is NULL or valid for `len` floats.
     let status = unsafe { smyrf_plan_projections(plan, ptr, len) };
     check_status("smyrf_plan_projections", status);
@@ -442,18 +763,30 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         assert_ne!(status, smyrf_status::SMYRF_OK);
         assert_eq!(bytes, usize::MAX);
     }
-    let scale = match config.scale {
+    let scale = match c.scale {
         0.0 => 1.0 / (head_dim as f32).sqrt(),
         scale => scale,
     };
     PlanInfo {
         plan,
         scale,
-        window: config.window,
-        rounds: config.n_hashes,
-        extra_keys: [config.n_sinks, config.window, config.n_samples]
+        window: c.window,
+        rounds: c.n_hashes,
+        extra_keys: [c.n_sinks, c.window, c.n_samples]
             .into_iter()
             .fold(0usize, |sum, x| sum.saturating_add(x as usize)),
+    }
+}
+
+/// A 4-byte-element option buffer (key lengths, head sinks, lse) as a pointer: NULL when
+/// absent, two bytes off its alignment when `misaligned` (the buffer holds a spare element).
+fn option_ptr<T>(buffer: &mut Option<Vec<T>>, misaligned: bool) -> *mut T {
+    match buffer {
+        None => null_mut(),
+        Some(b) if b.is_empty() => NonNull::dangling().as_ptr(),
+        // SAFETY: within the buffer, which holds one spare element when misaligned.
+        Some(b) if misaligned => unsafe { b.as_mut_ptr().cast::<u8>().add(2) }.cast(),
+        Some(b) => b.as_mut_ptr(),
     }
 }
 
@@ -485,7 +818,27 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     let ks = spec(input, [b, hkv, nk, d], &mut clean, false);
     let vs = spec(input, [b, hkv, nk, dv], &mut clean, false);
     let os = spec(input, [b, hq, nq, dv], &mut out_clean, true);
+    let tys = [
+        Ty::pick(input),
+        Ty::pick(input),
+        Ty::pick(input),
+        Ty::pick(input),
+    ];
     let mut valid = clean && out_clean;
+    // Reasons the call must be refused whatever else it holds (`valid` also turns false for
+    // sizes and strides that may or may not be consistent).
+    let mut refuse: Vec<&str> = Vec::new();
+    let mut deny = |valid: &mut bool, bad: bool, why: &'static str| {
+        if bad {
+            *valid = false;
+            refuse.push(why);
+        }
+    };
+    deny(
+        &mut valid,
+        tys.iter().any(|t| matches!(t, Ty::Unknown(_))),
+        "unknown dtype",
+    );
     valid &= plan.is_none_or(|p| !p.plan.is_null() && d == head_dim);
     valid &= plan.is_none_or(|p| p.window == 0 || nq == nk);
 
@@ -509,21 +862,27 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     if too_large || (extents.iter().all(|e| matches!(e, Extent::Len(_))) && work > 1 << 22) {
         return;
     }
+    // Now and then one buffer's data (a tensor's or an option's) off its alignment.
+    let misaligned = input.rare(8).then(|| input.range(0, 6));
     let hostile = input.rare(48);
-    let mut q = buffer_for(extents[0]);
-    let mut k = buffer_for(extents[1]);
-    let mut v = buffer_for(extents[2]);
-    let mut out = buffer_for(extents[3]);
-    let mut special = fill(input, &mut q, 1, hostile);
-    special |= fill(input, &mut k, 2, hostile);
-    special |= fill(input, &mut v, 3, hostile);
+    let mut q = Buf::new(tys[0], extents[0], misaligned == Some(0));
+    let mut k = Buf::new(tys[1], extents[1], misaligned == Some(1));
+    let mut v = Buf::new(tys[2], extents[2], misaligned == Some(2));
+    let mut out = Buf::new(tys[3], extents[3], misaligned == Some(3));
+    let mut special = fill(input, &mut q, tys[0], 1, hostile);
+    special |= fill(input, &mut k, tys[1], 2, hostile);
+    special |= fill(input, &mut v, tys[2], 3, hostile);
 
-    // Mask `[batch][k seq_len]` and lse `[batch][q heads][q seq_len]`, sized from the views
-    // they belong to (both products are small when those views are valid).
-    let mask_len = match extents[1] {
-        Extent::Len(_) => qs.batch.min(ks.batch) * ks.seq_len,
-        _ => 0,
-    };
+    // Mask `[batch][k seq_len]`, key lengths `[batch]`, head sinks `[q heads]` and lse
+    // `[batch][q heads][q seq_len]`, sized from the views they belong to (the library reads
+    // no more than both readings of "batch" promise; the products are small when those
+    // views are valid).
+    let (q_ok, k_ok) = (
+        matches!(extents[0], Extent::Len(_)),
+        matches!(extents[1], Extent::Len(_)),
+    );
+    let batch = qs.batch.min(ks.batch);
+    let mask_len = if k_ok && q_ok { batch * ks.seq_len } else { 0 };
     let mask: Option<Vec<u8>> = match input.range(0, 4) {
         0 | 1 => None,
         2 => Some((0..mask_len).map(|_| input.byte() & 1).collect()),
@@ -535,85 +894,227 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
                 .collect(),
         ),
     };
-    let lse_len = match extents[0] {
-        Extent::Len(_) => qs.batch * qs.heads * qs.seq_len,
-        _ => 0,
+    let spare = |which| (misaligned == Some(which)) as usize;
+    let mut key_lengths: Option<Vec<i32>> = input.rare(64).then(|| {
+        let len = if k_ok && q_ok { batch } else { 0 };
+        (0..len + spare(4))
+            .map(|_| match input.rare(16) {
+                false => input.range(0, ks.seq_len.min(255)) as i32,
+                true => input.pick(&[-1, i32::MIN, ks.seq_len as i32 + 1, i32::MAX, 0]),
+            })
+            .collect()
+    });
+    if let Some(lengths) = &key_lengths {
+        let nk = ks.seq_len as i64;
+        let bad = lengths.iter().any(|&l| l < 0 || l as i64 > nk);
+        deny(&mut valid, bad && misaligned.is_none(), "key length");
+    }
+    let mut head_sinks: Option<Vec<f32>> = input.rare(64).then(|| {
+        let len = if q_ok { qs.heads } else { 0 };
+        (0..len + spare(5))
+            .map(|_| match input.rare(16) {
+                false => input.pick(&[0.0, 1.5, -3.0, 8.0, f32::NEG_INFINITY]),
+                true => input.pick(&[f32::NAN, f32::INFINITY, -f32::NAN, 1e30, f32::MAX]),
+            })
+            .collect()
+    });
+    if let Some(sinks) = &head_sinks {
+        let bad = sinks
+            .iter()
+            .any(|&s| !s.is_finite() && s != f32::NEG_INFINITY);
+        deny(&mut valid, bad && misaligned.is_none(), "head sink");
+    }
+    let lse_len = if q_ok {
+        qs.batch * qs.heads * qs.seq_len
+    } else {
+        0
     };
     let mut lse: Option<Vec<f32>> = input
         .flag()
-        .then(|| vec![f32::from_bits(SENTINEL); lse_len]);
+        .then(|| vec![f32::from_bits(SENTINEL); lse_len + spare(6)]);
+
+    let misaligned_exists = match misaligned {
+        Some(4) => key_lengths.is_some(),
+        Some(5) => head_sinks.is_some(),
+        Some(6) => lse.is_some(),
+        other => other.is_some(),
+    };
+    deny(&mut valid, misaligned_exists, "misaligned data");
 
     let alias = match input.rare(16) {
         false => Alias::None,
         true => input.pick(&[Alias::OutInQ, Alias::LseInK, Alias::LseInOut]),
     };
     let nulls = input.rare(8).then(|| input.range(0, 6));
-    valid &= nulls.is_none();
+    deny(&mut valid, nulls.is_some(), "NULL pointer");
 
-    let q_ptr = data_ptr(&mut q, nulls == Some(0));
-    let k_ptr = data_ptr(&mut k, nulls == Some(1));
-    let v_ptr = data_ptr(&mut v, nulls == Some(2));
-    let mut out_ptr = data_ptr(&mut out, nulls == Some(3));
+    let q_ptr = q.ptr(nulls == Some(0), misaligned == Some(0));
+    let k_ptr = k.ptr(nulls == Some(1), misaligned == Some(1));
+    let v_ptr = v.ptr(nulls == Some(2), misaligned == Some(2));
+    let mut out_ptr = out.ptr(nulls == Some(3), misaligned == Some(3));
     let mask_ptr = mask.as_ref().map_or(null(), |m| m.as_ptr());
-    let mut lse_ptr = lse.as_mut().map_or(null_mut(), |l| data_ptr(l, false));
-    // An output placed inside another buffer (when it fits there), which must be refused.
-    let out_len = match extents[3] {
-        Extent::Len(len) => len,
+    let lengths_ptr = option_ptr(&mut key_lengths, misaligned == Some(4));
+    let sinks_ptr = option_ptr(&mut head_sinks, misaligned == Some(5));
+    let mut lse_ptr = option_ptr(&mut lse, misaligned == Some(6));
+    // An output placed inside another buffer (when it fits there, in bytes), which must be
+    // refused.
+    let bytes = |buf: &Buf| match buf {
+        Buf::F32(x) => x.len() * 4,
+        Buf::Half(x) => x.len() * 2,
+    };
+    let out_bytes = match (extents[3], &out) {
+        (Extent::Len(len), Buf::Half(_)) => len * 2,
+        (Extent::Len(len), _) => len * 4,
         _ => usize::MAX,
     };
-    let lse_len = lse.as_ref().map_or(usize::MAX, Vec::len);
+    let lse_bytes = lse.as_ref().map_or(usize::MAX, |l| l.len() * 4);
+    let aligned_for_lse = |buf: &mut Buf| {
+        let p = buf.ptr(false, false);
+        (p as usize).is_multiple_of(4).then_some(p)
+    };
     let aliased = match alias {
-        Alias::OutInQ if out_len <= q.len() => {
-            out_ptr = q.as_mut_ptr();
+        Alias::OutInQ if out_bytes <= bytes(&q) && misaligned.is_none() => {
+            // The element types may differ; an out the q buffer does not align for is
+            // refused for that instead.
+            out_ptr = q.ptr(false, false);
             true
         }
-        Alias::LseInK if lse_len <= k.len() => {
-            lse_ptr = k.as_mut_ptr();
-            true
-        }
-        Alias::LseInOut if lse_len <= out.len() => {
-            lse_ptr = out.as_mut_ptr();
-            true
-        }
+        Alias::LseInK if lse_bytes <= bytes(&k) => match aligned_for_lse(&mut k) {
+            Some(p) => {
+                lse_ptr = p.cast();
+                true
+            }
+            None => false,
+        },
+        Alias::LseInOut if lse_bytes <= bytes(&out) => match aligned_for_lse(&mut out) {
+            Some(p) => {
+                lse_ptr = p.cast();
+                true
+            }
+            None => false,
+        },
         _ => false,
     };
     valid &= !aliased;
-    let q_before = q.clone();
-    let k_before = k.clone();
+    let q_before = q.widened(tys[0]);
+    let k_before = k.widened(tys[1]);
 
-    let (tq, tk, tv) = (tensor(&qs, q_ptr), tensor(&ks, k_ptr), tensor(&vs, v_ptr));
-    let mut to = tensor_mut(&os, out_ptr);
-    let struct_null = nulls.filter(|&n| n >= 4);
-    let (tq_ptr, to_ptr): (*const smyrf_tensor, *mut smyrf_tensor_mut) = match struct_null {
-        Some(4) => (null(), &mut to),
-        Some(_) => (&tq, null_mut()),
-        None => (&tq, &mut to),
+    // The call options: through the initialiser, with an engine's parallel-for now and then
+    // (a NULL one with workers set is fine; a set one needs a worker), in a struct of a size
+    // of the harness's choosing; an older size leaves the fields past it unread.
+    let engine = Engine {
+        order: input.range(0, 3) as u8,
+        calls: AtomicUsize::new(0),
     };
+    let mut args = smyrf_call_args_default();
+    args.key_mask = mask_ptr;
+    args.key_lengths = lengths_ptr.cast_const();
+    args.head_sinks = sinks_ptr.cast_const();
+    args.lse_out = lse_ptr;
+    let use_engine = input.rare(64);
+    if use_engine {
+        args.parallel_for = Some(run_engine);
+        args.parallel_context = (&engine as *const Engine).cast_mut().cast();
+    }
+    if use_engine || input.rare(16) {
+        args.parallel_workers = input.pick(&[1, 1, 2, 3, 64, u32::MAX, 0]);
+    }
+    let ends = field_ends!(smyrf_call_args: lse_out: *mut f32,
+        parallel_for: smyrf_parallel_for_fn, parallel_context: *mut c_void,
+        parallel_workers: u32);
+    let (args_size, args_dirty, args_ok) = struct_size(
+        input,
+        size_of::<smyrf_call_args>(),
+        SMYRF_CALL_ARGS_MIN_SIZE,
+        &ends,
+    );
+    let args_misaligned = input.rare(8);
+    let no_options = mask.is_none()
+        && key_lengths.is_none()
+        && head_sinks.is_none()
+        && lse.is_none()
+        && !use_engine;
+    let null_args = no_options && input.flag();
+    deny(&mut valid, !null_args && !args_ok, "args struct_size");
+    deny(&mut valid, !null_args && args_misaligned, "args misaligned");
+    let reads = |end: usize| null_args || args_size >= end;
+    let engine_read = use_engine && reads(ends[1]);
+    let workers_read = if reads(ends[3]) {
+        args.parallel_workers
+    } else {
+        0
+    };
+    deny(
+        &mut valid,
+        engine_read && workers_read == 0,
+        "parallel_for without workers",
+    );
+    let placed_args = Placed::new(args, args_size, args_dirty, args_misaligned);
+    let args_ptr: *const smyrf_call_args = if null_args { null() } else { placed_args.ptr() };
+
+    // Tensor descriptors, each in a struct of a size of the harness's choosing.
+    let tensor_size = |input: &mut Input| {
+        struct_size(input, size_of::<smyrf_tensor>(), SMYRF_TENSOR_MIN_SIZE, &[])
+    };
+    let mut placed = Vec::new();
+    for (i, (s, ptr)) in [(&qs, q_ptr), (&ks, k_ptr), (&vs, v_ptr)]
+        .into_iter()
+        .enumerate()
+    {
+        let (size, dirty, ok) = tensor_size(input);
+        let misplaced = input.rare(2);
+        deny(&mut valid, !ok, "tensor struct_size");
+        deny(&mut valid, misplaced, "tensor misaligned");
+        placed.push(Placed::new(tensor(s, ptr, tys[i]), size, dirty, misplaced));
+    }
+    let (out_size, out_dirty, out_ok) = tensor_size(input);
+    let out_misplaced = input.rare(2);
+    deny(&mut valid, !out_ok, "out struct_size");
+    deny(&mut valid, out_misplaced, "out misaligned");
+    placed.push(Placed::new(
+        tensor_mut(&os, out_ptr, tys[3]),
+        out_size,
+        out_dirty,
+        out_misplaced,
+    ));
+    let struct_null = nulls.filter(|&n| n >= 4);
+    let tq_ptr: *const smyrf_tensor = match struct_null {
+        Some(4) => null(),
+        _ => placed[0].ptr(),
+    };
+    let to_ptr: *const smyrf_tensor_mut = match struct_null {
+        Some(n) if n >= 5 => null(),
+        _ => placed[3].ptr(),
+    };
+    let (tk_ptr, tv_ptr) = (placed[1].ptr(), placed[2].ptr());
+
     let mut logit_scale = plan.map_or(0.0, |p| p.scale);
+    let mut dense_scale = 0.0;
     let (function, status) = match plan {
         Some(PlanInfo { plan, .. }) => {
             // SAFETY: every pointer is NULL, dangling for a view the library must refuse
-            // from its sizes, or valid for exactly the extent its shape declares.
-            let status =
-                unsafe { smyrf_attention(plan, tq_ptr, &tk, &tv, mask_ptr, to_ptr, lse_ptr) };
+            // from its sizes, or valid for exactly the extent its shape (or struct size)
+            // declares.
+            let status = unsafe { smyrf_attention(plan, tq_ptr, tk_ptr, tv_ptr, to_ptr, args_ptr) };
             ("smyrf_attention", status)
         }
         None => {
-            let scale = match input.range(0, 4) {
+            dense_scale = match input.range(0, 4) {
                 0 | 1 => 0.0,
                 2 => 0.5,
                 3 => input.pick(&[-1.0, f32::NAN, f32::INFINITY, -0.0]),
                 _ => input.raw_f32(),
             };
-            valid &= scale == 0.0 || (scale.is_finite() && scale > 0.0);
+            let scale_ok = dense_scale == 0.0 || (dense_scale.is_finite() && dense_scale > 0.0);
+            deny(&mut valid, !scale_ok, "dense scale");
             valid &= std::env::var_os("SMYRF_ISA").is_none();
-            logit_scale = match scale {
+            logit_scale = match dense_scale {
                 0.0 => 1.0 / (d as f32).sqrt(),
                 scale => scale,
             };
             // SAFETY: as above.
             let status = unsafe {
-                smyrf_dense_attention(tq_ptr, &tk, &tv, mask_ptr, scale, to_ptr, lse_ptr)
+                smyrf_dense_attention(tq_ptr, tk_ptr, tv_ptr, dense_scale, to_ptr, args_ptr)
             };
             ("smyrf_dense_attention", status)
         }
@@ -621,8 +1122,14 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     check_status(function, status);
     // Inputs are never written, whatever happened.
     if !aliased {
-        assert!(same_bits(&q, &q_before), "{function} wrote into q");
-        assert!(same_bits(&k, &k_before), "{function} wrote into k");
+        assert!(
+            same_bits(&q.widened(tys[0]), &q_before),
+            "{function} wrote into q"
+        );
+        assert!(
+            same_bits(&k.widened(tys[1]), &k_before),
+            "{function} wrote into k"
+        );
     }
     if status != smyrf_status::SMYRF_OK {
         assert!(
@@ -630,11 +1137,15 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
             "{function}: a valid call was refused: {}",
             last_error()
         );
-        assert!(same_bits(&q, &q_before) && same_bits(&k, &k_before));
-        assert!(untouched(&out), "{function} failed but wrote out");
+        assert!(out.untouched(), "{function} failed but wrote out");
         assert!(
             lse.as_deref().is_none_or(untouched),
             "{function} failed but wrote lse"
+        );
+        assert_eq!(
+            engine.calls.load(Ordering::Relaxed),
+            0,
+            "{function} failed but ran the engine"
         );
         return;
     }
@@ -643,6 +1154,11 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     assert!(
         !aliased,
         "{function} accepted an output sharing memory with another buffer"
+    );
+    assert!(
+        refuse.is_empty(),
+        "{function} accepted a call it must refuse ({refuse:?}; types {tys:?}, misaligned \
+         {misaligned:?}, args size {args_size}, lengths {key_lengths:?}, sinks {head_sinks:?})"
     );
     assert!(
         qs.batch == ks.batch && ks.batch == vs.batch && vs.batch == os.batch,
@@ -672,41 +1188,102 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
             }
         }
     }
-    for (x, &inside) in out.iter().zip(&covered) {
+    for (i, &inside) in covered.iter().enumerate() {
         assert!(
-            inside || x.to_bits() == SENTINEL,
+            inside || out.is_sentinel(i),
             "{function} wrote between rows"
         );
     }
+
+    // The f32 path on the values as the kernels saw them: the same bits (its output rounded
+    // for a 16-bit out); a call that already is that path is its own reference.
+    let plain = tys.iter().all(|&t| t == Ty::F32) && !engine_read;
+    let (out32, lse32) = if plain {
+        (out.widened(tys[3]), lse.clone())
+    } else {
+        let (q32, k32, v32) = (q.widened(tys[0]), k.widened(tys[1]), v.widened(tys[2]));
+        let mut out32 = vec![f32::from_bits(SENTINEL); out.len()];
+        let mut lse32 = lse
+            .as_ref()
+            .map(|l| vec![f32::from_bits(SENTINEL); l.len()]);
+        let mut plain_args = smyrf_call_args_default();
+        plain_args.key_mask = mask_ptr;
+        plain_args.key_lengths = lengths_ptr.cast_const();
+        plain_args.head_sinks = sinks_ptr.cast_const();
+        plain_args.lse_out = lse32.as_mut().map_or(null_mut(), |l| l.as_mut_ptr());
+        let ty = Ty::F32;
+        let (tq, tk, tv) = (
+            tensor(&qs, q32.as_ptr().cast(), ty),
+            tensor(&ks, k32.as_ptr().cast(), ty),
+            tensor(&vs, v32.as_ptr().cast(), ty),
+        );
+        let to = tensor_mut(&os, out32.as_mut_ptr().cast(), ty);
+        // SAFETY: the same shapes over f32 copies of the same extents; the options' inputs
+        // are the call's own, and its outputs fresh buffers.
+        let status = unsafe {
+            match plan {
+                Some(p) => smyrf_attention(p.plan, &tq, &tk, &tv, &to, &plain_args),
+                None => smyrf_dense_attention(&tq, &tk, &tv, dense_scale, &to, &plain_args),
+            }
+        };
+        assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+        for (i, &inside) in covered.iter().enumerate() {
+            assert!(
+                !inside || out.holds(tys[3], i, out32[i]),
+                "{function} (types {tys:?}, engine {engine_read}) differs from the f32 path at \
+                 {i}: {} vs {}",
+                out.get(tys[3], i),
+                out32[i]
+            );
+        }
+        if let (Some(got), Some(want)) = (&lse, &lse32) {
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan()),
+                "{function}: lse differs from the f32 path"
+            );
+        }
+        (out32, lse32)
+    };
+
     // Inputs in [-4, 4] give |logits| ≤ 16·d·scale: finite unless the scale is huge.
     special |= !(16.0 * qs.dim as f32 * logit_scale.abs()).is_finite();
-    let mask_of = |bi: usize, j: usize| mask.as_ref().is_none_or(|m| m[bi * nk + j] != 0);
+    let v32 = v.widened(tys[2]);
+    let key_valid = |bi: usize, j: usize| {
+        mask.as_ref().is_none_or(|m| m[bi * nk + j] != 0)
+            && key_lengths.as_ref().is_none_or(|l| (j as i32) < l[bi])
+    };
     // The contract's accuracy over many rounds (docs/design.md §1 step 6): each round's
     // merge rounds a few times, so outputs may leave the values' range by
     // (1e-5 + 4·R·2^-24)·max|v| (measured: 1.5e-5 at R = 1024, against 2.5e-4 allowed).
     let rounds = plan.map_or(1, |p| p.rounds.max(1)) as f32;
     let range_slack = 1e-5 + 4.0 * rounds * f32::EPSILON / 2.0;
     for bi in 0..os.batch {
-        let keys: Vec<usize> = (0..nk).filter(|&j| mask_of(bi, j)).collect();
+        let keys: Vec<usize> = (0..nk).filter(|&j| key_valid(bi, j)).collect();
         for h in 0..os.heads {
             let hk = h / (qs.heads / ks.heads);
             let v_max = keys
                 .iter()
                 .flat_map(|&j| {
                     let at = vs.offset(bi, hk, j);
-                    v[at..at + dv].iter().copied()
+                    v32[at..at + dv].iter().copied()
                 })
                 .fold(0.0f32, |m, x| m.max(x.abs()));
+            let sink = head_sinks.as_ref().map_or(f32::NEG_INFINITY, |s| s[h]);
             for i in 0..nq {
                 let at = os.offset(bi, h, i);
-                let row = &out[at..at + dv];
-                let lse_value = lse.as_ref().map(|l| l[(bi * qs.heads + h) * nq + i]);
+                let row = &out32[at..at + dv];
+                let lse_value = lse32.as_ref().map(|l| l[(bi * qs.heads + h) * nq + i]);
                 if keys.is_empty() {
                     assert!(
                         row.iter().all(|&x| x == 0.0),
                         "{function}: empty batch not zeros"
                     );
-                    assert!(lse_value.is_none_or(|l| l == f32::NEG_INFINITY));
+                    assert!(
+                        lse_value.is_none_or(|l| l.to_bits() == sink.to_bits()),
+                        "{function}: lse {lse_value:?} of an empty batch, sink {sink}"
+                    );
                 } else if !special {
                     for &x in row {
                         assert!(

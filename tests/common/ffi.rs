@@ -30,3 +30,44 @@ pub fn create_plan(config: &smyrf_config, head_dim: usize) -> *mut smyrf_plan {
     assert!(!plan.is_null());
     plan
 }
+
+/// The C descriptor of an f32 tensor of `shape` at `data`: built by the C initialiser (so
+/// `struct_size` and `dtype` are set), then given the shape's strides.
+pub fn c_tensor(data: *const f32, shape: smyrf::Shape) -> smyrf_tensor {
+    let mut t = smyrf_tensor_bhnd(
+        data.cast(),
+        smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+        shape.batch,
+        shape.heads,
+        shape.seq_len,
+        shape.dim,
+    );
+    t.batch_stride = shape.batch_stride;
+    t.head_stride = shape.head_stride;
+    t.seq_stride = shape.seq_stride;
+    t
+}
+
+/// As [`c_tensor`], for an output.
+pub fn c_tensor_mut(data: *mut f32, shape: smyrf::Shape) -> smyrf_tensor_mut {
+    let mut t = smyrf_tensor_mut_bhnd(
+        data.cast(),
+        smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+        shape.batch,
+        shape.heads,
+        shape.seq_len,
+        shape.dim,
+    );
+    t.batch_stride = shape.batch_stride;
+    t.head_stride = shape.head_stride;
+    t.seq_stride = shape.seq_stride;
+    t
+}
+
+/// Call options from the C initialiser with a key mask and an lse output (NULL for none).
+pub fn c_args(key_mask: *const u8, lse_out: *mut f32) -> smyrf_call_args {
+    let mut args = smyrf_call_args_default();
+    args.key_mask = key_mask;
+    args.lse_out = lse_out;
+    args
+}
