@@ -401,7 +401,9 @@ element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; 
                 *b = b.min(t);
             }
         }
-        let rows: [(&str, &str, &str, &str, f64, [f64; 5], f64); 6] = [
+        // (Q, K and V, out, Q·Kᵀ, time, stage times, projected bytes)
+        type Row<'a> = (&'a str, &'a str, &'a str, &'a str, f64, [f64; 5], f64);
+        let rows: [Row<'_>; 6] = [
             (
                 "f32",
                 "f32",

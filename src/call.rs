@@ -17,8 +17,9 @@ pub struct CallOptions<'a> {
     /// both.
     pub key_lengths: Option<&'a [u32]>,
     /// `[Hq]`: head h's learned sink logit, which joins every query's softmax denominator
-    /// and carries no value: `out_i = Σ_j e^(s_ij) v_j / (e^(sink_h) + Σ_j e^(s_ij))`. It
-    /// enters the final log-sum-exp once. Finite or −∞ (no sink). Not the §8 sink keys.
+    /// and carries no value: `out_i = Σ_j e^(s_ij) v_j / (e^(sink_h) + Σ_j e^(s_ij))`. SMYRF
+    /// merges it once, after the rounds, as a logit seen in every round (design §1), so one
+    /// cluster stays exact. Finite or −∞ (no sink). Not the §8 sink keys.
     pub head_sinks: Option<&'a [f32]>,
     /// `[B][Hq][Nq]`: receives each query's log-sum-exp (−∞ for a batch element without
     /// valid keys, or its head sink).

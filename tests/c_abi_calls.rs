@@ -925,7 +925,7 @@ fn config_sizes_of_older_and_newer_callers() {
     for (size, extra, text) in [
         (0, vec![], "config->struct_size = 0"),
         (SMYRF_CONFIG_MIN_SIZE - 4, vec![], "struct_size = 36"),
-        (SMYRF_CONFIG_MIN_SIZE + 2, vec![], "ending on a field"),
+        (SMYRF_CONFIG_MIN_SIZE + 8, vec![], "a released layout"),
         (1 << 20, vec![], "at most 4096"),
         (full + 8, vec![(full + 3, 1u8)], "byte 67 is set"),
     ] {

@@ -259,9 +259,11 @@ fn head_sinks_enter_the_softmax_once() {
     let lengths = [96u32, 0];
     let scale = 1.0 / (case.d as f64).sqrt();
     for isa in supported_tiers() {
-        // One cluster holding every key: SMYRF computes dense attention.
+        // One cluster holding every key, over two rounds: SMYRF computes dense attention,
+        // the sink included (a sink merged against the two rounds' mass as if it were one
+        // round's would weigh half as much). Its lse is the dense one plus ln 2.
         let smyrf = Plan::new(
-            Config::default().n_hashes(1).q_cluster_size(4096).isa(isa),
+            Config::default().n_hashes(2).q_cluster_size(4096).isa(isa),
             case.d,
         )
         .unwrap();
@@ -288,7 +290,10 @@ fn head_sinks_enter_the_softmax_once() {
                                 want[i][c]
                             );
                         }
-                        let l = lse[(b * case.hq + h) * case.nq + i] as f64;
+                        let mut l = lse[(b * case.hq + h) * case.nq + i] as f64;
+                        if !dense {
+                            l -= 2f64.ln();
+                        }
                         if want_lse[i] == f64::NEG_INFINITY {
                             assert_eq!(l, f64::NEG_INFINITY);
                         } else {
@@ -378,9 +383,9 @@ fn the_bf16_dot_product_kernel_is_within_1e_5_of_f64_on_the_converted_values() {
 
 #[test]
 fn a_head_sink_joins_the_merged_rounds_not_each_round() {
-    // Over R rounds the sink enters the merged result once: out' = out · e^(lse − lse') with
-    // lse' = log(e^lse + e^sink), from the sink-free call's out and lse. Per round, it would
-    // weigh R times as much.
+    // Over R rounds the sink enters the merged result once, as a logit seen in every round:
+    // out' = out · e^(lse − lse') with lse' = log(e^lse + R·e^sink), from the sink-free
+    // call's out and lse.
     let case = Case::new(9, (1, 2, 1, 256, 256, 16, 16));
     let sinks = [1.0f32, -0.5];
     for isa in supported_tiers() {
@@ -400,7 +405,7 @@ fn a_head_sink_joins_the_merged_rounds_not_each_round() {
             CallOptions::new().head_sinks(&sinks).lse(&mut lse1),
         );
         for r in 0..n {
-            let (l, sink) = (lse0[r] as f64, sinks[r / case.nq] as f64);
+            let (l, sink) = (lse0[r] as f64, sinks[r / case.nq] as f64 + 3f64.ln());
             let merged = l.max(sink) + ((l - l.max(sink)).exp() + (sink - l.max(sink)).exp()).ln();
             assert!((lse1[r] as f64 - merged).abs() < 1e-5, "{isa} row {r}");
             let keep = (l - merged).exp();

@@ -111,8 +111,9 @@ pub enum smyrf_dtype {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct smyrf_config {
-    /// `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers. At least
-    /// `SMYRF_CONFIG_MIN_SIZE`; bytes past this library's layout must be zero.
+    /// `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers: the size
+    /// of a released layout (`SMYRF_CONFIG_MIN_SIZE` is the first), or of a newer one of at
+    /// most 4096 bytes whose bytes past this library's layout are zero.
     pub struct_size: usize,
     /// Hash rounds R, at least 1 (default 2).
     pub n_hashes: u32,
@@ -164,7 +165,9 @@ pub struct smyrf_config {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct smyrf_tensor {
-    /// `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers.
+    /// `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers: at
+    /// least `SMYRF_TENSOR_MIN_SIZE` (every field), at most 4096, zeros past this library's
+    /// layout.
     pub struct_size: usize,
     /// First element (batch 0, head 0, position 0, component 0).
     pub data: *const c_void,
@@ -192,7 +195,8 @@ pub struct smyrf_tensor {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct smyrf_tensor_mut {
-    /// `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers.
+    /// `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers, as
+    /// for `smyrf_tensor`.
     pub struct_size: usize,
     /// First element (batch 0, head 0, position 0, component 0).
     pub data: *mut c_void,
@@ -237,8 +241,9 @@ pub type smyrf_parallel_for_fn = Option<
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct smyrf_call_args {
-    /// `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
-    /// `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
+    /// `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser: the
+    /// size of a released layout (`SMYRF_CALL_ARGS_MIN_SIZE` is the first), or of a newer
+    /// one of at most 4096 bytes whose bytes past this library's layout are zero.
     pub struct_size: usize,
     /// NULL, or `B * Nk` bytes (`[batch][k seq_len]`): nonzero = the key takes part.
     pub key_mask: *const u8,
@@ -248,15 +253,17 @@ pub struct smyrf_call_args {
     pub key_lengths: *const i32,
     /// NULL, or `Hq` learned sink logits, one per query head: each joins every query's
     /// softmax denominator and carries no value,
-    /// `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
-    /// log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
-    /// (`smyrf_config.n_sinks`).
+    /// `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`. SMYRF merges it once,
+    /// after the hash rounds, as a logit seen in every round, so a call with one cluster
+    /// (decode, say) is exact attention with the sink. Finite or -INFINITY (no sink). Not
+    /// the design §8 sink keys (`smyrf_config.n_sinks`).
     pub head_sinks: *const f32,
     /// NULL, or `B * Hq * Nq` floats (`[batch][q heads][q seq_len]`) that receive each
     /// query's log-sum-exp (-INFINITY for a batch element without valid keys and no sink).
     pub lse_out: *mut f32,
-    /// NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
-    /// through it and starts no thread; the results are the same bits either way.
+    /// NULL (the plan's threads), or the engine's parallel-for: the call then runs its
+    /// parallel loops through it and starts no thread (a loop of one task runs on the
+    /// calling thread); the results are the same bits either way.
     pub parallel_for: smyrf_parallel_for_fn,
     /// Passed back to `parallel_for` as `engine_context`.
     pub parallel_context: *mut c_void,
@@ -1020,18 +1027,10 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
     size_of::<F>()
 }
 
-/// The sizes an older caller's config or call arguments can have.
-const CONFIG_ENDS: [usize; 7] = field_ends!(
-    smyrf_config: isa,
-    n_sinks,
-    sink_selection,
-    window,
-    n_samples,
-    sample_group,
-    bf16_exact
-);
-const CALL_ARGS_ENDS: [usize; 4] =
-    field_ends!(smyrf_call_args: lse_out, parallel_for, parallel_context, parallel_workers);
+/// The released layouts shorter than this library's: the sizes an older caller's config or
+/// call arguments can have (this release's own is the full struct).
+const CONFIG_ENDS: [usize; 1] = field_ends!(smyrf_config: isa);
+const CALL_ARGS_ENDS: [usize; 1] = field_ends!(smyrf_call_args: lse_out);
 
 /// Whether `size` is a size of a versioned struct whose full layout is `full` bytes.
 fn size_fits(size: usize, min: usize, full: usize, ends: &[usize]) -> bool {
@@ -1040,8 +1039,8 @@ fn size_fits(size: usize, min: usize, full: usize, ends: &[usize]) -> bool {
 
 fn size_error(what: &str, size: usize, min: usize) -> Failure {
     Failure::invalid(format!(
-        "{what}->struct_size = {size}: not a size of this struct (at least {min}, ending on \
-         a field, at most {MAX_STRUCT_SIZE}); set it with the initialiser"
+        "{what}->struct_size = {size}: not a size of this struct (a released layout, at least \
+         {min}, or a newer one of at most {MAX_STRUCT_SIZE}); set it with the initialiser"
     ))
 }
 
@@ -1104,7 +1103,7 @@ unsafe fn read_versioned<T: Copy>(
     }
     if !ptr.is_aligned() {
         return Err(Failure::invalid(format!(
-            "{what} is not aligned to {} bytes",
+            "{what} (the struct itself) is not aligned to {} bytes",
             std::mem::align_of::<T>()
         )));
     }

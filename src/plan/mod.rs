@@ -363,6 +363,10 @@ impl Plan {
     ) {
         let nq = call.shape.nq;
         if let Some(&sink) = call.head_sinks.map(|sinks| &sinks[h]) {
+            // The combined (max, sum) counts every round's softmax mass, R rounds of about
+            // the same keys; the sink joins it once, as one logit seen in every round
+            // (design §1), so that one cluster stays exact attention with a sink.
+            let sink = sink + (self.config.n_hashes as f32).ln();
             for i in 0..nq {
                 // SAFETY: this task alone owns the rows of (b, h).
                 let row = unsafe { out.row(b, h, i) };

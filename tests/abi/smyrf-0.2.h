@@ -185,8 +185,9 @@ typedef struct smyrf_plan smyrf_plan;
  */
 typedef struct smyrf_config {
     /**
-     * `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers. At least
-     * `SMYRF_CONFIG_MIN_SIZE`; bytes past this library's layout must be zero.
+     * `sizeof(smyrf_config)` as the caller was compiled; set by the initialisers: the size
+     * of a released layout (`SMYRF_CONFIG_MIN_SIZE` is the first), or of a newer one of at
+     * most 4096 bytes whose bytes past this library's layout are zero.
      */
     size_t struct_size;
     /**
@@ -278,8 +279,9 @@ typedef void (*smyrf_parallel_for_fn)(void *engine_context,
  */
 typedef struct smyrf_call_args {
     /**
-     * `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser. At least
-     * `SMYRF_CALL_ARGS_MIN_SIZE`; bytes past this library's layout must be zero.
+     * `sizeof(smyrf_call_args)` as the caller was compiled; set by the initialiser: the
+     * size of a released layout (`SMYRF_CALL_ARGS_MIN_SIZE` is the first), or of a newer
+     * one of at most 4096 bytes whose bytes past this library's layout are zero.
      */
     size_t struct_size;
     /**
@@ -295,9 +297,10 @@ typedef struct smyrf_call_args {
     /**
      * NULL, or `Hq` learned sink logits, one per query head: each joins every query's
      * softmax denominator and carries no value,
-     * `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`, entering the final
-     * log-sum-exp once. Finite or -INFINITY (no sink). Not the design §8 sink keys
-     * (`smyrf_config.n_sinks`).
+     * `out_i = sum_j exp(s_ij) v_j / (exp(sink_h) + sum_j exp(s_ij))`. SMYRF merges it once,
+     * after the hash rounds, as a logit seen in every round, so a call with one cluster
+     * (decode, say) is exact attention with the sink. Finite or -INFINITY (no sink). Not
+     * the design §8 sink keys (`smyrf_config.n_sinks`).
      */
     const float *head_sinks;
     /**
@@ -306,8 +309,9 @@ typedef struct smyrf_call_args {
      */
     float *lse_out;
     /**
-     * NULL (the plan's threads), or the engine's parallel-for: the call then runs its work
-     * through it and starts no thread; the results are the same bits either way.
+     * NULL (the plan's threads), or the engine's parallel-for: the call then runs its
+     * parallel loops through it and starts no thread (a loop of one task runs on the
+     * calling thread); the results are the same bits either way.
      */
     smyrf_parallel_for_fn parallel_for;
     /**
@@ -332,7 +336,9 @@ typedef struct smyrf_call_args {
  */
 typedef struct smyrf_tensor {
     /**
-     * `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers.
+     * `sizeof(smyrf_tensor)` as the caller was compiled; set by the initialisers: at
+     * least `SMYRF_TENSOR_MIN_SIZE` (every field), at most 4096, zeros past this library's
+     * layout.
      */
     size_t struct_size;
     /**
@@ -380,7 +386,8 @@ typedef struct smyrf_tensor {
  */
 typedef struct smyrf_tensor_mut {
     /**
-     * `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers.
+     * `sizeof(smyrf_tensor_mut)` as the caller was compiled; set by the initialisers, as
+     * for `smyrf_tensor`.
      */
     size_t struct_size;
     /**
