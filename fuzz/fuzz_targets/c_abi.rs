@@ -15,7 +15,8 @@
 //!   output rows, no output sharing memory with anything);
 //! - after success, elements of `out` between the view's rows are untouched, outputs are
 //!   finite and within the range of the values when the inputs are finite, and a batch
-//!   element without valid keys gets zeros and an lse of its head sink (−∞ without one);
+//!   element without valid keys gets zeros and an lse of its head sink (plus ln R for R
+//!   hash rounds; −∞ without one);
 //! - a call with 16-bit tensors, an engine's parallel-for or another version's struct sizes
 //!   gives the bits of the plain f32 call on the values converted beforehand (its output
 //!   rounded to nearest even for a 16-bit `out`).
@@ -615,8 +616,8 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         config.n_hashes = 4;
     }
     // The caller's struct size: an older one leaves the fields past it at their defaults.
-    let ends = field_ends!(smyrf_config: isa: u32, n_sinks: u32, sink_selection: u32,
-        window: u32, n_samples: u32, sample_group: u32);
+    // The released layouts: the first (through `isa`) and this one.
+    let ends = field_ends!(smyrf_config: isa: u32);
     let (size, dirty, size_ok) = struct_size(
         input,
         size_of::<smyrf_config>(),
@@ -1019,9 +1020,8 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     if use_engine || input.rare(16) {
         args.parallel_workers = input.pick(&[1, 1, 2, 3, 64, u32::MAX, 0]);
     }
-    let ends = field_ends!(smyrf_call_args: lse_out: *mut f32,
-        parallel_for: smyrf_parallel_for_fn, parallel_context: *mut c_void,
-        parallel_workers: u32);
+    // The released layouts: the first (through `lse_out`) and this one.
+    let ends = field_ends!(smyrf_call_args: lse_out: *mut f32);
     let (args_size, args_dirty, args_ok) = struct_size(
         input,
         size_of::<smyrf_call_args>(),
@@ -1038,8 +1038,9 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     deny(&mut valid, !null_args && !args_ok, "args struct_size");
     deny(&mut valid, !null_args && args_misaligned, "args misaligned");
     let reads = |end: usize| null_args || args_size >= end;
-    let engine_read = use_engine && reads(ends[1]);
-    let workers_read = if reads(ends[3]) {
+    let engine_read =
+        use_engine && reads(offset_of!(smyrf_call_args, parallel_for) + size_of::<usize>());
+    let workers_read = if reads(offset_of!(smyrf_call_args, parallel_workers) + 4) {
         args.parallel_workers
     } else {
         0
@@ -1271,6 +1272,11 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
                 })
                 .fold(0.0f32, |m, x| m.max(x.abs()));
             let sink = head_sinks.as_ref().map_or(f32::NEG_INFINITY, |s| s[h]);
+            // SMYRF merges a head sink as a logit seen in every round (design §1).
+            let alone = match function {
+                "smyrf_attention" => sink + rounds.ln(),
+                _ => sink,
+            };
             for i in 0..nq {
                 let at = os.offset(bi, h, i);
                 let row = &out32[at..at + dv];
@@ -1281,7 +1287,7 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
                         "{function}: empty batch not zeros"
                     );
                     assert!(
-                        lse_value.is_none_or(|l| l.to_bits() == sink.to_bits()),
+                        lse_value.is_none_or(|l| l.to_bits() == alone.to_bits()),
                         "{function}: lse {lse_value:?} of an empty batch, sink {sink}"
                     );
                 } else if !special {
