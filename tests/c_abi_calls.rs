@@ -958,7 +958,8 @@ fn config_sizes_of_older_and_newer_callers() {
 fn tensor_descriptors_need_their_whole_size_and_a_known_dtype() {
     let mut f = Fixture::new(1, 2, 1, 24, 8);
     let plan = create_plan(&smyrf_config_default(), 8);
-    let cases: [(&str, fn(&mut Args)); 4] = [
+    type Edit = fn(&mut Args);
+    let cases: [(&str, Edit); 4] = [
         ("q->struct_size = 72", |a| {
             a.q.as_mut().unwrap().struct_size = 72
         }),
