@@ -126,7 +126,8 @@ impl ParallelFor for Serial {
 }
 
 /// Worker threads started up front and woken for each `run`, which hands them the task
-/// through a mutex and an atomic index and waits until every worker is done with it.
+/// through a mutex and an atomic index and waits until every worker is done with it. A
+/// task's panic is caught on the worker and raised again by `run`.
 struct Persistent {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -148,6 +149,7 @@ struct Job {
     n: usize,
     generation: u64,
     finished: usize,
+    panicked: bool,
     quit: bool,
 }
 
@@ -185,14 +187,15 @@ fn worker(shared: &Shared) {
             seen = job.generation;
             (job.task.expect("a task with each generation"), job.n)
         };
-        loop {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
             let i = shared.next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 break;
             }
             task(i);
-        }
+        }));
         let mut job = shared.state.lock().unwrap();
+        job.panicked |= ran.is_err();
         job.finished += 1;
         if job.finished == shared.workers {
             shared.done.notify_all();
@@ -221,6 +224,10 @@ impl ParallelFor for Persistent {
             job = shared.done.wait(job).unwrap();
         }
         job.task = None;
+        if std::mem::take(&mut job.panicked) {
+            drop(job);
+            panic!("a task panicked on an engine worker");
+        }
     }
 }
 
