@@ -310,7 +310,7 @@ impl Case {
             .map(|j| u8::from(j % nk == 0 || (j * 7919) % 6 != 1))
             .collect();
         // With one valid key, one cluster holds every query: the largest tiles.
-        let last = if seed % 2 == 0 { 0 } else { 1 };
+        let last = u32::from(!seed.is_multiple_of(2));
         let lengths = (0..b)
             .map(|i| match i {
                 _ if b > 1 && i == b - 1 => last,
