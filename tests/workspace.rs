@@ -548,6 +548,11 @@ fn configs() -> Vec<(&'static str, Config)> {
                 .n_samples(4),
         ),
         ("hybrid preset", Config::hybrid(32)),
+        // A sample group per query: as many round-0 calls as queries.
+        (
+            "samples, groups of one",
+            plain.clone().n_samples(2).sample_group(1),
+        ),
     ]
 }
 
