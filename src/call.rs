@@ -27,10 +27,12 @@ pub struct CallOptions<'a> {
     /// Run the call's tasks on these workers instead of the plan's threads: then the call
     /// starts no thread. The results are the same bits either way.
     pub parallel_for: Option<&'a dyn ParallelFor>,
-    /// The caller's memory for the call's scratch: with it the call allocates nothing and
-    /// keeps nothing (design §3, memory). It must hold at least what `Plan::workspace_size`
-    /// (or `Plan::dense_workspace_size`) gives for the call, at any alignment; its contents
-    /// need not be initialised and are unspecified afterwards. Set it with
+    /// The caller's memory for the call's scratch: with it the call allocates nothing on
+    /// the caller's thread or an engine's workers, and keeps nothing (design §3, memory; on
+    /// rayon's pool the scratch comes from here too, but rayon may allocate in its job
+    /// queues). It must hold at least what `Plan::workspace_size` (or
+    /// `Plan::dense_workspace_size`) gives for the call, at any alignment; its contents need
+    /// not be initialised and are unspecified afterwards. Set it with
     /// [`CallOptions::workspace`].
     pub workspace: Option<&'a mut [MaybeUninit<u8>]>,
 }
