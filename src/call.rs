@@ -2,7 +2,8 @@
 //! validated before anything is written, and the result is a summary the pipelines use.
 
 use crate::error::{Error, Result};
-use crate::view::Shape;
+use crate::view::{DType, Shape};
+use std::mem::MaybeUninit;
 
 /// The optional parts of an attention call: which keys take part (a byte mask, per-batch key
 /// lengths, or both), a learned sink logit per query head, and an lse output. Built by
@@ -27,6 +28,14 @@ pub struct CallOptions<'a> {
     /// Run the call's tasks on these workers instead of the plan's threads: then the call
     /// starts no thread. The results are the same bits either way.
     pub parallel_for: Option<&'a dyn ParallelFor>,
+    /// The caller's memory for the call's scratch: with it the call allocates nothing on
+    /// the caller's thread or an engine's workers, and keeps nothing (design §3, memory; on
+    /// rayon's pool the scratch comes from here too, but rayon may allocate in its job
+    /// queues). It must hold at least what `Plan::workspace_size` (or
+    /// `Plan::dense_workspace_size`) gives for the call, at any alignment; its contents need
+    /// not be initialised and are unspecified afterwards. Set it with
+    /// [`CallOptions::workspace`].
+    pub workspace: Option<&'a mut [MaybeUninit<u8>]>,
 }
 
 impl std::fmt::Debug for CallOptions<'_> {
@@ -37,6 +46,7 @@ impl std::fmt::Debug for CallOptions<'_> {
             .field("head_sinks", &self.head_sinks)
             .field("lse", &self.lse.as_ref().map(|l| l.len()))
             .field("parallel_for", &self.parallel_for.map(|p| p.workers()))
+            .field("workspace", &self.workspace.as_ref().map(|w| w.len()))
             .finish()
     }
 }
@@ -81,6 +91,23 @@ impl<'a> CallOptions<'a> {
         self.lse = Some(lse);
         self
     }
+
+    /// Carve the call's scratch from `workspace` instead of the plan's buffers: the call
+    /// then allocates nothing. A workspace smaller than `Plan::workspace_size` says is
+    /// refused with [`Error::WorkspaceTooSmall`] before anything is written.
+    #[must_use]
+    pub fn workspace(mut self, workspace: &'a mut [u8]) -> Self {
+        let len = workspace.len();
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the library writes only
+        // initialised bytes into a workspace (its scratch holds plain numbers, and the
+        // structs whose padding is never written are zeroed before the call returns), so the
+        // bytes stay valid `u8`s for the caller.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(workspace.as_mut_ptr().cast::<MaybeUninit<u8>>(), len)
+        };
+        self.workspace = Some(bytes);
+        self
+    }
 }
 
 /// An engine's parallel-for (the pthreadpool / ONNX Runtime `TrySimpleParallelFor` shape):
@@ -92,6 +119,41 @@ pub trait ParallelFor: Sync {
     /// Runs `task(i)` for every i in `0..n`, at most [`ParallelFor::workers`] at once, on
     /// any threads, and returns when all have finished. A task never calls `run` itself.
     fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync));
+}
+
+/// What a workspace is laid out for: a call's validated sizes, the element types that need
+/// widening or staging, and how many of its tasks may run at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallSizes {
+    pub(crate) shape: CallShape,
+    /// Value dim dv.
+    pub(crate) dv: usize,
+    pub(crate) q: DType,
+    pub(crate) k: DType,
+    pub(crate) out: DType,
+    pub(crate) workers: usize,
+}
+
+impl CallSizes {
+    /// Checks q, k, v, out (`shapes`, of element types `types`) and the options as
+    /// [`check_call`] does.
+    pub(crate) fn check(
+        shapes: [Shape; 4],
+        types: [DType; 4],
+        options: &CallOptions<'_>,
+        workers: usize,
+    ) -> Result<CallSizes> {
+        let [q, k, v, out] = shapes;
+        let shape = check_call(q, k, v, out, options)?;
+        Ok(CallSizes {
+            shape,
+            dv: v.dim,
+            q: types[0],
+            k: types[1],
+            out: types[3],
+            workers: workers.max(1),
+        })
+    }
 }
 
 /// The validated sizes of one attention call.
@@ -225,10 +287,9 @@ impl<'a> KeyLimit<'a> {
     }
 }
 
-/// The valid keys (those the limit lets through; all when there is none) of one batch
-/// element, into `out`.
-pub(crate) fn valid_keys_into(nk: usize, limit: KeyLimit<'_>, out: &mut Vec<u32>) {
-    out.clear();
+/// Appends the valid keys (those the limit lets through; all when there is none) of one
+/// batch element to `out`.
+pub(crate) fn extend_valid_keys(nk: usize, limit: KeyLimit<'_>, out: &mut impl Extend<u32>) {
     let end = limit.length.map_or(nk, |len| (len as usize).min(nk));
     match limit.mask {
         None => out.extend(0..end as u32),

@@ -2,15 +2,18 @@
 //! baseline, and what SMYRF reduces to with one cluster. Blocked with an online softmax, so
 //! no Nq × Nk buffer ever exists.
 
-use crate::attention::{self, merge, AttentionKernels, Loads, TileScratch};
-use crate::call::{check_call, valid_keys_into, CallOptions, KeyLimit, SharedSlice};
+use crate::attention::{self, merge, AttentionKernels, Loads, TileScratch, TileShape};
+use crate::call::{extend_valid_keys, CallOptions, CallShape, CallSizes, KeyLimit, SharedSlice};
 use crate::config::{effective_scale, validate_scale};
 use crate::convert::ConvertKernels;
-use crate::error::Result;
-use crate::runtime::pool::Pool;
+use crate::error::{Error, Result};
+use crate::runtime::arena::Arena;
+use crate::runtime::buffer::Buf;
+use crate::runtime::pool::{FixedPool, Pool, PoolRef};
 use crate::runtime::threads::{for_each_index_with, Par};
 use crate::simd::Tier;
-use crate::view::{AnyView, OutRows, Shape};
+use crate::view::{AnyView, DType, OutRows, Shape};
+use std::mem::MaybeUninit;
 
 /// Queries per dense task: each gathered key tile is reused by this many queries, and
 /// B·H·Nq/256 tasks still keep every core busy.
@@ -43,14 +46,71 @@ pub(crate) struct DenseCall<'a> {
     pub(crate) scale: Option<f32>,
 }
 
-/// Buffers of one dense task, reused across tasks and calls.
+/// Buffers of one dense task, reused across tasks and calls, or carved from a call's
+/// workspace.
 #[derive(Default)]
 pub(crate) struct DenseScratch {
     tiles: TileScratch,
-    valid: Vec<u32>,
-    members: Vec<u32>,
+    valid: Buf<u32>,
+    members: Buf<u32>,
     /// One output row in f32, for a 16-bit output.
-    row: Vec<f32>,
+    row: Buf<f32>,
+}
+
+impl DenseScratch {
+    /// One task's buffers carved from a workspace, at the lengths `dense_attention` grows
+    /// them to: a query block against every key.
+    fn carve(arena: &mut Arena<'_>, sizes: &CallSizes) -> DenseScratch {
+        let CallShape { nq, nk, d, .. } = sizes.shape;
+        let block = nq.min(DENSE_Q_BLOCK);
+        let tile = TileShape {
+            queries: block,
+            keys: nk,
+            d,
+            dv: sizes.dv,
+            widen_keys: sizes.k != DType::F32,
+            prefetch: false,
+        };
+        DenseScratch {
+            tiles: TileScratch::carve(arena, &tile),
+            valid: arena.buf(nk),
+            members: arena.buf(block),
+            row: arena.buf(sizes.dv),
+        }
+    }
+}
+
+/// Query blocks of a dense call: its tasks.
+fn tasks(shape: CallShape) -> usize {
+    shape.batch * shape.q_heads * shape.nq.div_ceil(DENSE_Q_BLOCK)
+}
+
+/// The workspace layout of a dense call: a task set for each task that can run at once.
+fn layout<'a>(arena: &mut Arena<'a>, sizes: &CallSizes) -> FixedPool<'a, DenseScratch> {
+    let sets = sizes.workers.min(tasks(sizes.shape));
+    FixedPool::carve(arena, sets, |arena| DenseScratch::carve(arena, sizes))
+}
+
+/// Bytes of the workspace a dense call of these sizes needs, at any alignment.
+pub(crate) fn workspace_bytes(sizes: &CallSizes) -> usize {
+    let mut arena = Arena::measuring();
+    layout(&mut arena, sizes);
+    arena.needed()
+}
+
+/// [`workspace_bytes`] of a call of [`dense_attention_default`], checked as the call is.
+pub(crate) fn default_workspace_size(
+    shapes: [Shape; 4],
+    types: [DType; 4],
+    options: &CallOptions<'_>,
+) -> Result<usize> {
+    let sizes = CallSizes::check(shapes, types, options, default_par(options).workers())?;
+    Ok(workspace_bytes(&sizes))
+}
+
+/// Where [`dense_attention_default`] runs: the engine's workers, or rayon's current pool.
+fn default_par<'a>(options: &CallOptions<'a>) -> Par<'a> {
+    options.parallel_for.map_or(Par::Rayon, Par::Engine)
 }
 
 /// Dense attention with the tier `SMYRF_ISA` names (or the best one detected) on rayon's
@@ -58,10 +118,7 @@ pub(crate) struct DenseScratch {
 pub(crate) fn dense_attention_default(call: DenseCall<'_>, options: CallOptions<'_>) -> Result<()> {
     let kernels = DenseKernels::of(Tier::resolve(None)?);
     let scratch = Pool::default();
-    match options.parallel_for {
-        Some(engine) => dense_attention(kernels, &scratch, Par::Engine(engine), call, options),
-        None => dense_attention(kernels, &scratch, Par::Rayon, call, options),
-    }
+    dense_attention(kernels, &scratch, default_par(&options), call, options)
 }
 
 /// softmax(scale · Q·Kᵀ) V over the valid keys, with the same views, options, GQA and lse
@@ -74,89 +131,117 @@ pub(crate) fn dense_attention(
     options: CallOptions<'_>,
 ) -> Result<()> {
     validate_scale(call.scale)?;
-    let shape = check_call(
-        call.q.shape,
-        call.k.shape,
-        call.v.shape,
-        call.out_shape,
+    let sizes = CallSizes::check(
+        [call.q.shape, call.k.shape, call.v.shape, call.out_shape],
+        [
+            call.q.data.dtype(),
+            call.k.data.dtype(),
+            call.v.data.dtype(),
+            call.out.dtype(),
+        ],
         &options,
+        par.workers(),
     )?;
+    let shape = sizes.shape;
     let scale = effective_scale(call.scale, shape.d);
     let CallOptions {
         key_mask,
         key_lengths,
         head_sinks,
         lse,
+        workspace,
         ..
     } = options;
+    // A workspace too small is refused here, before anything is written.
+    let carved = match workspace {
+        Some(workspace) => Some(carve_workspace(workspace, &sizes)?),
+        None => None,
+    };
+    let pool = carved
+        .as_ref()
+        .map_or(PoolRef::Heap(scratch), PoolRef::Fixed);
     let blocks = shape.nq.div_ceil(DENSE_Q_BLOCK);
     let lse = lse.map(SharedSlice::new);
     let (kern, loads, dv) = (kernels.attention, kernels.loads, call.v.shape.dim);
     let cvt = loads.convert;
     let out = &call.out;
-    for_each_index_with(
-        par,
-        shape.batch * shape.q_heads * blocks,
-        scratch,
-        |s, task| {
-            let (bh, block) = (task / blocks, task % blocks);
-            let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
-            let hk = h / shape.group();
-            let q0 = block * DENSE_Q_BLOCK;
-            let q1 = (q0 + DENSE_Q_BLOCK).min(shape.nq);
-            let DenseScratch {
-                tiles,
-                valid,
-                members,
-                row,
-            } = s;
-            members.clear();
-            members.extend(q0 as u32..q1 as u32);
-            let limit = KeyLimit::of(b, shape.nk, key_mask, key_lengths);
-            valid_keys_into(shape.nk, limit, valid);
-            row.resize(dv, 0.0);
-            let sink = head_sinks.map_or(f32::NEG_INFINITY, |sinks| sinks[h]);
-            let lse_base = bh * shape.nq + q0;
-            let mut emit = |i: usize, max: f32, sum: f32, fill: &dyn Fn(&mut [f32])| {
-                // SAFETY: this task alone owns the rows of its query block.
-                let lse_value =
-                    unsafe { emit_row(out, cvt, b, h, q0 + i, row, sink, max, sum, fill) };
-                if let Some(lse) = &lse {
-                    // SAFETY: as above, for its lse entries.
-                    unsafe { lse.set(lse_base + i, lse_value) };
-                }
-            };
-            if valid.is_empty() {
-                for i in 0..q1 - q0 {
-                    emit(i, f32::NEG_INFINITY, 0.0, &|r| r.fill(0.0));
-                }
-                return;
+    for_each_index_with(par, tasks(shape), pool, |s, task| {
+        let (bh, block) = (task / blocks, task % blocks);
+        let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
+        let hk = h / shape.group();
+        let q0 = block * DENSE_Q_BLOCK;
+        let q1 = (q0 + DENSE_Q_BLOCK).min(shape.nq);
+        let DenseScratch {
+            tiles,
+            valid,
+            members,
+            row,
+        } = s;
+        members.clear();
+        members.extend(q0 as u32..q1 as u32);
+        let limit = KeyLimit::of(b, shape.nk, key_mask, key_lengths);
+        valid.clear();
+        extend_valid_keys(shape.nk, limit, valid);
+        row.resize(dv, 0.0);
+        let sink = head_sinks.map_or(f32::NEG_INFINITY, |sinks| sinks[h]);
+        let lse_base = bh * shape.nq + q0;
+        let mut emit = |i: usize, max: f32, sum: f32, fill: &dyn Fn(&mut [f32])| {
+            // SAFETY: this task alone owns the rows of its query block.
+            let lse_value = unsafe { emit_row(out, cvt, b, h, q0 + i, row, sink, max, sum, fill) };
+            if let Some(lse) = &lse {
+                // SAFETY: as above, for its lse entries.
+                unsafe { lse.set(lse_base + i, lse_value) };
             }
-            let (qr, kr, vr) = (
-                call.q.head_rows(b, h),
-                call.k.head_rows(b, hk),
-                call.v.head_rows(b, hk),
-            );
-            attention::attend(
-                kern,
-                &loads,
-                tiles,
-                qr,
-                members,
-                kr,
-                vr,
-                valid,
-                scale,
-                None,
-                |i, result| {
-                    emit(i, result.max, result.sum, &|r| {
-                        (kern.scale_store)(r, result.acc, result.inv_sum(), false)
-                    });
-                },
-            );
-        },
-    );
+        };
+        if valid.is_empty() {
+            for i in 0..q1 - q0 {
+                emit(i, f32::NEG_INFINITY, 0.0, &|r| r.fill(0.0));
+            }
+            return;
+        }
+        let (qr, kr, vr) = (
+            call.q.head_rows(b, h),
+            call.k.head_rows(b, hk),
+            call.v.head_rows(b, hk),
+        );
+        attention::attend(
+            kern,
+            &loads,
+            tiles,
+            qr,
+            members,
+            kr,
+            vr,
+            valid,
+            scale,
+            None,
+            |i, result| {
+                emit(i, result.max, result.sum, &|r| {
+                    (kern.scale_store)(r, result.acc, result.inv_sum(), false)
+                });
+            },
+        );
+    });
     Ok(())
+}
+
+/// A dense call's scratch carved from `workspace`, or `WorkspaceTooSmall` (then nothing is
+/// written).
+fn carve_workspace<'a>(
+    workspace: &'a mut [MaybeUninit<u8>],
+    sizes: &CallSizes,
+) -> Result<FixedPool<'a, DenseScratch>> {
+    let needed = workspace_bytes(sizes);
+    if workspace.len() < needed {
+        return Err(Error::WorkspaceTooSmall {
+            needed,
+            given: workspace.len(),
+        });
+    }
+    // SAFETY: every buffer carved goes into an item of the returned pool, which borrows the
+    // workspace for 'a and drops its items with it.
+    let mut arena = unsafe { Arena::over(workspace) };
+    Ok(layout(&mut arena, sizes))
 }
 
 /// Writes output row (b, h, qi): `fill` normalises it (in place when the output is f32, else

@@ -7,6 +7,7 @@ use crate::alsh;
 use crate::attention::{self};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
+use crate::runtime::buffer::Buf;
 use crate::runtime::prefetch::LineQueue;
 use crate::simd::Tier;
 use crate::view::Rows;
@@ -158,7 +159,7 @@ pub fn draw_samples(
     n: usize,
 ) -> Vec<u32> {
     let mut pool = eligible.to_vec();
-    let (mut swaps, mut out) = (Vec::new(), Vec::new());
+    let (mut swaps, mut out) = (Buf::default(), Buf::default());
     crate::plan::hybrid::draw_samples_into(
         crate::plan::hybrid::sample_seed(seed, b, h, group),
         &mut pool,
@@ -166,7 +167,7 @@ pub fn draw_samples(
         &mut swaps,
         &mut out,
     );
-    out
+    out.to_vec()
 }
 
 pub use crate::attention::exp_nonpositive;

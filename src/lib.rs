@@ -22,6 +22,12 @@
 //! let options = CallOptions::new().key_mask(&mask).lse(&mut lse);
 //! plan.attention_with(&q, &k, &v, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?, options)?;
 //! plan.dense_attention(&q, &k, &v, &mut TensorViewMut::bhnd(&mut out, b, h, n, d)?)?;
+//!
+//! // An engine that owns its memory: the call's scratch comes from a workspace it sized
+//! // first, and the call allocates nothing.
+//! let mut o = TensorViewMut::bhnd(&mut out, b, h, n, d)?;
+//! let mut workspace = vec![0u8; plan.workspace_size(&q, &k, &v, &o, &CallOptions::new())?];
+//! plan.attention_with(&q, &k, &v, &mut o, CallOptions::new().workspace(&mut workspace))?;
 //! # Ok::<(), smyrf::Error>(())
 //! ```
 //!

@@ -417,6 +417,16 @@ pub(crate) enum OutRows<'a> {
     Bf16(RowWriter<'a, u16>),
 }
 
+impl OutRows<'_> {
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            OutRows::F32(_) => DType::F32,
+            OutRows::F16(_) => DType::F16,
+            OutRows::Bf16(_) => DType::Bf16,
+        }
+    }
+}
+
 /// Writes rows of an output view from several threads at once. Built from a validated,
 /// non-overlapping view (or a private staging buffer) that stays mutably borrowed for the
 /// writer's lifetime.

@@ -1111,3 +1111,183 @@ fn half_precision_lengths_sinks_and_an_engine_through_the_c_abi() {
     // SAFETY: destroyed once.
     unsafe { smyrf_plan_destroy(plan) };
 }
+
+#[test]
+fn a_workspace_through_the_c_abi() {
+    let (b, hq, hkv, n, d) = (2, 4, 2, 40, 8);
+    let mut fixture = Fixture::new(b, hq, hkv, n, d);
+    let mut config = smyrf_config_default();
+    config.q_cluster_size = 8;
+    config.num_threads = 1;
+    let plan = create_plan(&config, d);
+    let rust = Plan::new(Config::default().q_cluster_size(8).num_threads(1), d).unwrap();
+    let (q, k, v, mask) = (
+        fixture.q.clone(),
+        fixture.k.clone(),
+        fixture.v.clone(),
+        fixture.mask.clone(),
+    );
+    let mut calls = 0usize;
+    for (engine, dense) in [(false, false), (true, false), (true, true)] {
+        let mut args = fixture.args().call_args();
+        if engine {
+            args.parallel_for = Some(serial_parallel_for);
+            args.parallel_context = (&mut calls as *mut usize).cast();
+            args.parallel_workers = 3;
+        }
+        // The size from descriptors without data, as the Rust API gives it.
+        let no_data = |heads| smyrf_tensor_bnhd(null(), 0, b, heads, n, d);
+        let (tq, tk, tv) = (no_data(hq), no_data(hkv), no_data(hkv));
+        let to = smyrf_tensor_mut_bnhd(null_mut(), 0, b, hq, n, d);
+        let mut bytes = 0usize;
+        // SAFETY: valid descriptors (their data is not read), args and out pointer.
+        let status = unsafe {
+            match dense {
+                false => smyrf_plan_workspace_size(plan, &tq, &tk, &tv, &to, &args, &mut bytes),
+                true => smyrf_dense_workspace_size(&tq, &tk, &tv, &to, &args, &mut bytes),
+            }
+        };
+        assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+        let mut out = vec![0.0f32; fixture.out.len()];
+        let (qv, kv) = (
+            TensorView::bnhd(&q, b, hq, n, d).unwrap(),
+            TensorView::bnhd(&k, b, hkv, n, d).unwrap(),
+        );
+        let vv = TensorView::bnhd(&v, b, hkv, n, d).unwrap();
+        let ov = TensorViewMut::bnhd(&mut out, b, hq, n, d).unwrap();
+        struct Three;
+        impl smyrf::ParallelFor for Three {
+            fn workers(&self) -> usize {
+                3
+            }
+            fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync)) {
+                (0..n).for_each(task)
+            }
+        }
+        let mut options = smyrf::CallOptions::new();
+        if engine {
+            options = options.parallel_for(&Three);
+        }
+        let want = match dense {
+            false => rust.workspace_size(&qv, &kv, &vv, &ov, &options),
+            true => rust.dense_workspace_size(&qv, &kv, &vv, &ov, &options),
+        };
+        assert_eq!(bytes, want.unwrap(), "engine {engine}, dense {dense}");
+
+        // Bitwise the call without one, from a workspace at an odd address.
+        let call = |fixture: &mut Fixture, args: &smyrf_call_args| {
+            fixture.out.fill(SENTINEL);
+            fixture.lse.fill(SENTINEL);
+            let a = fixture.args();
+            let (tq, tk, tv, to) = (a.q.unwrap(), a.k.unwrap(), a.v.unwrap(), a.out.unwrap());
+            // SAFETY: every pointer covers the extent its shape names.
+            unsafe {
+                match dense {
+                    false => smyrf_attention(plan, &tq, &tk, &tv, &to, args),
+                    true => smyrf_dense_attention(&tq, &tk, &tv, 0.0, &to, args),
+                }
+            }
+        };
+        assert_eq!(call(&mut fixture, &args), smyrf_status::SMYRF_OK);
+        let (want_out, want_lse) = (fixture.out.clone(), fixture.lse.clone());
+        let mut memory = vec![0u8; bytes + 5];
+        args.workspace = memory[5..].as_mut_ptr().cast();
+        args.workspace_size = bytes;
+        assert_eq!(
+            call(&mut fixture, &args),
+            smyrf_status::SMYRF_OK,
+            "{}",
+            last_error()
+        );
+        assert!(same_bits(&fixture.out, &want_out) && same_bits(&fixture.lse, &want_lse));
+
+        // Refused, nothing written: one byte short, NULL with a size, overlaps.
+        let refused = |fixture: &mut Fixture, args: &smyrf_call_args, status, text: &str| {
+            assert_eq!(call(fixture, args), status, "{text}: {}", last_error());
+            assert!(
+                last_error().contains(text),
+                "{} should say {text}",
+                last_error()
+            );
+            assert!(fixture
+                .out
+                .iter()
+                .chain(&fixture.lse)
+                .all(|&x| x == SENTINEL));
+        };
+        let mut bad = args;
+        bad.workspace_size = bytes - 1;
+        let text = format!(
+            "workspace holds {} bytes but the call needs {bytes}",
+            bytes - 1
+        );
+        refused(&mut fixture, &bad, INVALID, &text);
+        let mut bad = args;
+        bad.workspace = null_mut();
+        refused(
+            &mut fixture,
+            &bad,
+            NULL,
+            "args->workspace (with workspace_size",
+        );
+        let mut bad = args;
+        bad.workspace = fixture.out.as_mut_ptr().wrapping_add(3).cast();
+        bad.workspace_size = 64;
+        refused(&mut fixture, &bad, INVALID, "workspace overlaps out");
+        bad.workspace = fixture.lse.as_mut_ptr().cast();
+        refused(&mut fixture, &bad, INVALID, "workspace overlaps lse_out");
+        bad.workspace = fixture.q.as_mut_ptr().cast();
+        refused(&mut fixture, &bad, INVALID, "workspace overlaps q");
+        bad.workspace = fixture.mask.as_mut_ptr().cast();
+        bad.workspace_size = 1;
+        refused(&mut fixture, &bad, INVALID, "workspace overlaps key_mask");
+        assert!(fixture.mask == mask);
+    }
+    assert!(calls > 0);
+
+    // The size queries refuse what the call would, and NULL pointers.
+    let args = smyrf_call_args_default();
+    let t = |heads, len| smyrf_tensor_bnhd(null(), 0, b, heads, len, d);
+    let to = smyrf_tensor_mut_bnhd(null_mut(), 0, b, hq, n, d);
+    let mut bytes = 0usize;
+    let query = |plan: *const smyrf_plan,
+                 q: &smyrf_tensor,
+                 args: &smyrf_call_args,
+                 out_bytes: *mut usize| {
+        // SAFETY: valid or NULL pointers; descriptor data is never read.
+        unsafe { smyrf_plan_workspace_size(plan, q, &t(hkv, n), &t(hkv, n), &to, args, out_bytes) }
+    };
+    assert_eq!(query(null(), &t(hq, n), &args, &mut bytes), NULL);
+    assert_eq!(query(plan, &t(hq, n), &args, null_mut()), NULL);
+    assert!(
+        last_error().contains("out_bytes is NULL"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(query(plan, &t(hq, n + 1), &args, &mut bytes), INVALID);
+    assert!(last_error().contains("out.seq_len"), "{}", last_error());
+    assert_eq!(query(plan, &t(hq, 0), &args, &mut bytes), INVALID);
+    let mut bad_dtype = t(hq, n);
+    bad_dtype.dtype = 7;
+    assert_eq!(query(plan, &bad_dtype, &args, &mut bytes), INVALID);
+    let mut no_workers = args;
+    no_workers.parallel_for = Some(serial_parallel_for);
+    assert_eq!(query(plan, &t(hq, n), &no_workers, &mut bytes), INVALID);
+    assert!(
+        last_error().contains("parallel_workers"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(bytes, 0, "a refused query wrote its result");
+    // A caller of the first released layout (through `lse_out`) has no workspace fields:
+    // it gets the plan's scratch.
+    let mut older = fixture.args().call_args();
+    older.struct_size = SMYRF_CALL_ARGS_MIN_SIZE;
+    let a = fixture.args();
+    let (tq, tk, tv, to) = (a.q.unwrap(), a.k.unwrap(), a.v.unwrap(), a.out.unwrap());
+    // SAFETY: every pointer covers the extent its shape names.
+    let status = unsafe { smyrf_attention(plan, &tq, &tk, &tv, &to, &older) };
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    // SAFETY: destroyed once.
+    unsafe { smyrf_plan_destroy(plan) };
+}

@@ -18,7 +18,7 @@ use std::process::Command;
 const FROZEN: &str = "tests/abi/smyrf-0.2.h";
 
 /// The fields an older caller lacks: everything after the first released layouts.
-const OPTIONAL_FIELDS: [&str; 9] = [
+const OPTIONAL_FIELDS: [&str; 11] = [
     "    uint32_t n_sinks;",
     "    uint32_t sink_selection;",
     "    uint32_t window;",
@@ -28,6 +28,8 @@ const OPTIONAL_FIELDS: [&str; 9] = [
     "    smyrf_parallel_for_fn parallel_for;",
     "    void *parallel_context;",
     "    uint32_t parallel_workers;",
+    "    void *workspace;",
+    "    size_t workspace_size;",
 ];
 
 fn older_header(frozen: &str) -> String {

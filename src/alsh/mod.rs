@@ -13,6 +13,7 @@ mod portable;
 
 use crate::convert::ConvertKernels;
 use crate::isa::Isa;
+use crate::runtime::buffer::Buf;
 use crate::simd::Tier;
 use crate::view::{Data, Rows};
 
@@ -54,7 +55,7 @@ pub(crate) fn project_rows(
     a_t: &[f32],
     norms: &mut [f32],
     out: &mut [f32],
-    stage: &mut Vec<f32>,
+    stage: &mut Buf<f32>,
 ) {
     let n = norms.len();
     if let Data::F32(_) = rows.data {

@@ -24,7 +24,8 @@ mod portable;
 
 use crate::convert::ConvertKernels;
 use crate::isa::Isa;
-use crate::runtime::buffer::{round_up, AlignedBuf};
+use crate::runtime::arena::Arena;
+use crate::runtime::buffer::{round_up, AlignedBuf, Buf};
 use crate::runtime::prefetch::{prefetch_span, LineQueue, HINT_L1};
 use crate::runtime::profile::{Stage, StageTimer};
 use crate::simd::Tier;
@@ -208,8 +209,8 @@ impl Loads {
 }
 
 /// The tile buffers and prefetch queue of one running cluster, owned by the plan and reused
-/// across clusters and calls: they only grow, so nothing is allocated once the largest
-/// cluster has been seen.
+/// across clusters and calls (they only grow, so nothing is allocated once the largest
+/// cluster has been seen), or carved from a call's workspace.
 #[derive(Default)]
 pub(crate) struct TileScratch {
     /// The lines of the next cluster, prefetched by this cluster's kernels.
@@ -219,14 +220,59 @@ pub(crate) struct TileScratch {
     v: AlignedBuf,
     s: AlignedBuf,
     acc: AlignedBuf,
-    row_max: Vec<f32>,
-    row_sum: Vec<f32>,
-    corr: Vec<f32>,
+    row_max: Buf<f32>,
+    row_sum: Buf<f32>,
+    corr: Buf<f32>,
     /// 16-bit key rows of one transpose block, widened.
-    stage: Vec<f32>,
+    stage: Buf<f32>,
     /// The bf16 Q tile of the dot-product kernel (`bf16` module layout); its Kᵀ tile is
     /// `kt`, as 32-bit pairs.
-    q16: Vec<u16>,
+    q16: Buf<u16>,
+}
+
+/// The largest [`attend`] calls a set of tiles serves: what its buffers are carved for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileShape {
+    /// Queries of one call (more are split into blocks of `Q_BLOCK`).
+    pub(crate) queries: usize,
+    /// Keys of one call (more are streamed in tiles of `K_TILE`).
+    pub(crate) keys: usize,
+    pub(crate) d: usize,
+    pub(crate) dv: usize,
+    /// The key rows are 16-bit: they are widened through a staging block.
+    pub(crate) widen_keys: bool,
+    /// The caller refills the prefetch queue (the cluster rounds do, the other callers not).
+    pub(crate) prefetch: bool,
+}
+
+impl TileScratch {
+    /// Tiles carved from a workspace for every [`attend`] call within `shape`: the buffer
+    /// sizes of `attend_block` and `gather_keys` at their largest.
+    pub(crate) fn carve(arena: &mut Arena<'_>, shape: &TileShape) -> TileScratch {
+        let TileShape { d, dv, .. } = *shape;
+        let m = shape.queries.min(Q_BLOCK);
+        let n = shape.keys.min(K_TILE);
+        let (ldk, ldv) = (round_up(n, LANES), round_up(dv, LANES));
+        // Saturating: a size past `usize::MAX` must read as too large, not wrap.
+        TileScratch {
+            queue: LineQueue::carve(arena, shape.prefetch),
+            q: arena.aligned(m.saturating_mul(d)),
+            kt: arena.aligned(d.saturating_mul(ldk)),
+            v: arena.aligned(n.saturating_mul(ldv)),
+            s: arena.aligned(m.min(Q_TILE).saturating_mul(ldk)),
+            acc: arena.aligned(m.saturating_mul(ldv)),
+            row_max: arena.buf(m),
+            row_sum: arena.buf(m),
+            corr: arena.buf(m),
+            stage: arena.buf(if shape.widen_keys { 16 * d } else { 0 }),
+            // bf16 queries over bf16 keys may take the dot-product kernel's Q tile.
+            q16: arena.buf(if shape.widen_keys {
+                m.saturating_mul(d.saturating_add(1))
+            } else {
+                0
+            }),
+        }
+    }
 }
 
 /// Bytes of tile scratch one thread uses for `m` queries per call and head dims d, dv.
@@ -433,7 +479,7 @@ fn gather_keys(
     k_idx: &[u32],
     kt: &mut AlignedBuf,
     vt: &mut AlignedBuf,
-    stage: &mut Vec<f32>,
+    stage: &mut Buf<f32>,
     ldv: usize,
 ) {
     let d = k.dim;
@@ -507,7 +553,7 @@ fn gather_keys(
 }
 
 /// The bf16 Q tile: each query's row, zero padded to `dp` values.
-fn gather_bf16_queries(q: &Rows<'_>, q_idx: &[u32], dp: usize, q16: &mut Vec<u16>) {
+fn gather_bf16_queries(q: &Rows<'_>, q_idx: &[u32], dp: usize, q16: &mut Buf<u16>) {
     q16.clear();
     for (i, &qi) in q_idx.iter().enumerate() {
         if let Some(&ahead) = q_idx.get(i + PREFETCH_AHEAD) {
@@ -531,7 +577,7 @@ fn gather_bf16_keys(
     k_idx: &[u32],
     dp: usize,
     kt: &mut AlignedBuf,
-    stage: &mut Vec<f32>,
+    stage: &mut Buf<f32>,
 ) {
     let words = dp / 2;
     let n = k_idx.len();

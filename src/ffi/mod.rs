@@ -25,7 +25,7 @@ use crate::view::{AnyView, DType, Element, OutRows, Shape, TensorView, TensorVie
 use half::{bf16, f16};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::mem::{offset_of, size_of};
+use std::mem::{offset_of, size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -269,6 +269,16 @@ pub struct smyrf_call_args {
     pub parallel_context: *mut c_void,
     /// How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
     pub parallel_workers: u32,
+    /// NULL (the plan keeps the call's scratch), or `workspace_size` bytes of the caller's
+    /// memory, any alignment, uninitialised or not: the call carves all its scratch from
+    /// there and allocates nothing. Query the size with `smyrf_plan_workspace_size` (or
+    /// `smyrf_dense_workspace_size`) for the same shapes, element types, plan and
+    /// `parallel_workers`; a smaller workspace is refused before anything is written. It
+    /// must not overlap any tensor or option buffer of the call, and its contents are
+    /// unspecified afterwards.
+    pub workspace: *mut c_void,
+    /// Bytes at `workspace`; 0 when it is NULL.
+    pub workspace_size: usize,
 }
 
 /// Smallest `struct_size` of a `smyrf_config`: the fields up to and including `isa`, its
@@ -322,8 +332,8 @@ pub unsafe extern "C" fn smyrf_config_hybrid_init(
 }
 
 /// Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
-/// output, the plan's threads) into `*args`, as `smyrf_config_init` does. The header's
-/// `smyrf_call_args_default()` wraps it.
+/// output, the plan's threads, no workspace) into `*args`, as `smyrf_config_init` does.
+/// The header's `smyrf_call_args_default()` wraps it.
 ///
 /// # Safety
 /// `args` must be NULL or point to `struct_size` writable bytes.
@@ -558,6 +568,63 @@ pub unsafe extern "C" fn smyrf_plan_scratch_bytes(
     })
 }
 
+/// Bytes of the workspace (`smyrf_call_args.workspace`) with which `smyrf_attention` on
+/// these tensors and arguments allocates nothing, at any alignment; stored in `*out_bytes`.
+/// Only the descriptors' sizes and element types, the plan (its config and threads) and
+/// `args->parallel_for` / `parallel_workers` matter: the data pointers may be NULL, and the
+/// mask, key lengths, head sinks and lse output play no part. With `num_threads = 0` it is
+/// the size for the library's pool. The descriptors are checked as the call checks them.
+///
+/// # Safety
+/// `plan` must be NULL or a live plan; `q`, `k`, `v`, `out` and `args` as for
+/// `smyrf_attention` (their data is never read); `out_bytes` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_plan_workspace_size(
+    plan: *const smyrf_plan,
+    q: *const smyrf_tensor,
+    k: *const smyrf_tensor,
+    v: *const smyrf_tensor,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
+    out_bytes: *mut usize,
+) -> smyrf_status {
+    entry("smyrf_plan_workspace_size", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live plan.
+        let plan = &unsafe { plan.as_ref() }
+            .ok_or_else(|| Failure::null("plan"))?
+            .plan;
+        // SAFETY: forwarded caller contract for every pointer.
+        let query = unsafe { SizeQuery::from_c(q, k, v, out, args) }?;
+        let bytes = plan.workspace_size_of(query.shapes, query.types, &query.options())?;
+        query.store(out_bytes, bytes)
+    })
+}
+
+/// Bytes of the workspace with which `smyrf_dense_attention` on these tensors and arguments
+/// allocates nothing, as `smyrf_plan_workspace_size` gives it for `smyrf_attention` (without
+/// `args->parallel_for`, for the library's pool). When `SMYRF_ISA` is set, reading it at
+/// each call still allocates that one string.
+///
+/// # Safety
+/// As for `smyrf_plan_workspace_size`, without a plan.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_dense_workspace_size(
+    q: *const smyrf_tensor,
+    k: *const smyrf_tensor,
+    v: *const smyrf_tensor,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
+    out_bytes: *mut usize,
+) -> smyrf_status {
+    entry("smyrf_dense_workspace_size", || {
+        // SAFETY: forwarded caller contract for every pointer.
+        let query = unsafe { SizeQuery::from_c(q, k, v, out, args) }?;
+        let bytes =
+            crate::dense::default_workspace_size(query.shapes, query.types, &query.options())?;
+        query.store(out_bytes, bytes)
+    })
+}
+
 /// Releases a plan. NULL is a no-op. The plan must not be in use by another thread.
 ///
 /// # Safety
@@ -580,9 +647,12 @@ pub unsafe extern "C" fn smyrf_plan_destroy(plan: *mut smyrf_plan) {
 /// key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. Each tensor has its
 /// own element type (f32 Q over an f16 K/V cache, say); out is f32, f16 or bf16. `args` is
 /// NULL or the call's options (mask, key lengths, head sinks, lse output, the engine's
-/// parallel-for); a batch element without valid keys gets zeros. `out` and `lse_out` must
-/// not overlap each other or any input (their address ranges are compared and overlap is
-/// refused). On error nothing is written.
+/// parallel-for, the workspace); a batch element without valid keys gets zeros. `out`,
+/// `lse_out` and the workspace must not overlap each other or any input (their address
+/// ranges are compared and overlap is refused). On error nothing is written. With a
+/// workspace of `smyrf_plan_workspace_size` bytes, the call allocates nothing on the
+/// caller's thread and on the engine's workers (with `num_threads = 1` or a
+/// `parallel_for`; the library's pool may allocate in its own job queues).
 ///
 /// # Safety
 /// Every pointer must be NULL or valid for its documented extent; tensor buffers must hold
@@ -621,7 +691,8 @@ pub unsafe extern "C" fn smyrf_attention(
 /// Exact softmax attention with the same shapes, element types, options and rules as
 /// `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive otherwise.
 /// Without `args->parallel_for` it runs on the library's thread pool, with the tier
-/// `SMYRF_ISA` names, or the best one detected.
+/// `SMYRF_ISA` names, or the best one detected. With a workspace of
+/// `smyrf_dense_workspace_size` bytes it allocates nothing, as `smyrf_attention` does.
 ///
 /// # Safety
 /// As for `smyrf_attention`.
@@ -728,6 +799,8 @@ pub fn smyrf_call_args_default() -> smyrf_call_args {
         parallel_for: None,
         parallel_context: std::ptr::null_mut(),
         parallel_workers: 0,
+        workspace: std::ptr::null_mut(),
+        workspace_size: 0,
     }
 }
 
@@ -1349,12 +1422,114 @@ impl ParallelFor for CEngine {
 }
 
 impl CEngine {
+    /// The engine of a call's arguments, if it has one.
+    fn of(args: &smyrf_call_args) -> Result<Option<CEngine>, Failure> {
+        match (args.parallel_for, args.parallel_workers) {
+            (None, _) => Ok(None),
+            (Some(_), 0) => Err(Failure::invalid(
+                "args->parallel_workers must be at least 1 with a parallel_for".into(),
+            )),
+            (Some(run), workers) => Ok(Some(CEngine {
+                run,
+                context: args.parallel_context,
+                workers: workers as usize,
+                panicked: AtomicBool::new(false),
+            })),
+        }
+    }
+
     /// A panic on the engine's workers that the call's own loops did not see.
     fn check(&self) -> Result<(), Failure> {
         if self.panicked.load(Ordering::Relaxed) {
             panic!("a task panicked on the engine's worker");
         }
         Ok(())
+    }
+}
+
+/// What a workspace size depends on, from a call's C arguments: the tensors' shapes and
+/// element types, and the engine's workers.
+struct SizeQuery {
+    shapes: [Shape; 4],
+    types: [DType; 4],
+    engine: Option<CEngine>,
+}
+
+impl SizeQuery {
+    /// Reads and checks the descriptors (not their data) and the arguments' engine.
+    ///
+    /// # Safety
+    /// Each non-NULL pointer must point to a readable struct of its `struct_size`.
+    unsafe fn from_c(
+        q: *const smyrf_tensor,
+        k: *const smyrf_tensor,
+        v: *const smyrf_tensor,
+        out: *const smyrf_tensor_mut,
+        args: *const smyrf_call_args,
+    ) -> Result<SizeQuery, Failure> {
+        // SAFETY: NULL is refused; otherwise the caller guarantees valid structs.
+        let parts = unsafe {
+            [
+                TensorParts::of("q", &read_tensor("q", q)?)?,
+                TensorParts::of("k", &read_tensor("k", k)?)?,
+                TensorParts::of("v", &read_tensor("v", v)?)?,
+                TensorParts::of_mut(&read_tensor("out", out)?)?,
+            ]
+        };
+        for part in &parts {
+            // Zero sizes and overflowing extents, as the views of a call would refuse them.
+            part.shape.required_len(part.what)?;
+        }
+        let args = match args.is_null() {
+            true => smyrf_call_args_default(),
+            // SAFETY: a caller's struct of its `struct_size` (the contract).
+            false => unsafe {
+                read_versioned(
+                    "args",
+                    args,
+                    SMYRF_CALL_ARGS_MIN_SIZE,
+                    &CALL_ARGS_ENDS,
+                    smyrf_call_args_default(),
+                )?
+            },
+        };
+        Ok(SizeQuery {
+            shapes: parts.each_ref().map(|p| p.shape),
+            types: parts.each_ref().map(|p| p.dtype),
+            engine: CEngine::of(&args)?,
+        })
+    }
+
+    /// Call options that carry the engine (only its worker count is read).
+    fn options(&self) -> CallOptions<'_> {
+        let mut options = CallOptions::new();
+        options.parallel_for = self.engine.as_ref().map(|e| e as &dyn ParallelFor);
+        options
+    }
+
+    fn store(&self, out_bytes: *mut usize, bytes: usize) -> Result<(), Failure> {
+        if out_bytes.is_null() {
+            return Err(Failure::null("out_bytes"));
+        }
+        // SAFETY: non-NULL and, by the caller's contract, writable.
+        unsafe { out_bytes.write(bytes) };
+        Ok(())
+    }
+}
+
+/// The bytes of a call's workspace, if it has one: a NULL workspace of nonzero size is
+/// refused (a size without memory is a mistake, not a request for none).
+fn workspace_span(args: &smyrf_call_args) -> Result<Option<Span>, Failure> {
+    match (args.workspace.is_null(), args.workspace_size) {
+        (true, 0) => Ok(None),
+        (true, size) => Err(Failure::null(&format!(
+            "args->workspace (with workspace_size = {size})"
+        ))),
+        (false, size) => Ok(Some(span(
+            "workspace",
+            args.workspace.cast_const().cast::<u8>(),
+            size,
+        )?)),
     }
 }
 
@@ -1374,6 +1549,7 @@ struct CallRest<'a> {
     key_lengths: Option<&'a [u32]>,
     head_sinks: Option<&'a [f32]>,
     lse: Option<&'a mut [f32]>,
+    workspace: Option<&'a mut [MaybeUninit<u8>]>,
 }
 
 impl<'a> CallRest<'a> {
@@ -1387,6 +1563,7 @@ impl<'a> CallRest<'a> {
         options.head_sinks = self.head_sinks;
         options.lse = self.lse;
         options.parallel_for = engine.map(|e| e as &dyn ParallelFor);
+        options.workspace = self.workspace;
         options
     }
 }
@@ -1458,6 +1635,7 @@ impl<'a> CallBuffers<'a> {
         let lengths_span = optional(args.key_lengths.cast(), "key_lengths", batch, 4)?;
         let sinks_span = optional(args.head_sinks.cast(), "head_sinks", qs.heads, 4)?;
         let lse_span = optional(args.lse_out.cast_const().cast(), "lse_out", lse_len, 4)?;
+        let workspace_span = workspace_span(&args)?;
         let all = [
             Some(q_span),
             Some(k_span),
@@ -1466,8 +1644,17 @@ impl<'a> CallBuffers<'a> {
             lengths_span,
             sinks_span,
             Some(out_span),
+            // The workspace is written too, and checked against everything else.
+            lse_span,
         ];
-        for written in [Some(out_span), lse_span].into_iter().flatten() {
+        let (inputs_and_out, _) = all.split_at(all.len() - 1);
+        let checks = [
+            (Some(out_span), inputs_and_out),
+            (lse_span, inputs_and_out),
+            (workspace_span, &all[..]),
+        ];
+        for (written, all) in checks {
+            let Some(written) = written else { continue };
             for other in all.iter().flatten().filter(|o| o.what != written.what) {
                 if written.overlaps(other) {
                     return Err(Failure::invalid(format!(
@@ -1478,20 +1665,7 @@ impl<'a> CallBuffers<'a> {
                 }
             }
         }
-        let engine = match (args.parallel_for, args.parallel_workers) {
-            (None, _) => None,
-            (Some(_), 0) => {
-                return Err(Failure::invalid(
-                    "args->parallel_workers must be at least 1 with a parallel_for".into(),
-                ))
-            }
-            (Some(run), workers) => Some(CEngine {
-                run,
-                context: args.parallel_context,
-                workers: workers as usize,
-                panicked: AtomicBool::new(false),
-            }),
-        };
+        let engine = CEngine::of(&args)?;
         // SAFETY: (all slices below) each pointer is non-NULL, aligned and covers the checked
         // extent its shape names, which the caller guarantees is readable (inputs) or
         // writable (outputs); the written ranges overlap nothing else, so no `&mut` aliases.
@@ -1523,6 +1697,13 @@ impl<'a> CallBuffers<'a> {
         // SAFETY: as above.
         let lse =
             lse_span.map(|_| unsafe { std::slice::from_raw_parts_mut(args.lse_out, lse_len) });
+        // SAFETY: as above; as `MaybeUninit` bytes, the workspace may be uninitialised.
+        let workspace = workspace_span.map(|span| unsafe {
+            std::slice::from_raw_parts_mut(
+                args.workspace.cast::<MaybeUninit<u8>>(),
+                span.end - span.start,
+            )
+        });
         // SAFETY: as above, for the output's element type.
         let out = unsafe {
             match out.dtype {
@@ -1549,6 +1730,7 @@ impl<'a> CallBuffers<'a> {
                 key_lengths,
                 head_sinks,
                 lse,
+                workspace,
             },
             out,
             engine,

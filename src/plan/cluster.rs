@@ -5,6 +5,7 @@
 use super::combine::Running;
 use super::{Call, HeadScratch, Plan};
 use crate::attention;
+use crate::runtime::buffer::Buf;
 use crate::runtime::profile::{timed, Stage};
 use crate::runtime::stream;
 use crate::runtime::threads::{for_each_index_with, join_if, Par};
@@ -51,7 +52,7 @@ impl Plan {
         h: usize,
         parallel: Par<'_>,
         perm: &[u32],
-        key_order: &mut Vec<u32>,
+        key_order: &mut Buf<u32>,
         valid: &[u32],
         clusters: usize,
         running: &Running<'_>,
@@ -77,7 +78,7 @@ impl Plan {
                 *slot = valid[rank as usize];
             }
             let key_order = &key_order[..];
-            for_each_index_with(parallel, clusters, &self.tiles, |tiles, c| {
+            for_each_index_with(parallel, clusters, call.tiles, |tiles, c| {
                 let (q0, q1) = cut(c, nq, clusters);
                 let (k0, k1) = cut(c, nv, clusters);
                 let members = &q_perm[q0..q1];

@@ -9,16 +9,16 @@
 
 use crate::alsh::{self, AlshKernels};
 use crate::attention::{self, AttentionKernels, Loads, TileScratch};
-use crate::call::{check_call, valid_keys_into, CallOptions, CallShape, KeyLimit, SharedSlice};
+use crate::call::{extend_valid_keys, CallOptions, CallShape, CallSizes, KeyLimit, SharedSlice};
 use crate::config::{self, Config, MAX_HEAD_DIM};
 use crate::dense;
 use crate::error::{Error, Result};
 use crate::isa::Isa;
-use crate::runtime::pool::Pool;
+use crate::runtime::pool::{Pool, PoolRef};
 use crate::runtime::threads::{for_each_index, Par, Threads};
 use crate::simd::Tier;
 use crate::sort::{self, SortKernels};
-use crate::view::{AnyView, Element, OutRows, RowWriter, TensorView, TensorViewMut};
+use crate::view::{AnyView, DType, Element, OutRows, RowWriter, Shape, TensorView, TensorViewMut};
 use combine::Running;
 mod cluster;
 pub(crate) mod combine;
@@ -27,7 +27,7 @@ pub(crate) mod hybrid;
 mod scratch;
 
 pub(crate) use cluster::cut;
-use scratch::HeadScratch;
+use scratch::{CallPools, HeadScratch};
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -186,6 +186,79 @@ impl Plan {
         )
     }
 
+    /// Bytes of the workspace (see [`CallOptions::workspace`]) that
+    /// [`Plan::attention_with`] needs for these views and options: with at least that much,
+    /// at any alignment, the call allocates nothing. It depends on the shapes, the element
+    /// types, the plan's config and threads and the options' `parallel_for` (how many tasks
+    /// run at once), not on the data, the mask or the key lengths. With `num_threads = 0` it
+    /// is the size for the rayon pool the caller is on. The views and options are checked
+    /// as the call checks them.
+    pub fn workspace_size<TQ: Element, TK: Element, TV: Element, TO: Element>(
+        &self,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &TensorViewMut<'_, TO>,
+        options: &CallOptions<'_>,
+    ) -> Result<usize> {
+        self.workspace_size_of(
+            [q.shape(), k.shape(), v.shape(), out.shape()],
+            [TQ::DTYPE, TK::DTYPE, TV::DTYPE, TO::DTYPE],
+            options,
+        )
+    }
+
+    /// [`Plan::workspace_size`] from the tensors' shapes and element types alone.
+    pub(crate) fn workspace_size_of(
+        &self,
+        shapes: [Shape; 4],
+        types: [DType; 4],
+        options: &CallOptions<'_>,
+    ) -> Result<usize> {
+        let sizes = self.check_sizes(shapes, types, options)?;
+        Ok(self.workspace_bytes(&sizes))
+    }
+
+    /// The checks of a SMYRF call: views and options against each other, then the plan.
+    fn check_sizes(
+        &self,
+        shapes: [Shape; 4],
+        types: [DType; 4],
+        options: &CallOptions<'_>,
+    ) -> Result<CallSizes> {
+        let workers = self.workers(options);
+        let sizes = CallSizes::check(shapes, types, options, workers)?;
+        let shape = sizes.shape;
+        if shape.d != self.head_dim {
+            return Err(Error::HeadDimMismatch {
+                plan: self.head_dim,
+                found: shape.d,
+            });
+        }
+        hybrid::check_call(&self.config, shape.nq, shape.nk)?;
+        Ok(sizes)
+    }
+
+    /// How many of a call's tasks may run at once: the engine's workers, or the plan's
+    /// threads.
+    fn workers(&self, options: &CallOptions<'_>) -> usize {
+        options
+            .parallel_for
+            .map_or(self.threads.count(), |e| e.workers().max(1))
+    }
+
+    /// A call's (batch, head) tasks and the query heads each runs. Sinks chosen by the mean
+    /// query belong to the key/value head: then one task runs every query head of a
+    /// key/value head and selects them once.
+    fn tasks(&self, shape: CallShape) -> (usize, usize) {
+        let heads_per_task = if self.config.sinks_use_mean_query() {
+            shape.group()
+        } else {
+            1
+        };
+        (shape.batch * shape.q_heads / heads_per_task, heads_per_task)
+    }
+
     /// [`Plan::attention_with`] with the element types erased: compiled once.
     pub(crate) fn run_attention(
         &self,
@@ -196,32 +269,32 @@ impl Plan {
         out: OutRows<'_>,
         options: CallOptions<'_>,
     ) -> Result<()> {
-        let shape = check_call(q.shape, k.shape, v.shape, out_shape, &options)?;
-        if shape.d != self.head_dim {
-            return Err(Error::HeadDimMismatch {
-                plan: self.head_dim,
-                found: shape.d,
-            });
-        }
-        hybrid::check_call(&self.config, shape.nq, shape.nk)?;
+        let sizes = self.check_sizes(
+            [q.shape, k.shape, v.shape, out_shape],
+            [q.data.dtype(), k.data.dtype(), v.data.dtype(), out.dtype()],
+            &options,
+        )?;
+        let (shape, workers) = (sizes.shape, sizes.workers);
         let CallOptions {
             key_mask,
             key_lengths,
             head_sinks,
             lse,
+            parallel_for: engine,
+            workspace,
             ..
         } = options;
-        let lse = lse.map(SharedSlice::new);
-        // Sinks chosen by the mean query belong to the key/value head: then one task runs
-        // every query head of a key/value head and selects them once.
-        let heads_per_task = if self.config.sinks_use_mean_query() {
-            shape.group()
-        } else {
-            1
+        // A workspace too small is refused here, before anything is written.
+        let carved: Option<CallPools<'_>> = match workspace {
+            Some(workspace) => Some(self.carve_workspace(workspace, &sizes)?),
+            None => None,
         };
-        let tasks = shape.batch * shape.q_heads / heads_per_task;
-        let engine = options.parallel_for;
-        let workers = engine.map_or(self.threads.count(), |e| e.workers().max(1));
+        let (heads, tiles) = match &carved {
+            Some(pools) => (PoolRef::Fixed(&pools.heads), PoolRef::Fixed(&pools.tiles)),
+            None => (PoolRef::Heap(&self.scratch), PoolRef::Heap(&self.tiles)),
+        };
+        let lse = lse.map(SharedSlice::new);
+        let (tasks, heads_per_task) = self.tasks(shape);
         let call = Call {
             shape,
             q: &q,
@@ -233,14 +306,16 @@ impl Plan {
             out: &out,
             lse: lse.as_ref(),
             split_sides: tasks < workers,
+            tiles,
         };
         let job = |par: Par<'_>| {
             // With a task for every thread, each task runs on one thread: a thread never
             // waits inside a task's parallel loop, where it could pick up another task, so
-            // no more tasks run at once than there are threads (`scratch_bytes` relies on
-            // it). With fewer tasks than threads, the clusters of each task share out the
-            // threads instead: nested on rayon, one level at a time on an engine's workers
-            // (whose pool need not allow a task to start parallel work).
+            // no more tasks run at once than there are threads (`scratch_bytes` and the
+            // workspace layout rely on it). With fewer tasks than threads, the clusters of
+            // each task share out the threads instead: nested on rayon, one level at a time
+            // on an engine's workers (whose pool need not allow a task to start parallel
+            // work).
             let few = tasks < workers;
             let (outer, inner) = match par {
                 Par::Serial => (Par::Serial, Par::Serial),
@@ -250,7 +325,7 @@ impl Plan {
             };
             for_each_index(outer, tasks, |task| {
                 let first = task * heads_per_task;
-                let mut scratch = self.scratch.take();
+                let mut scratch = heads.take();
                 scratch.hybrid.forget_sinks();
                 for bh in first..first + heads_per_task {
                     let (b, h) = (bh / shape.q_heads, bh % shape.q_heads);
@@ -275,6 +350,25 @@ impl Plan {
         out: &mut TensorViewMut<'_, TO>,
     ) -> Result<()> {
         self.dense_attention_with(q, k, v, out, CallOptions::new())
+    }
+
+    /// Bytes of the workspace [`Plan::dense_attention_with`] needs for these views and
+    /// options, as [`Plan::workspace_size`] is for SMYRF attention.
+    pub fn dense_workspace_size<TQ: Element, TK: Element, TV: Element, TO: Element>(
+        &self,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &TensorViewMut<'_, TO>,
+        options: &CallOptions<'_>,
+    ) -> Result<usize> {
+        let sizes = CallSizes::check(
+            [q.shape(), k.shape(), v.shape(), out.shape()],
+            [TQ::DTYPE, TK::DTYPE, TV::DTYPE, TO::DTYPE],
+            options,
+            self.workers(options),
+        )?;
+        Ok(dense::workspace_bytes(&sizes))
     }
 
     /// [`Plan::dense_attention`] with the options of [`Plan::attention_with`].
@@ -325,7 +419,8 @@ impl Plan {
         let mut valid = std::mem::take(&mut s.valid);
         let nk = call.shape.nk;
         let limit = KeyLimit::of(b, nk, call.key_mask, call.key_lengths);
-        valid_keys_into(nk, limit, &mut valid);
+        valid.clear();
+        extend_valid_keys(nk, limit, &mut valid);
         match call.out {
             OutRows::F32(out) => {
                 self.head_with(call, out, b, h, parallel, s, &valid);
@@ -448,7 +543,7 @@ impl Plan {
                 k_perm: &s.perm[rounds * nq..],
                 clusters,
                 out,
-                tiles: &self.tiles,
+                tiles: call.tiles,
                 parallel,
             };
             blocks.run(&running, &mut s.hybrid);
@@ -484,6 +579,8 @@ struct Call<'a> {
     /// Fewer tasks than threads: each head projects and sorts its query and key sides on
     /// two threads. With enough tasks to go round, the tasks alone keep the threads busy.
     split_sides: bool,
+    /// Where the running clusters take their tiles.
+    tiles: PoolRef<'a, TileScratch>,
 }
 
 fn check_plan_args(config: &Config, head_dim: usize) -> Result<()> {

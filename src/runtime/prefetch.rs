@@ -5,6 +5,9 @@
 //! is 16-byte aligned, so a 256-byte row (d = 64) spans five lines, not four. Every line of
 //! the row is prefetched; leaving out the last one costs a demand miss per gathered row.
 
+use super::arena::Arena;
+use super::buffer::Buf;
+
 /// `_MM_HINT_T0`: into every cache level.
 pub(crate) const HINT_L1: i32 = 3;
 /// `_MM_HINT_T1`: into L2 and beyond.
@@ -79,7 +82,7 @@ fn prefetch_line_l2(addr: usize) {
 #[derive(Default)]
 pub(crate) struct LineQueue {
     /// Line addresses (numbers, never dereferenced).
-    lines: Vec<usize>,
+    lines: Buf<usize>,
     /// The next line to prefetch.
     next: usize,
     /// Kernel steps per issued line, less one (a power of two less one, used as a mask).
@@ -87,6 +90,21 @@ pub(crate) struct LineQueue {
 }
 
 impl LineQueue {
+    /// A queue carved from a workspace: room for `QUEUE_LINES` where the kernels prefetch
+    /// (x86-64) and `used` says the call refills the queue, none otherwise.
+    pub(crate) fn carve(arena: &mut Arena<'_>, used: bool) -> LineQueue {
+        let lines = if used && cfg!(target_arch = "x86_64") {
+            QUEUE_LINES
+        } else {
+            0
+        };
+        LineQueue {
+            lines: arena.buf(lines),
+            next: 0,
+            mask: 0,
+        }
+    }
+
     /// Replaces the queue by the lines `fill` pushes with [`LineQueue::push_span`] (up to
     /// `QUEUE_LINES`; room for them is reserved once, so refills never allocate); off
     /// x86-64, where nothing is prefetched, leaves it empty. `kernel_steps` is about how many

@@ -5,7 +5,7 @@
 
 pub(crate) use crate::call::ParallelFor;
 use crate::error::{Error, Result};
-use crate::runtime::pool::Pool;
+use crate::runtime::pool::PoolRef;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -18,6 +18,17 @@ pub(crate) enum Par<'a> {
     Rayon,
     /// On the caller's workers.
     Engine(&'a dyn ParallelFor),
+}
+
+impl Par<'_> {
+    /// How many of a loop's tasks may run at once: the items a workspace pool needs.
+    pub(crate) fn workers(self) -> usize {
+        match self {
+            Par::Serial => 1,
+            Par::Rayon => rayon::current_num_threads(),
+            Par::Engine(engine) => engine.workers().max(1),
+        }
+    }
 }
 
 /// Where a plan runs its work.
@@ -77,11 +88,12 @@ pub(crate) fn for_each_index(par: Par<'_>, count: usize, task: impl Fn(usize) + 
 /// Calls `task(item, i)` for every i in `0..count`, spread as `par` says, with an item taken
 /// from `pool` for each run of consecutive indices on one thread (each index, on an
 /// engine's workers). A task must not start parallel work itself: then no thread holds two
-/// items, and the pool never holds more items than there are threads.
+/// items, and no more items are in use at once than there are threads (a workspace pool
+/// holds exactly that many).
 pub(crate) fn for_each_index_with<T: Default + Send>(
     par: Par<'_>,
     count: usize,
-    pool: &Pool<T>,
+    pool: PoolRef<'_, T>,
     task: impl Fn(&mut T, usize) + Sync + Send,
 ) {
     match par {

@@ -49,6 +49,8 @@
 //! what the compiler vectorises for NEON.
 
 use crate::isa::Isa;
+use crate::runtime::arena::Arena;
+use crate::runtime::buffer::Buf;
 use crate::simd::Tier;
 
 #[cfg(target_arch = "x86_64")]
@@ -128,7 +130,7 @@ pub struct SortScratch {
     buffers: KeyBuffers,
     /// The digit histograms (`COUNTS_LEN` counters). Every counter outside `counts[..dirty_low]`
     /// and `counts[dirty_top]` is zero between sorts, so a sort clears only those.
-    counts: Vec<u32>,
+    counts: Buf<u32>,
     /// Counters from 0 up to here may be nonzero (the last sort's low histograms).
     dirty_low: usize,
     /// The last sort's live top-digit counters, which may be nonzero.
@@ -141,6 +143,27 @@ pub(crate) fn scratch_bytes(n: usize) -> usize {
     let narrow_max = 1usize << (2 * WIDE_LOW_BITS);
     let per_key = if n > narrow_max { 4 + 8 + 8 } else { 4 + 8 };
     n.saturating_mul(per_key).saturating_add(4 * COUNTS_LEN)
+}
+
+impl SortScratch {
+    /// Scratch carved from a workspace for segments of up to `n` keys: the buffers
+    /// `KeyBuffers::get` and `clear_counts` grow to at that length.
+    pub(crate) fn carve(arena: &mut Arena<'_>, n: usize) -> SortScratch {
+        let wide_narrow_max = 1usize << (2 * WIDE_LOW_BITS);
+        SortScratch {
+            buffers: KeyBuffers {
+                keys: arena.buf(n),
+                pairs: arena.buf(n),
+                // Only the wide layout past its narrow words needs the second pair buffer;
+                // the mid layout's segments always fit its narrow words.
+                spare: arena.buf(if n > wide_narrow_max { n } else { 0 }),
+            },
+            // Short segments take the comparison sort, which counts nothing.
+            counts: arena.buf(if n > SMALL_SORT_MAX { COUNTS_LEN } else { 0 }),
+            dirty_low: 0,
+            dirty_top: 0..0,
+        }
+    }
 }
 
 /// The scratch of one segment, split into its parts.
@@ -389,11 +412,11 @@ fn radix_sort<const LOW_BITS: u32, const LOW: usize, const TOP: usize>(
 #[derive(Default)]
 struct KeyBuffers {
     /// Ordered keys; later the narrow words of the last pass.
-    keys: Vec<u32>,
+    keys: Buf<u32>,
     /// Packed `(ordered_key << 32) | index` pairs.
-    pairs: Vec<u64>,
+    pairs: Buf<u64>,
     /// The second pair buffer, used only when a segment is too long for narrow words.
-    spare: Vec<u64>,
+    spare: Buf<u64>,
 }
 
 impl KeyBuffers {

@@ -322,6 +322,20 @@ typedef struct smyrf_call_args {
      * How many tasks `parallel_for` may run at once; at least 1 when `parallel_for` is set.
      */
     uint32_t parallel_workers;
+    /**
+     * NULL (the plan keeps the call's scratch), or `workspace_size` bytes of the caller's
+     * memory, any alignment, uninitialised or not: the call carves all its scratch from
+     * there and allocates nothing. Query the size with `smyrf_plan_workspace_size` (or
+     * `smyrf_dense_workspace_size`) for the same shapes, element types, plan and
+     * `parallel_workers`; a smaller workspace is refused before anything is written. It
+     * must not overlap any tensor or option buffer of the call, and its contents are
+     * unspecified afterwards.
+     */
+    void *workspace;
+    /**
+     * Bytes at `workspace`; 0 when it is NULL.
+     */
+    size_t workspace_size;
 } smyrf_call_args;
 
 /**
@@ -462,8 +476,8 @@ smyrf_status smyrf_config_hybrid_init(struct smyrf_config *config,
 
 /**
  * Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
- * output, the plan's threads) into `*args`, as `smyrf_config_init` does. The header's
- * `smyrf_call_args_default()` wraps it.
+ * output, the plan's threads, no workspace) into `*args`, as `smyrf_config_init` does.
+ * The header's `smyrf_call_args_default()` wraps it.
  *
  * # Safety
  * `args` must be NULL or point to `struct_size` writable bytes.
@@ -526,6 +540,42 @@ smyrf_status smyrf_plan_scratch_bytes(const struct smyrf_plan *plan,
                                       size_t *out_bytes);
 
 /**
+ * Bytes of the workspace (`smyrf_call_args.workspace`) with which `smyrf_attention` on
+ * these tensors and arguments allocates nothing, at any alignment; stored in `*out_bytes`.
+ * Only the descriptors' sizes and element types, the plan (its config and threads) and
+ * `args->parallel_for` / `parallel_workers` matter: the data pointers may be NULL, and the
+ * mask, key lengths, head sinks and lse output play no part. With `num_threads = 0` it is
+ * the size for the library's pool. The descriptors are checked as the call checks them.
+ *
+ * # Safety
+ * `plan` must be NULL or a live plan; `q`, `k`, `v`, `out` and `args` as for
+ * `smyrf_attention` (their data is never read); `out_bytes` must be NULL or writable.
+ */
+smyrf_status smyrf_plan_workspace_size(const struct smyrf_plan *plan,
+                                       const struct smyrf_tensor *q,
+                                       const struct smyrf_tensor *k,
+                                       const struct smyrf_tensor *v,
+                                       const struct smyrf_tensor_mut *out,
+                                       const struct smyrf_call_args *args,
+                                       size_t *out_bytes);
+
+/**
+ * Bytes of the workspace with which `smyrf_dense_attention` on these tensors and arguments
+ * allocates nothing, as `smyrf_plan_workspace_size` gives it for `smyrf_attention` (without
+ * `args->parallel_for`, for the library's pool). When `SMYRF_ISA` is set, reading it at
+ * each call still allocates that one string.
+ *
+ * # Safety
+ * As for `smyrf_plan_workspace_size`, without a plan.
+ */
+smyrf_status smyrf_dense_workspace_size(const struct smyrf_tensor *q,
+                                        const struct smyrf_tensor *k,
+                                        const struct smyrf_tensor *v,
+                                        const struct smyrf_tensor_mut *out,
+                                        const struct smyrf_call_args *args,
+                                        size_t *out_bytes);
+
+/**
  * Releases a plan. NULL is a no-op. The plan must not be in use by another thread.
  *
  * # Safety
@@ -539,9 +589,12 @@ void smyrf_plan_destroy(struct smyrf_plan *plan);
  * key/value head h / (Hq / Hkv)) and d equal to the plan's head_dim. Each tensor has its
  * own element type (f32 Q over an f16 K/V cache, say); out is f32, f16 or bf16. `args` is
  * NULL or the call's options (mask, key lengths, head sinks, lse output, the engine's
- * parallel-for); a batch element without valid keys gets zeros. `out` and `lse_out` must
- * not overlap each other or any input (their address ranges are compared and overlap is
- * refused). On error nothing is written.
+ * parallel-for, the workspace); a batch element without valid keys gets zeros. `out`,
+ * `lse_out` and the workspace must not overlap each other or any input (their address
+ * ranges are compared and overlap is refused). On error nothing is written. With a
+ * workspace of `smyrf_plan_workspace_size` bytes, the call allocates nothing on the
+ * caller's thread and on the engine's workers (with `num_threads = 1` or a
+ * `parallel_for`; the library's pool may allocate in its own job queues).
  *
  * # Safety
  * Every pointer must be NULL or valid for its documented extent; tensor buffers must hold
@@ -558,7 +611,8 @@ smyrf_status smyrf_attention(const struct smyrf_plan *plan,
  * Exact softmax attention with the same shapes, element types, options and rules as
  * `smyrf_attention`. `scale` 0 means 1/sqrt(d); it must be finite and positive otherwise.
  * Without `args->parallel_for` it runs on the library's thread pool, with the tier
- * `SMYRF_ISA` names, or the best one detected.
+ * `SMYRF_ISA` names, or the best one detected. With a workspace of
+ * `smyrf_dense_workspace_size` bytes it allocates nothing, as `smyrf_attention` does.
  *
  * # Safety
  * As for `smyrf_attention`.

@@ -23,7 +23,9 @@ use crate::config::{Config, DEFAULT_SAMPLE_GROUP};
 use crate::error::{Error, Result};
 use crate::plan::combine::Running;
 use crate::plan::cut;
-use crate::runtime::pool::Pool;
+use crate::runtime::arena::Arena;
+use crate::runtime::buffer::Buf;
+use crate::runtime::pool::PoolRef;
 use crate::runtime::threads::{for_each_index_with, Par};
 use crate::view::{AnyView, RowWriter, Rows};
 use window::{drop_window_columns, window_tile};
@@ -91,49 +93,107 @@ fn sample_group(config: &Config) -> usize {
 /// Buffers of the §8 blocks of one (batch, head) task, reused across calls.
 #[derive(Default)]
 pub(crate) struct HybridScratch {
-    query_ids: Vec<u32>,
-    sinks: Vec<u32>,
-    is_sink: Vec<bool>,
+    query_ids: Buf<u32>,
+    sinks: Buf<u32>,
+    is_sink: Buf<bool>,
     /// The (batch element, key/value head) that `sinks` and `is_sink` were selected for: the
     /// query heads of one key/value head share them.
     sinks_of: Option<(usize, usize)>,
     /// Valid keys that are not sinks, by position.
-    candidates: Vec<u32>,
+    candidates: Buf<u32>,
     /// The current round's partition of the queries into attention calls: call g holds
     /// `group_members[group_bounds[g]..group_bounds[g + 1]]`, by position, and belongs to
     /// cluster `group_cluster[g]`.
-    group_members: Vec<u32>,
-    group_bounds: Vec<usize>,
-    group_cluster: Vec<u32>,
-    query_group: Vec<u32>,
+    group_members: Buf<u32>,
+    group_bounds: Buf<usize>,
+    group_cluster: Buf<u32>,
+    query_group: Buf<u32>,
     /// The current round's cluster key lists without sinks, by position, cluster after
     /// cluster; `key_cluster` is the cluster of every valid key position.
-    cluster_keys: Vec<u32>,
-    cluster_bounds: Vec<usize>,
-    key_cluster: Vec<u32>,
-    cursor: Vec<usize>,
-    eligible: Vec<u32>,
-    swaps: Vec<u32>,
+    cluster_keys: Buf<u32>,
+    cluster_bounds: Buf<usize>,
+    key_cluster: Buf<u32>,
+    cursor: Buf<usize>,
+    eligible: Buf<u32>,
+    swaps: Buf<u32>,
     /// Key lists of a batch of round-0 blocks, one after the other.
-    block_keys: Vec<u32>,
+    block_keys: Buf<u32>,
     /// One 16-bit row widened to f32 (the sink selection's scores and mean query).
-    row: Vec<f32>,
-    blocks: Vec<FusedBlock>,
-    scores: Vec<u64>,
-    mean_query: Vec<f32>,
+    row: Buf<f32>,
+    blocks: Buf<FusedBlock>,
+    scores: Buf<u64>,
+    mean_query: Buf<f32>,
 }
 
 impl HybridScratch {
+    /// The buffers carved from a workspace for a (batch, head) task of `nq` queries over `nk`
+    /// keys of dim `d`, each at the largest length `HeadBlocks::run` grows it to (with every
+    /// key valid, the worst case); nothing when no block is on.
+    pub(crate) fn carve(
+        arena: &mut Arena<'_>,
+        config: &Config,
+        nq: usize,
+        nk: usize,
+        d: usize,
+    ) -> HybridScratch {
+        if !config.has_hybrid_blocks() {
+            return HybridScratch::default();
+        }
+        let on = |yes: bool, n: usize| if yes { n } else { 0 };
+        let (window, sampling, mean) = (
+            config.window > 0,
+            config.n_samples > 0,
+            config.sinks_use_mean_query(),
+        );
+        // Every cluster and every query group holds at least one query, and a cluster at
+        // least one key.
+        let (groups, clusters) = (nq, nq.min(nk));
+        HybridScratch {
+            query_ids: arena.buf(on(window, nq)),
+            sinks: arena.buf(config.n_sinks.min(nk)),
+            is_sink: arena.buf(nk),
+            sinks_of: None,
+            candidates: arena.buf(nk),
+            group_members: arena.buf(nq),
+            group_bounds: arena.buf(groups + 1),
+            group_cluster: arena.buf(groups),
+            query_group: arena.buf(nq),
+            cluster_keys: arena.buf(nk),
+            cluster_bounds: arena.buf(clusters + 1),
+            key_cluster: arena.buf(nk),
+            cursor: arena.buf(groups.max(clusters) + 1),
+            eligible: arena.buf(on(sampling, nk)),
+            swaps: arena.buf(on(sampling, config.n_samples.min(nk))),
+            block_keys: arena.buf(batch_keys(nq, nk)),
+            row: arena.buf(on(mean, d)),
+            blocks: arena.buf(SAMPLE_BATCH.min(groups)),
+            scores: arena.buf(on(mean, nk)),
+            mean_query: arena.buf(on(mean, d)),
+        }
+    }
+
     /// Drops the remembered sink selection: the next head selects its own.
     pub(crate) fn forget_sinks(&mut self) {
         self.sinks_of = None;
     }
 }
 
+/// Keys a batch of round-0 blocks holds at once. A block's sinks, cluster keys and samples
+/// are disjoint sets of valid keys, so at most n' ≤ Nk; a batch is run once it holds
+/// `SAMPLE_BATCH` blocks (never more than there are query groups) or `SAMPLE_KEYS` keys, so
+/// it never holds more than one block past `SAMPLE_KEYS − 1` keys.
+fn batch_keys(nq: usize, nk: usize) -> usize {
+    SAMPLE_BATCH
+        .min(nq)
+        .saturating_mul(nk)
+        .min((SAMPLE_KEYS - 1).saturating_add(nk))
+}
+
 /// One round-0 attention call: the queries of group `group` against `block_keys[k0..k3]` =
 /// sinks `[k0, k1)`, the cluster's keys `[k1, k2)` and the group's samples `[k2, k3)`,
 /// whose logits get `log_weight`.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct FusedBlock {
     group: usize,
     k0: usize,
@@ -141,6 +201,8 @@ struct FusedBlock {
     k2: usize,
     k3: usize,
     log_weight: f32,
+    /// Zero: no padding byte is left unwritten in a caller's workspace.
+    pad: u32,
 }
 
 /// Everything the §8 blocks of one (batch element b, query head h) need, prepared by the
@@ -168,8 +230,8 @@ pub(crate) struct HeadBlocks<'a> {
     pub(crate) k_perm: &'a [u32],
     pub(crate) clusters: usize,
     pub(crate) out: &'a RowWriter<'a>,
-    /// Tile scratch for the block calls, owned by the plan.
-    pub(crate) tiles: &'a Pool<TileScratch>,
+    /// Tile scratch for the block calls: the plan's or the call's workspace.
+    pub(crate) tiles: PoolRef<'a, TileScratch>,
     pub(crate) parallel: Par<'a>,
 }
 

@@ -6,6 +6,7 @@ use super::window::drop_window_columns;
 use super::{sample_group, FusedBlock, HeadBlocks, HybridScratch, SAMPLE_BATCH, SAMPLE_KEYS};
 use crate::attention;
 use crate::plan::combine::Running;
+use crate::runtime::buffer::Buf;
 use crate::runtime::threads::for_each_index_with;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -71,6 +72,7 @@ impl HeadBlocks<'_> {
                 k2,
                 k3: s.block_keys.len(),
                 log_weight,
+                pad: 0,
             });
             if s.blocks.len() == SAMPLE_BATCH || s.block_keys.len() >= SAMPLE_KEYS {
                 self.run_round_zero_batch(s, running);
@@ -157,8 +159,8 @@ pub(crate) fn draw_samples_into(
     seed: u64,
     eligible: &mut [u32],
     n: usize,
-    swaps: &mut Vec<u32>,
-    out: &mut Vec<u32>,
+    swaps: &mut Buf<u32>,
+    out: &mut Buf<u32>,
 ) {
     let len = eligible.len();
     let n = n.min(len);

@@ -3,6 +3,7 @@
 
 use super::{HeadBlocks, HybridScratch};
 use crate::config::SinkSelection;
+use crate::runtime::buffer::Buf;
 use crate::sort::ordered_key;
 
 impl HeadBlocks<'_> {
@@ -63,7 +64,7 @@ impl HeadBlocks<'_> {
     }
 
     /// Mean of every query of the query heads that share this key/value head.
-    fn mean_query(&self, mean: &mut Vec<f32>, row: &mut Vec<f32>) {
+    fn mean_query(&self, mean: &mut Buf<f32>, row: &mut Buf<f32>) {
         let d = self.q.dim;
         mean.clear();
         mean.resize(d, 0.0);
