@@ -8,23 +8,21 @@ use std::ptr::NonNull;
 /// a caller's workspace, where growing past the capacity is a bug in the workspace layout
 /// and panics. Only the first `len` elements are ever read, and each was written first, so
 /// the workspace memory may start uninitialised.
+///
+/// Both kinds are the same raw parts, so reads and in-capacity pushes take no branch on the
+/// kind: the kernels' hot loops index these buffers.
 pub(crate) struct Buf<T: Copy> {
-    storage: Storage<T>,
+    /// `cap` elements, the first `len` initialised: a `Vec`'s allocation this buffer owns
+    /// (`heap`), or a workspace region exclusively this buffer's while the call borrows the
+    /// workspace (see [`Buf::fixed`]).
+    ptr: NonNull<T>,
+    len: usize,
+    cap: usize,
+    heap: bool,
 }
 
-enum Storage<T> {
-    Heap(Vec<T>),
-    /// `cap` elements at `ptr`, the first `len` initialised; exclusively this buffer's while
-    /// the workspace it came from is borrowed by the call (see [`Buf::fixed`]).
-    Fixed {
-        ptr: NonNull<T>,
-        len: usize,
-        cap: usize,
-    },
-}
-
-// SAFETY: a fixed buffer owns its region exclusively (the arena hands each region out once),
-// so it moves between threads like the `Vec` of the heap case.
+// SAFETY: a buffer owns its region exclusively (a `Vec`'s allocation, or a region the arena
+// hands out once), so it moves between threads like a `Vec`.
 unsafe impl<T: Copy + Send> Send for Buf<T> {}
 // SAFETY: shared access only reads the region, as for `Vec`.
 unsafe impl<T: Copy + Sync> Sync for Buf<T> {}
@@ -32,13 +30,30 @@ unsafe impl<T: Copy + Sync> Sync for Buf<T> {}
 impl<T: Copy> Default for Buf<T> {
     /// An empty heap buffer: allocates nothing until it grows.
     fn default() -> Self {
-        Buf {
-            storage: Storage::Heap(Vec::new()),
+        Buf::from_vec(Vec::new())
+    }
+}
+
+impl<T: Copy> Drop for Buf<T> {
+    fn drop(&mut self) {
+        if self.heap {
+            // SAFETY: a heap buffer's parts are those of a `Vec` it owns; dropped once.
+            drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), self.len, self.cap) });
         }
     }
 }
 
 impl<T: Copy> Buf<T> {
+    fn from_vec(v: Vec<T>) -> Self {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        Buf {
+            ptr: NonNull::new(v.as_mut_ptr()).expect("a Vec's pointer is never null"),
+            len: v.len(),
+            cap: v.capacity(),
+            heap: true,
+        }
+    }
+
     /// A fixed buffer of `cap` elements at `ptr`, empty.
     ///
     /// # Safety
@@ -46,85 +61,104 @@ impl<T: Copy> Buf<T> {
     /// long as the buffer is used, and no other reference may use that memory meanwhile.
     pub(crate) unsafe fn fixed(ptr: NonNull<T>, cap: usize) -> Buf<T> {
         Buf {
-            storage: Storage::Fixed { ptr, len: 0, cap },
+            ptr,
+            len: 0,
+            cap,
+            heap: false,
         }
+    }
+
+    /// Runs `f` on the heap buffer as a `Vec`, or checks a fixed one has room for `needed`
+    /// and returns `None`.
+    #[cold]
+    #[inline(never)]
+    fn grow<R>(&mut self, needed: usize, f: impl FnOnce(&mut Vec<T>) -> R) -> Option<R> {
+        if !self.heap {
+            check_room(needed, self.cap);
+            return None;
+        }
+        // The buffer is left empty while the Vec holds the parts, so a panic inside `f`
+        // (capacity overflow) cannot free the allocation twice.
+        let parts = std::mem::replace(self, Buf::from_vec(Vec::new()));
+        let parts = std::mem::ManuallyDrop::new(parts);
+        // SAFETY: the parts of a heap buffer are a `Vec`'s, taken out of `self` above.
+        let mut v = unsafe { Vec::from_raw_parts(parts.ptr.as_ptr(), parts.len, parts.cap) };
+        let r = f(&mut v);
+        *self = Buf::from_vec(v);
+        Some(r)
     }
 
     /// Elements the buffer holds without growing.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn capacity(&self) -> usize {
-        match &self.storage {
-            Storage::Heap(v) => v.capacity(),
-            Storage::Fixed { cap, .. } => *cap,
-        }
+        self.cap
     }
 
     /// Removes every element.
     pub(crate) fn clear(&mut self) {
-        match &mut self.storage {
-            Storage::Heap(v) => v.clear(),
-            Storage::Fixed { len, .. } => *len = 0,
-        }
+        self.len = 0;
     }
 
     /// Grows or shrinks to `n` elements, new ones set to `value`.
     pub(crate) fn resize(&mut self, n: usize, value: T) {
-        match &mut self.storage {
-            Storage::Heap(v) => v.resize(n, value),
-            Storage::Fixed { ptr, len, cap } => {
-                if n > *len {
-                    check_room(n, *cap);
-                    for i in *len..n {
-                        // Raw writes: the slots may be uninitialised.
-                        // SAFETY: `i < n ≤ cap`: a slot of the region (`fixed`'s contract).
-                        unsafe { ptr.as_ptr().add(i).write(value) };
-                    }
-                }
-                *len = n;
-            }
+        if n > self.cap {
+            self.grow(n, |v| v.reserve_exact(n - v.len()));
+        }
+        for i in self.len..n {
+            // Raw writes: the slots may be uninitialised.
+            // SAFETY: `i < n ≤ cap`: a slot of the region.
+            unsafe { self.ptr.as_ptr().add(i).write(value) };
+        }
+        self.len = n;
+    }
+
+    /// Grows to `n` elements: a heap buffer is replaced by exactly `n` copies of `value` (the
+    /// old allocation freed first, no amortised doubling); a fixed one keeps its elements and
+    /// sets the new ones to `value`.
+    pub(crate) fn regrow_exact(&mut self, n: usize, value: T) {
+        if self.heap {
+            *self = Buf::from_vec(Vec::new());
+            self.grow(n, |v| v.resize(n, value));
+        } else {
+            self.resize(n, value);
         }
     }
 
     /// Appends `value`.
     #[inline]
     pub(crate) fn push(&mut self, value: T) {
-        match &mut self.storage {
-            Storage::Heap(v) => v.push(value),
-            Storage::Fixed { ptr, len, cap } => {
-                check_room(*len + 1, *cap);
-                // SAFETY: `len < cap`: a slot of the region.
-                unsafe { ptr.as_ptr().add(*len).write(value) };
-                *len += 1;
-            }
+        if self.len == self.cap {
+            self.grow(self.len + 1, |v| v.reserve(1));
         }
+        // SAFETY: `len < cap` (just made so): a slot of the region.
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
+        self.len += 1;
     }
 
     /// Appends the elements of `values`.
     pub(crate) fn extend_from_slice(&mut self, values: &[T]) {
-        match &mut self.storage {
-            Storage::Heap(v) => v.extend_from_slice(values),
-            Storage::Fixed { ptr, len, cap } => {
-                check_room(*len + values.len(), *cap);
-                // SAFETY: the destination lies in the region (checked) and is this buffer's
-                // alone, so it cannot overlap `values`, a shared borrow.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        values.as_ptr(),
-                        ptr.as_ptr().add(*len),
-                        values.len(),
-                    )
-                };
-                *len += values.len();
-            }
+        let n = self.len + values.len();
+        if n > self.cap {
+            self.grow(n, |v| v.reserve(values.len()));
         }
+        // SAFETY: the destination lies in the region (room made above) and is this buffer's
+        // alone, so it cannot overlap `values`, a shared borrow.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                values.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                values.len(),
+            )
+        };
+        self.len = n;
     }
 
     /// Makes room for `additional` more elements: reserved exactly on the heap, checked
     /// against the capacity of a fixed buffer.
     pub(crate) fn reserve_exact(&mut self, additional: usize) {
-        match &mut self.storage {
-            Storage::Heap(v) => v.reserve_exact(additional),
-            Storage::Fixed { len, cap, .. } => check_room(*len + additional, *cap),
+        let n = self.len + additional;
+        if n > self.cap {
+            self.grow(n, |v| v.reserve_exact(additional));
         }
     }
 }
@@ -146,14 +180,11 @@ fn overflow(needed: usize, cap: usize) -> ! {
 
 impl<T: Copy> Extend<T> for Buf<T> {
     fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
-        match &mut self.storage {
-            // `Vec`'s own extend keeps its exact reservation for sized iterators.
-            Storage::Heap(v) => v.extend(iter),
-            Storage::Fixed { .. } => {
-                for value in iter {
-                    self.push(value);
-                }
-            }
+        let iter = iter.into_iter();
+        // Room for the known length once, as `Vec`'s extend reserves for sized iterators.
+        self.reserve_exact(iter.size_hint().0);
+        for value in iter {
+            self.push(value);
         }
     }
 }
@@ -162,26 +193,16 @@ impl<T: Copy> std::ops::Deref for Buf<T> {
     type Target = [T];
     #[inline(always)]
     fn deref(&self) -> &[T] {
-        match &self.storage {
-            Storage::Heap(v) => v,
-            // SAFETY: the first `len` elements of the region are initialised.
-            Storage::Fixed { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: the first `len` elements of the region are initialised.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T: Copy> std::ops::DerefMut for Buf<T> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [T] {
-        match &mut self.storage {
-            Storage::Heap(v) => v,
-            // SAFETY: as in `deref`, borrowed mutably through `self`.
-            Storage::Fixed { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: as in `deref`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -221,10 +242,7 @@ impl AlignedBuf {
     pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
         let lines = len.div_ceil(LINE_FLOATS);
         if self.lines.len() < lines {
-            if let Storage::Heap(v) = &mut self.lines.storage {
-                *v = Vec::new();
-            }
-            self.lines.resize(lines, Line::default());
+            self.lines.regrow_exact(lines, Line::default());
         }
         // SAFETY: `Line` is `repr(C)` over `[f32; 16]` with no padding (64 bytes), so the
         // buffer's first `lines.len()` lines are `16 * lines.len()` initialised, aligned f32
@@ -274,6 +292,31 @@ mod tests {
         }
         assert_eq!(buf.capacity(), 10);
         buf.reserve_exact(2);
+    }
+
+    #[test]
+    fn a_heap_buffer_behaves_like_a_vec_as_it_grows() {
+        let mut buf = Buf::<u32>::default();
+        let mut reference = Vec::new();
+        for step in 0..40u32 {
+            buf.push(step);
+            reference.push(step);
+            buf.extend_from_slice(&[step; 3]);
+            reference.extend_from_slice(&[step; 3]);
+            buf.extend(0..step % 5);
+            reference.extend(0..step % 5);
+            if step % 7 == 0 {
+                buf.resize(step as usize, 9);
+                reference.resize(step as usize, 9);
+            }
+            assert_eq!(&buf[..], &reference[..]);
+            assert!(buf.capacity() >= buf.len());
+        }
+        buf.regrow_exact(500, 1);
+        assert_eq!(buf.capacity(), 500);
+        assert!(buf.iter().all(|&x| x == 1));
+        buf.clear();
+        assert!(buf.is_empty());
     }
 
     #[test]
