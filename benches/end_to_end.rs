@@ -26,31 +26,34 @@ const HEADS: usize = 8;
 const D: usize = 64;
 const CONFIGS: [(usize, usize); 4] = [(1, 128), (2, 64), (4, 32), (2, 128)];
 
-/// A tensor buffer whose data starts `skew` bytes past a 64-byte boundary.
-struct Buffer {
-    store: Vec<f32>,
+/// A tensor buffer whose data starts `SMYRF_BENCH_SKEW` bytes (default 0) past a 64-byte
+/// boundary, as an engine's aligned tensors do: where rows start decides how many cache
+/// lines each gathered row costs.
+struct Buffer<T = f32> {
+    store: Vec<T>,
     start: usize,
     len: usize,
 }
 
-impl Buffer {
-    fn new(values: impl ExactSizeIterator<Item = f32>) -> Buffer {
+impl<T: Copy + Default> Buffer<T> {
+    fn new(values: impl ExactSizeIterator<Item = T>) -> Buffer<T> {
         let skew: usize = std::env::var("SMYRF_BENCH_SKEW")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        let size = std::mem::size_of::<T>();
         let len = values.len();
-        let mut store = Vec::with_capacity(len + 32);
+        let mut store = Vec::with_capacity(len + 128 / size);
         let to_boundary = (64 - store.as_ptr() as usize % 64) % 64;
-        let start = (to_boundary + skew % 64) / 4;
-        store.resize(start, 0.0);
+        let start = (to_boundary + skew % 64) / size;
+        store.resize(start, T::default());
         store.extend(values);
         Buffer { store, start, len }
     }
-    fn get(&self) -> &[f32] {
+    fn get(&self) -> &[T] {
         &self.store[self.start..self.start + self.len]
     }
-    fn get_mut(&mut self) -> &mut [f32] {
+    fn get_mut(&mut self) -> &mut [T] {
         &mut self.store[self.start..self.start + self.len]
     }
 }
@@ -277,14 +280,14 @@ fn crossover() {
 /// One call with each tensor of its own element type: the 16-bit tensors are converted once,
 /// before timing.
 struct Typed<TQ, TK, TV, TO> {
-    q: Vec<TQ>,
-    k: Vec<TK>,
-    v: Vec<TV>,
-    out: Vec<TO>,
+    q: Buffer<TQ>,
+    k: Buffer<TK>,
+    v: Buffer<TV>,
+    out: Buffer<TO>,
     n: usize,
 }
 
-trait FromF32: Element + Copy {
+trait FromF32: Element + Copy + Default {
     fn from(x: f32) -> Self;
 }
 impl FromF32 for f32 {
@@ -305,23 +308,23 @@ impl FromF32 for bf16 {
 
 impl<TQ: FromF32, TK: FromF32, TV: FromF32, TO: FromF32> Typed<TQ, TK, TV, TO> {
     fn new(inputs: &Inputs) -> Self {
-        fn conv<T: FromF32>(b: &Buffer) -> Vec<T> {
-            b.get().iter().map(|&x| T::from(x)).collect()
+        fn conv<T: FromF32>(b: &Buffer) -> Buffer<T> {
+            Buffer::new(b.get().iter().map(|&x| T::from(x)))
         }
         Typed {
             q: conv(&inputs.q),
             k: conv(&inputs.k),
             v: conv(&inputs.v),
-            out: vec![FromF32::from(0.0); HEADS * inputs.n * D],
+            out: conv(&inputs.out),
             n: inputs.n,
         }
     }
     fn run(&mut self, plan: &Plan, dense: bool) {
         let n = self.n;
-        let q = TensorView::bhnd(&self.q, 1, HEADS, n, D).unwrap();
-        let k = TensorView::bhnd(&self.k, 1, HEADS, n, D).unwrap();
-        let v = TensorView::bhnd(&self.v, 1, HEADS, n, D).unwrap();
-        let mut out = TensorViewMut::bhnd(&mut self.out, 1, HEADS, n, D).unwrap();
+        let q = TensorView::bhnd(self.q.get(), 1, HEADS, n, D).unwrap();
+        let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
+        let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
+        let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
         if dense {
             plan.dense_attention_with(&q, &k, &v, &mut out, CallOptions::new())
         } else {
@@ -372,6 +375,13 @@ element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; 
         .n_hashes(2)
         .q_cluster_size(64)
         .num_threads(threads);
+    // The dot-product row runs the kernel even where plans would not take it; whether they
+    // do is printed.
+    println!(
+        "vdpbf16ps pays on this CPU (plans take it by default): {:?}",
+        smyrf::internals::bf16_dot::pays()
+    );
+    smyrf::internals::bf16_dot::force();
     let fast = Plan::new(config.clone(), D).unwrap();
     let exact = Plan::new(config.bf16_exact(true), D).unwrap();
     let rounds = if std::env::var_os("SMYRF_BENCH_QUICK").is_some() {

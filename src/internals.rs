@@ -218,6 +218,21 @@ pub mod convert {
     }
 }
 
+/// The bf16 dot-product kernel's selection: plans use it only where it pays (`Config::bf16_exact`).
+pub mod bf16_dot {
+    /// Whether the kernel pays on this CPU, as plans decide it; `None` where the CPU lacks
+    /// AVX-512 BF16.
+    pub fn pays() -> Option<bool> {
+        crate::attention::bf16::pays()
+    }
+
+    /// Plans made from now on, in this process, use the kernel wherever the CPU has it,
+    /// paying or not: for tests of the kernel itself.
+    pub fn force() {
+        crate::attention::bf16::force()
+    }
+}
+
 /// The C entry points, for Rust tests that call them directly.
 pub mod ffi {
     pub use crate::ffi::*;

@@ -315,6 +315,8 @@ fn the_bf16_dot_product_kernel_is_within_1e_5_of_f64_on_the_converted_values() {
     // One cluster holding every key (SMYRF is then dense attention), and dense attention:
     // all-bf16 inputs through `vdpbf16ps` where the CPU has it, against f64 on the same
     // bf16 values. d odd exercises the zero-padded last pair; 200 keys a ragged key tile.
+    // Forced on where it does not pay (the other tests here run f32 or `bf16_exact` plans).
+    smyrf::internals::bf16_dot::force();
     for (d, dv) in [(64, 64), (33, 16)] {
         let case = Case::new(17, (2, 4, 2, 80, 200, d, dv));
         let rounded = Case {

@@ -11,6 +11,7 @@
 
 use crate::runtime::prefetch::LineQueue;
 use crate::simd::Tier;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `s[i·ldk + j] = scale · Σ_t q[i·dp + t]·k_j[t]` for i < m, j < ldk, from the tiles above.
 pub(crate) type QkBf16Fn = fn(
@@ -24,13 +25,42 @@ pub(crate) type QkBf16Fn = fn(
     queue: &mut LineQueue,
 );
 
-/// The bf16 dot-product kernel, on an AVX-512 tier whose CPU has AVX-512 BF16.
+/// Set by [`force`]: the kernel wherever the CPU has it, paying or not.
+static FORCED: AtomicBool = AtomicBool::new(false);
+
+/// The bf16 dot-product kernel, on an AVX-512 tier whose CPU has AVX-512 BF16 and where it
+/// pays: where `vdpbf16ps` issues at least at two thirds of the rate of an f32 FMA, so its
+/// two products per lane beat the FMA's one. Some cores that have it issue it at a quarter
+/// of the FMA rate (docs/perf-notes.md), where the widened f32 path is faster; the rates are
+/// measured once per process ([`x86::pays`]).
 pub(crate) fn kernel(tier: Tier) -> Option<QkBf16Fn> {
     #[cfg(target_arch = "x86_64")]
-    if tier.isa() == crate::isa::Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
+    if tier.isa() == crate::isa::Isa::Avx512
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+        && (FORCED.load(Ordering::Relaxed) || x86::pays())
+    {
         return Some(x86::qk_bf16_avx512_8x32);
     }
     let _ = tier;
+    None
+}
+
+/// Plans made from now on use the kernel wherever the CPU has it, whether it pays or not (for
+/// the tests of the kernel on every CPU that has it).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub(crate) fn force() {
+    FORCED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the kernel pays on this CPU (`None` where the CPU lacks it).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
+pub(crate) fn pays() -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+    {
+        return Some(x86::pays());
+    }
     None
 }
 
@@ -41,6 +71,63 @@ mod x86 {
 
     /// Rows per register tile: 8 × 2 accumulators, 2 Kᵀ loads and a broadcast per step.
     const MR: usize = 8;
+
+    /// Whether `vdpbf16ps` issues at two thirds of the f32 FMA rate or more: the best of five
+    /// alternating timings of independent chains of each, measured once per process (about
+    /// 0.1 ms). The two rates differ by 4× between the cores measured (docs/perf-notes.md), so
+    /// timing noise does not move the answer. Call only where AVX-512F and AVX-512 BF16
+    /// were detected.
+    pub(super) fn pays() -> bool {
+        static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PAYS.get_or_init(|| {
+            let time = |run: fn(usize) -> f32| {
+                let start = std::time::Instant::now();
+                std::hint::black_box(run(std::hint::black_box(2048)));
+                start.elapsed()
+            };
+            let (mut fma, mut dot) = (std::time::Duration::MAX, std::time::Duration::MAX);
+            for _ in 0..5 {
+                fma = fma.min(time(fma_chains));
+                dot = dot.min(time(dot_chains));
+            }
+            dot.as_secs_f64() <= 1.5 * fma.as_secs_f64()
+        })
+    }
+
+    /// `steps` rounds of 8 independent f32 FMAs.
+    fn fma_chains(steps: usize) -> f32 {
+        #[target_feature(enable = "avx512f")]
+        fn run(steps: usize) -> f32 {
+            let (a, b) = (_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for _ in 0..steps {
+                for x in &mut acc {
+                    *x = _mm512_fmadd_ps(a, b, *x);
+                }
+            }
+            acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+        }
+        // SAFETY: called only where AVX-512F was detected (`pays`'s contract).
+        unsafe { run(steps) }
+    }
+
+    /// `steps` rounds of 8 independent `vdpbf16ps`.
+    fn dot_chains(steps: usize) -> f32 {
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn run(steps: usize) -> f32 {
+            // SAFETY: (transmute) `__m512bh` is 512 bits of bf16 pairs, any pattern valid.
+            let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(0x3f00_3e80)) };
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for _ in 0..steps {
+                for x in &mut acc {
+                    *x = _mm512_dpbf16_ps(*x, a, a);
+                }
+            }
+            acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+        }
+        // SAFETY: called only where AVX-512F and AVX-512 BF16 were detected.
+        unsafe { run(steps) }
+    }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn qk_bf16_avx512_8x32(

@@ -149,8 +149,9 @@ pub struct smyrf_config {
     /// 64.
     pub sample_group: u32,
     /// 0 (default): with bf16 queries and keys, Q·Kᵀ uses AVX-512 BF16's `vdpbf16ps` where
-    /// the CPU has it (pairwise sums, subnormals flushed; within 1e-5 of exact). 1: widen
-    /// to f32 like every other type, the same bits as the f32 call on the widened values.
+    /// the CPU has it and it outruns f32 FMAs, timed once per process (pairwise sums,
+    /// subnormals flushed; within 1e-5 of exact). 1: widen to f32 like every other type,
+    /// the same bits as the f32 call on the widened values.
     pub bf16_exact: u32,
 }
 

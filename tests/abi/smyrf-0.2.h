@@ -249,8 +249,9 @@ typedef struct smyrf_config {
     uint32_t sample_group;
     /**
      * 0 (default): with bf16 queries and keys, Q·Kᵀ uses AVX-512 BF16's `vdpbf16ps` where
-     * the CPU has it (pairwise sums, subnormals flushed; within 1e-5 of exact). 1: widen
-     * to f32 like every other type, the same bits as the f32 call on the widened values.
+     * the CPU has it and it outruns f32 FMAs, timed once per process (pairwise sums,
+     * subnormals flushed; within 1e-5 of exact). 1: widen to f32 like every other type,
+     * the same bits as the f32 call on the widened values.
      */
     uint32_t bf16_exact;
 } smyrf_config;
