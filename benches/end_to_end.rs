@@ -7,9 +7,11 @@
 //! restricts the lengths of the main table. A second table times short sequences on one
 //! thread and reports the crossover length from which SMYRF is faster than dense attention.
 //!
-//! A third table (`-- --types` for it alone; `SMYRF_BENCH_TYPES_N=16384` restricts its
-//! lengths) times every element-type combination of the engine case against the all-f32
-//! call of the same run, with the projection's read bandwidth for 16-bit rows.
+//! A third table (`-- --types` for it alone; `SMYRF_BENCH_TYPES_N=16384,65536`, the default,
+//! sets its lengths; 262144 puts f32 K and V, 1 GiB, beyond a 480 MiB last-level cache and
+//! needs about 9 GiB of memory) times every element-type combination of the engine case
+//! against the all-f32 call of the same run, with the projection's read bandwidth for
+//! 16-bit rows.
 //!
 //! Tensors start on a 64-byte boundary, as inference engines allocate them (PyTorch's CPU
 //! allocator, ggml, ONNX Runtime): a 256-byte row then spans four cache lines.
@@ -352,6 +354,17 @@ fn copy_bandwidth() -> f64 {
     2.0 * len as f64 / t / 1e9
 }
 
+/// The last-level cache's size as the OS reports it (Linux), for judging whether K and V fit.
+fn last_level_cache() -> String {
+    (0..8)
+        .rev()
+        .find_map(|i| {
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size"))
+                .ok()
+        })
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_string())
+}
+
 /// Element types: 8 heads, d = dv = 64, R = 2, c = 64, 2 threads, every combination timed in
 /// turn (best of several rounds, alternating, so drift hits all alike), each against the
 /// all-f32 call of the same run; dense attention with f16 K/V against dense f32.
@@ -362,8 +375,9 @@ fn element_types() {
     let bandwidth = copy_bandwidth();
     println!(
         "
-element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; one-thread copy bandwidth {bandwidth:.1} GB/s",
-        detected_isa()
+element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; one-thread copy bandwidth {bandwidth:.1} GB/s; last-level cache {}",
+        detected_isa(),
+        last_level_cache()
     );
     println!("| N | Q | K, V | out | Q·Kᵀ | ms | vs all-f32 | proj GB/s per thread | % of copy | proj | sort | gather | kernels | combine |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -391,6 +405,10 @@ element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; 
     };
     for n in lengths {
         let inputs = Inputs::new(n);
+        println!(
+            "N = {n}: K and V hold {} MiB in f32",
+            2 * HEADS * n * D * 4 >> 20
+        );
         let mut f32s = Typed::<f32, f32, f32, f32>::new(&inputs);
         let mut kv16 = Typed::<f32, f16, f16, f32>::new(&inputs);
         let mut all16 = Typed::<f16, f16, f16, f16>::new(&inputs);
