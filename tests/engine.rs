@@ -6,56 +6,11 @@
 mod common;
 
 use common::bits::same_bits;
+use common::types::{round_to, to, Elem};
 use common::{head_f64, oracle_dense_head, Rng, Tensor};
 use half::{bf16, f16};
 use smyrf::internals::supported_tiers;
-use smyrf::{
-    CallOptions, Config, DType, Element, Isa, ParallelFor, Plan, Shape, TensorView, TensorViewMut,
-};
-
-/// Values rounded to `T` and back: what the f32 path must see to match a `T` call.
-fn round_to<T: Element>(x: &[f32]) -> Vec<f32> {
-    match T::DTYPE {
-        DType::F32 => x.to_vec(),
-        DType::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
-        DType::Bf16 => x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
-        _ => unreachable!("a new element type needs a case here"),
-    }
-}
-
-/// A buffer of `T` holding `x` (rounded to nearest even by `half`).
-trait FromF32: Element + Default {
-    fn from_f32(x: f32) -> Self;
-    fn to_f32(self) -> f32;
-}
-impl FromF32 for f32 {
-    fn from_f32(x: f32) -> Self {
-        x
-    }
-    fn to_f32(self) -> f32 {
-        self
-    }
-}
-impl FromF32 for f16 {
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-}
-impl FromF32 for bf16 {
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-}
-
-fn to<T: FromF32>(x: &[f32]) -> Vec<T> {
-    x.iter().map(|&v| T::from_f32(v)).collect()
-}
+use smyrf::{CallOptions, Config, Isa, ParallelFor, Plan, Shape, TensorView, TensorViewMut};
 
 struct Case {
     b: usize,
@@ -94,7 +49,7 @@ impl Case {
 
 /// Runs `case` with Q, K, V of types TQ, TK, TV and an output of type TO, through SMYRF (or
 /// dense attention with `dense`), returning the output widened to f32.
-fn run<TQ: FromF32, TK: FromF32, TV: FromF32, TO: FromF32>(
+fn run<TQ: Elem, TK: Elem, TV: Elem, TO: Elem>(
     plan: &Plan,
     case: &Case,
     dense: bool,
@@ -117,7 +72,7 @@ fn run<TQ: FromF32, TK: FromF32, TV: FromF32, TO: FromF32>(
 }
 
 /// The f32 call on inputs pre-rounded to TQ, TK, TV, its output rounded to TO.
-fn reference<TQ: FromF32, TK: FromF32, TV: FromF32, TO: FromF32>(
+fn reference<TQ: Elem, TK: Elem, TV: Elem, TO: Elem>(
     plan: &Plan,
     case: &Case,
     dense: bool,

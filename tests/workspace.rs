@@ -11,11 +11,11 @@
 
 mod common;
 
+use common::types::Elem;
 use common::{bits, Rng, SENTINEL};
 use half::{bf16, f16};
 use smyrf::{
-    CallOptions, Config, Element, Error, ParallelFor, Plan, Shape, SinkSelection, TensorView,
-    TensorViewMut,
+    CallOptions, Config, Error, ParallelFor, Plan, Shape, SinkSelection, TensorView, TensorViewMut,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -244,36 +244,6 @@ impl Drop for Persistent {
 // ---------------------------------------------------------------------------------------
 // Calls
 
-/// A `T` from an f32, and its value's bits back as f32 bits.
-trait Elem: Element + Default {
-    fn of(x: f32) -> Self;
-    fn bits(self) -> u32;
-}
-impl Elem for f32 {
-    fn of(x: f32) -> Self {
-        x
-    }
-    fn bits(self) -> u32 {
-        self.to_bits()
-    }
-}
-impl Elem for f16 {
-    fn of(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn bits(self) -> u32 {
-        self.to_bits().into()
-    }
-}
-impl Elem for bf16 {
-    fn of(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn bits(self) -> u32 {
-        self.to_bits().into()
-    }
-}
-
 /// Sizes `(b, hq, hkv, nq, nk, d, dv)` and the data and options of one call.
 struct Case {
     b: usize,
@@ -354,9 +324,9 @@ struct Typed<TQ, TK, TV> {
 
 fn typed<TQ: Elem, TK: Elem, TV: Elem>(case: &Case) -> Typed<TQ, TK, TV> {
     Typed {
-        q: case.q.iter().map(|&x| TQ::of(x)).collect(),
-        k: case.k.iter().map(|&x| TK::of(x)).collect(),
-        v: case.v.iter().map(|&x| TV::of(x)).collect(),
+        q: case.q.iter().map(|&x| TQ::from_f32(x)).collect(),
+        k: case.k.iter().map(|&x| TK::from_f32(x)).collect(),
+        v: case.v.iter().map(|&x| TV::from_f32(x)).collect(),
     }
 }
 
@@ -448,7 +418,7 @@ fn both<TQ: Elem, TK: Elem, TV: Elem, TO: Elem>(
     let lse_len = case.b * case.hq * case.nq;
     let out_shape = (case.b, case.hq, case.nq, case.dv);
     let run = |workspace: Option<&mut [u8]>| -> (usize, Results) {
-        let mut out = vec![TO::of(SENTINEL); out_len];
+        let mut out = vec![TO::from_f32(SENTINEL); out_len];
         let mut lse = vec![SENTINEL; lse_len];
         let (b, h, n, dv) = out_shape;
         let mut view = TensorViewMut::bhnd(&mut out, b, h, n, dv).unwrap();

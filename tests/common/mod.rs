@@ -13,6 +13,7 @@ pub mod bits;
 pub mod cbuild;
 pub mod ffi;
 pub mod require;
+pub mod types;
 
 pub use bits::{bits, same_bits};
 
