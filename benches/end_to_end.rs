@@ -407,7 +407,7 @@ element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; 
         let inputs = Inputs::new(n);
         println!(
             "N = {n}: K and V hold {} MiB in f32",
-            2 * HEADS * n * D * 4 >> 20
+            (2 * HEADS * n * D * 4) >> 20
         );
         let mut f32s = Typed::<f32, f32, f32, f32>::new(&inputs);
         let mut kv16 = Typed::<f32, f16, f16, f32>::new(&inputs);
