@@ -199,6 +199,7 @@ def _bad_calls(rng):
     q, k, v = qkv(rng, hq=2, hkv=2, nq=32, nk=32)
     f64 = q.astype(np.float64)
     yield "dtype", dict(q=f64), TypeError, "q: dtype float64 is not supported"
+    yield "byte order", dict(q=q.astype(">f4")), TypeError, "q: dtype >f4 is not in native byte order"
     yield "mask dtype", dict(key_mask=np.ones((2, 32), np.int32)), TypeError, "key_mask: dtype"
     yield "lengths dtype", dict(key_lengths=[1.5, 2.0]), TypeError, "key_lengths: dtype"
     yield "sinks dtype", dict(head_sinks=np.array([1, 2])), TypeError, "head_sinks: dtype"
