@@ -150,6 +150,10 @@ def test_f16_inputs_equal_f32_call_on_converted_values():
         # Mixed: f32 queries over an f16 K/V cache, f32 output.
         mixed = plan.attention(q.astype(np.float32), k, v)
         assert mixed.dtype == np.float32 and mixed.tobytes() == out32.tobytes()
+    # A 16-bit output of f32 inputs is the f32 result rounded once.
+    out = np.empty(q.shape[:3] + (8,), dtype=np.float16)
+    plan.attention(*(x.astype(np.float32) for x in (q, k, v)), out=out)
+    assert out.tobytes() == out32.astype(np.float16).tobytes()
     dense16 = smyrf.dense_attention(q, k, v)
     dense32 = smyrf.dense_attention(*(x.astype(np.float32) for x in (q, k, v)))
     assert dense16.tobytes() == dense32.astype(np.float16).tobytes()
@@ -345,3 +349,9 @@ def test_version_is_the_library_version():
     binding = (pathlib.Path(smyrf.__file__).parent.parent / "Cargo.toml")
     if binding.exists():
         assert f'version = "{version}"' in binding.read_text()
+
+
+def test_numpy_api_needs_no_torch():
+    code = "import sys, smyrf; smyrf.Plan(8); print('torch' in sys.modules)"
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "False"
