@@ -248,13 +248,11 @@ def make_batches(tokenizer, texts, length, batch_size, seed):
     import torch
 
     rng = random.Random(seed * 1_000_003 + length)
-    special = tokenizer.num_special_tokens_to_add(pair=False)
     sequences = []
     for text in texts:
         target = rng.randint(math.ceil(0.75 * length), length)
-        ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
-        ids = ids[: max(1, target - special)]
-        sequences.append(tokenizer.build_inputs_with_special_tokens(ids))
+        # Truncation keeps the special tokens ([CLS] ... [SEP]) inside the target length.
+        sequences.append(tokenizer(text, truncation=True, max_length=target)["input_ids"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = []
     for start in range(0, len(sequences), batch_size):
@@ -372,26 +370,35 @@ def main(argv=None):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     load = {"gguf_file": gguf_file} if gguf_file else {}
+    from smyrf import hf
+
     config = AutoConfig.from_pretrained(model_dir, **load)
-    if is_decoder_config(config):
+    # The config answers cheaply for most models; a GGUF config may not say, so the loaded
+    # model's attention modules are asked as well.
+    reason = (f"its config says so ({', '.join(config.architectures or [config.model_type])})"
+              if is_decoder_config(config) else None)
+    model = None
+    if reason is None:
+        model = AutoModel.from_pretrained(model_dir, **load).eval()
+        reason = hf.causal_reason(model)
+    if reason is not None:
         print(
-            f"smyrf.eval: {model_dir} is a decoder ({', '.join(config.architectures or [config.model_type])}). "
-            "Decoder evaluation (the perplexity ratio) needs causal attention, which the smyrf "
-            "library does not have yet; nothing was measured.",
+            f"smyrf.eval: {model_dir} is a decoder: {reason}. Decoder evaluation (the "
+            "perplexity ratio) needs causal attention, which the smyrf library does not have "
+            "yet; nothing was measured.",
             file=sys.stderr,
         )
         return EXIT_NEEDS_CAUSAL
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
-    model = AutoModel.from_pretrained(model_dir, **load).eval()
     max_positions = getattr(config, "max_position_embeddings", None)
     for length in args.lengths:
         if max_positions and length > max_positions:
             args.parser.error(f"--lengths: {length} exceeds the model's {max_positions} positions")
 
     print(f"model: {model_dir}{' / ' + gguf_file if gguf_file else ''} ({type(model).__name__}, "
-          f"attention implementation {config._attn_implementation})")
+          f"reference attention implementation {model.config._attn_implementation})")
     print(f"texts: {args.texts or default_texts()} ({len(texts)} texts), batch {args.batch}, "
           f"torch threads {torch.get_num_threads()}, seed {args.seed}")
     print("metric: cosine of mean-pooled, L2-normalised embeddings, patched vs. unmodified model")
