@@ -169,6 +169,7 @@ def sweep_specs():
         ("L/8", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
         ("L/4", {"n_sinks": "K/8", "window": "K/2", "n_samples": "3K/8"}),
         ("L/4", {"n_sinks": "K/4", "window": "K/4", "n_samples": "K/2"}),
+        ("L/2", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
     ]
     for budget, blocks in splits:
         fields = {"n_hashes": "1", "q_cluster_size": "1", **blocks}

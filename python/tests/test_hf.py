@@ -186,3 +186,12 @@ def test_bad_uses_are_refused(minilm):
             hf.patch(model, {"n_hashes": 1})
     finally:
         hf.unpatch(model)
+
+
+def test_bert_configured_as_decoder_is_refused():
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, is_decoder=True)
+    with pytest.raises(NotImplementedError, match="is_decoder=True"):
+        hf.patch(BertModel(config).eval(), {"n_hashes": 1})
