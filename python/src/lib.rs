@@ -88,7 +88,7 @@ fn shape_of(name: &'static str, sizes: &[usize], strides: &[isize]) -> PyResult<
 }
 
 fn check_alignment(name: &str, addr: usize, dtype: DType) -> PyResult<()> {
-    if addr % dtype.size() != 0 {
+    if !addr.is_multiple_of(dtype.size()) {
         return Err(PyValueError::new_err(format!(
             "{name}: data is not aligned to its element size ({} bytes)",
             dtype.size()
@@ -116,11 +116,19 @@ fn describe_array(
 ) -> PyResult<Desc> {
     let descr = array.dtype();
     let itemsize = descr.itemsize();
+    // A byte-swapped array has the kind and size of a float but not its bits.
+    let native = descr.is_native_byteorder() != Some(false);
     let dtype = match (descr.kind(), itemsize) {
+        _ if !native => {
+            return Err(PyTypeError::new_err(format!(
+                "{name}: dtype {} is not in native byte order",
+                descr.str()?
+            )))
+        }
         (b'f', 4) => DType::F32,
         (b'f', 2) => DType::F16,
         // ml_dtypes' bfloat16, the usual way numpy holds bf16.
-        (b'V', 2) if descr.typeobj().name()?.to_string() == "bfloat16" => DType::Bf16,
+        (b'V', 2) if descr.typeobj().name()? == "bfloat16" => DType::Bf16,
         _ => {
             return Err(PyTypeError::new_err(format!(
                 "{name}: dtype {} is not supported (float32 or float16)",
@@ -230,21 +238,24 @@ enum AnyOut<'a> {
 /// `d` must describe `d.len` initialised elements of `d.dtype` at `d.addr`, aligned, that
 /// stay alive and are not written through any other path while the view is used.
 unsafe fn view_in<'a>(d: &Desc) -> Result<AnyIn<'a>, Error> {
-    // SAFETY (all three arms): the caller's contract; f16 and bf16 are plain 2-byte types.
-    Ok(match d.dtype {
-        DType::F32 => AnyIn::F32(TensorView::new(
-            unsafe { std::slice::from_raw_parts(d.addr as *const f32, d.len) },
-            d.shape,
-        )?),
-        DType::F16 => AnyIn::F16(TensorView::new(
-            unsafe { std::slice::from_raw_parts(d.addr as *const f16, d.len) },
-            d.shape,
-        )?),
-        _ => AnyIn::Bf16(TensorView::new(
-            unsafe { std::slice::from_raw_parts(d.addr as *const bf16, d.len) },
-            d.shape,
-        )?),
-    })
+    // SAFETY: the caller's contract; f16 and bf16 are plain 2-byte types, so any bits are
+    // valid values.
+    unsafe {
+        Ok(match d.dtype {
+            DType::F32 => AnyIn::F32(TensorView::new(
+                std::slice::from_raw_parts(d.addr as *const f32, d.len),
+                d.shape,
+            )?),
+            DType::F16 => AnyIn::F16(TensorView::new(
+                std::slice::from_raw_parts(d.addr as *const f16, d.len),
+                d.shape,
+            )?),
+            _ => AnyIn::Bf16(TensorView::new(
+                std::slice::from_raw_parts(d.addr as *const bf16, d.len),
+                d.shape,
+            )?),
+        })
+    }
 }
 
 /// Builds the writable view of a checked descriptor.
@@ -253,21 +264,23 @@ unsafe fn view_in<'a>(d: &Desc) -> Result<AnyIn<'a>, Error> {
 /// As [`view_in`], and no other reference to those elements may exist while the view is
 /// used.
 unsafe fn view_out<'a>(d: &Desc) -> Result<AnyOut<'a>, Error> {
-    // SAFETY (all three arms): the caller's contract.
-    Ok(match d.dtype {
-        DType::F32 => AnyOut::F32(TensorViewMut::new(
-            unsafe { std::slice::from_raw_parts_mut(d.addr as *mut f32, d.len) },
-            d.shape,
-        )?),
-        DType::F16 => AnyOut::F16(TensorViewMut::new(
-            unsafe { std::slice::from_raw_parts_mut(d.addr as *mut f16, d.len) },
-            d.shape,
-        )?),
-        _ => AnyOut::Bf16(TensorViewMut::new(
-            unsafe { std::slice::from_raw_parts_mut(d.addr as *mut bf16, d.len) },
-            d.shape,
-        )?),
-    })
+    // SAFETY: the caller's contract, as in `view_in`.
+    unsafe {
+        Ok(match d.dtype {
+            DType::F32 => AnyOut::F32(TensorViewMut::new(
+                std::slice::from_raw_parts_mut(d.addr as *mut f32, d.len),
+                d.shape,
+            )?),
+            DType::F16 => AnyOut::F16(TensorViewMut::new(
+                std::slice::from_raw_parts_mut(d.addr as *mut f16, d.len),
+                d.shape,
+            )?),
+            _ => AnyOut::Bf16(TensorViewMut::new(
+                std::slice::from_raw_parts_mut(d.addr as *mut bf16, d.len),
+                d.shape,
+            )?),
+        })
+    }
 }
 
 macro_rules! each_in {
@@ -363,13 +376,21 @@ fn sink_selection_name(s: SinkSelection) -> &'static str {
 
 /// Extracts a config value, turning pyo3's type and range errors into messages that name
 /// the field.
-fn field<'py, T: FromPyObjectOwned<'py>>(key: &str, value: &Bound<'py, PyAny>, what: &str) -> PyResult<T> {
+fn field<'py, T: FromPyObjectOwned<'py>>(
+    key: &str,
+    value: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<T> {
     value.extract::<T>().map_err(|_| {
         let msg = format!(
             "{key} must be {what}, got {}",
-            value.repr().map_or_else(|_| "?".to_string(), |r| r.to_string())
+            value
+                .repr()
+                .map_or_else(|_| "?".to_string(), |r| r.to_string())
         );
-        if value.is_instance_of::<pyo3::types::PyInt>() || value.is_instance_of::<pyo3::types::PyFloat>() {
+        if value.is_instance_of::<pyo3::types::PyInt>()
+            || value.is_instance_of::<pyo3::types::PyFloat>()
+        {
             PyValueError::new_err(msg)
         } else {
             PyTypeError::new_err(msg)
@@ -491,7 +512,8 @@ impl PyPlan {
             // every input's, so the one `&mut` slice aliases no `&` slice. As with any
             // extension that releases the GIL, Python code on another thread must not
             // write these arrays during the call.
-            let (qv, kv, vv, ov) = unsafe { (view_in(&qd), view_in(&kd), view_in(&vd), view_out(&od)) };
+            let (qv, kv, vv, ov) =
+                unsafe { (view_in(&qd), view_in(&kd), view_in(&vd), view_out(&od)) };
             let (qv, kv, vv, ov) = (qv?, kv?, vv?, ov?);
             each_in!(qv, qv => each_in!(kv, kv => each_in!(vv, vv => each_out!(ov, ov => {
                 if dense {
@@ -528,7 +550,10 @@ impl PyPlan {
         key_budget: usize,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyPlan> {
-        build_plan(apply_overrides(Config::hybrid(key_budget), config)?, head_dim)
+        build_plan(
+            apply_overrides(Config::hybrid(key_budget), config)?,
+            head_dim,
+        )
     }
 
     #[getter]
@@ -585,7 +610,16 @@ impl PyPlan {
         return_lse: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.call(
-            py, false, q, k, v, out, key_mask, key_lengths, head_sinks, return_lse,
+            py,
+            false,
+            q,
+            k,
+            v,
+            out,
+            key_mask,
+            key_lengths,
+            head_sinks,
+            return_lse,
         )
     }
 
@@ -605,7 +639,16 @@ impl PyPlan {
         return_lse: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.call(
-            py, true, q, k, v, out, key_mask, key_lengths, head_sinks, return_lse,
+            py,
+            true,
+            q,
+            k,
+            v,
+            out,
+            key_mask,
+            key_lengths,
+            head_sinks,
+            return_lse,
         )
     }
 }
