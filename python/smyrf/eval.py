@@ -323,7 +323,8 @@ def parse_args(argv):
                         help="mean cosine a sweep configuration must reach (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=8, help="texts per batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads and smyrf num_threads (default: torch's choice, smyrf's pool)")
+                        help="torch threads, smyrf plans' num_threads, and RAYON_NUM_THREADS for the "
+                        "library's shared pool that dense attention runs on (default: their own choices)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the text cuts (default: %(default)s)")
     parser.add_argument("--max-texts", type=int, default=None, help="use only the first N texts")
     args = parser.parse_args(argv)
@@ -367,6 +368,9 @@ def main(argv=None):
         texts = texts[: args.max_texts]
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        # Read when the library first starts its shared pool, which no call has done yet.
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
