@@ -186,16 +186,17 @@ class Plan:
         )
 
 
-_dense_plans = {}
+_plans = {}
 
 
-def _dense_plan(head_dim, scale, num_threads):
-    # A plan keeps its scratch between calls, so one per (head dim, scale, threads) is kept.
-    key = (head_dim, scale, num_threads)
-    plan = _dense_plans.get(key)
+def _cached_plan(head_dim, **config):
+    """One plan per (head dim, config): a plan keeps its scratch between calls, so the
+    module-level entries (here and in ``smyrf.torch``) reuse theirs."""
+    key = (head_dim,) + tuple(sorted(config.items()))
+    plan = _plans.get(key)
     if plan is None:
-        plan = Plan(head_dim, n_hashes=1, scale=scale, num_threads=num_threads)
-        _dense_plans[key] = plan
+        plan = Plan(head_dim, **config)
+        _plans[key] = plan
     return plan
 
 
@@ -221,7 +222,7 @@ def dense_attention(
             raise ValueError(f"{name} must have 4 dimensions [B, H, N, D], got {x.ndim}")
     if scale is not None:
         scale = float(scale)
-    plan = _dense_plan(q.shape[3], scale, num_threads)
+    plan = _cached_plan(q.shape[3], n_hashes=1, scale=scale, num_threads=num_threads)
     return plan.dense_attention(
         q,
         k,

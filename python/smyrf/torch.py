@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from . import Plan, _smyrf
+from . import Plan, _cached_plan, _smyrf
 
 __all__ = ["attention", "dense_attention"]
 
@@ -27,7 +27,6 @@ _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 # The Rust defaults, read once, so that a call with plan=None touches no compiled code
 # before the op (which keeps it traceable).
 _DEFAULT_CONFIG = Plan(1).config
-_plans = {}
 
 
 def _desc(t):
@@ -124,13 +123,18 @@ def _output(query, value):
     )
 
 
-def _plan_for(head_dim, config):
-    key = (head_dim,) + tuple(sorted(config.items()))
-    plan = _plans.get(key)
-    if plan is None:
-        plan = Plan(head_dim, **config)
-        _plans[key] = plan
-    return plan
+def _call(method, query, key, value, key_mask, key_lengths, head_sinks):
+    """Runs a plan's ``method`` on the tensors into a new output of query's dtype."""
+    out = _output(query, value)
+    method(
+        _desc(query),
+        _desc(key),
+        _desc(value),
+        _desc(out),
+        *_extras(key_mask, key_lengths, head_sinks),
+        False,
+    )
+    return out
 
 
 @torch.library.custom_op("smyrf::attention", mutates_args=())
@@ -171,17 +175,8 @@ def _attention_op(
         sample_group=sample_group,
         bf16_exact=bf16_exact,
     )
-    plan = _plan_for(query.shape[3], config)
-    out = _output(query, value)
-    plan._plan.attention(
-        _desc(query),
-        _desc(key),
-        _desc(value),
-        _desc(out),
-        *_extras(key_mask, key_lengths, head_sinks),
-        False,
-    )
-    return out
+    plan = _cached_plan(query.shape[3], **config)
+    return _call(plan._plan.attention, query, key, value, key_mask, key_lengths, head_sinks)
 
 
 @_attention_op.register_fake
@@ -219,17 +214,10 @@ def _dense_op(
     head_sinks: Optional[torch.Tensor],
     scale: Optional[float],
 ) -> torch.Tensor:
-    plan = _plan_for(query.shape[3], dict(n_hashes=1, scale=scale))
-    out = _output(query, value)
-    plan._plan.dense_attention(
-        _desc(query),
-        _desc(key),
-        _desc(value),
-        _desc(out),
-        *_extras(key_mask, key_lengths, head_sinks),
-        False,
+    plan = _cached_plan(query.shape[3], n_hashes=1, scale=scale)
+    return _call(
+        plan._plan.dense_attention, query, key, value, key_mask, key_lengths, head_sinks
     )
-    return out
 
 
 @_dense_op.register_fake
