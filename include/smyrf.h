@@ -26,7 +26,7 @@
 /**
  * Patch version, see SMYRF_VERSION_MAJOR.
  */
-#define SMYRF_VERSION_PATCH 0
+#define SMYRF_VERSION_PATCH 1
 
 
 /**
@@ -254,6 +254,18 @@ typedef struct smyrf_config {
      * the same bits as the f32 call on the widened values.
      */
     uint32_t bf16_exact;
+    /**
+     * Design §8 selected keys per query: the valid keys outside the sinks and the query's
+     * window with the largest approximate logit (scored on `select_dims` components of the
+     * query, those largest in magnitude), attended to exactly; 0 (default) turns the block
+     * off.
+     */
+    uint32_t n_selected;
+    /**
+     * Query components the selection scores keys on; 0 (default) means
+     * ceil(head_dim / 8), more than head_dim means all of them.
+     */
+    uint32_t select_dims;
 } smyrf_config;
 
 /**

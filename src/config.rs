@@ -50,6 +50,14 @@ pub struct Config {
     /// Consecutive queries of a round-0 cluster (in sorted order) that share one draw of
     /// samples; 0 (default) means [`DEFAULT_SAMPLE_GROUP`].
     pub sample_group: usize,
+    /// Design §8 selected keys per query (default 0: off): the valid keys outside the sinks
+    /// and the query's window with the largest approximate logit, computed on the
+    /// `select_dims` components of the query largest in magnitude; the query attends to them
+    /// exactly and the cluster and sample blocks drop them.
+    pub n_selected: usize,
+    /// Query components the selection scores keys on; 0 (default) means `ceil(head_dim / 4)`,
+    /// more than `head_dim` means all of them.
+    pub select_dims: usize,
     /// With bf16 queries and keys, compute Q·Kᵀ by widening to f32 like every other type
     /// (the same bits as the f32 call on the widened values) instead of with AVX-512 BF16's
     /// `vdpbf16ps`, which sums products in pairs of its own order and flushes subnormals
@@ -74,6 +82,8 @@ impl Default for Config {
             window: 0,
             n_samples: 0,
             sample_group: 0,
+            n_selected: 0,
+            select_dims: 0,
             bf16_exact: false,
         }
     }
@@ -154,6 +164,18 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::n_selected`].
+    #[must_use]
+    pub fn n_selected(mut self, keys: usize) -> Self {
+        self.n_selected = keys;
+        self
+    }
+    /// Sets [`Config::select_dims`].
+    #[must_use]
+    pub fn select_dims(mut self, dims: usize) -> Self {
+        self.select_dims = dims;
+        self
+    }
     /// Sets [`Config::sample_group`].
     #[must_use]
     pub fn sample_group(mut self, queries: usize) -> Self {
@@ -249,36 +271,30 @@ pub enum SinkSelection {
 
 /// Queries that share one draw of residual samples when `sample_group` is 0.
 pub const DEFAULT_SAMPLE_GROUP: usize = 64;
-/// Largest `n_sinks`, `window`, `n_samples` and `sample_group` a plan accepts (positions are
-/// 32-bit).
+/// Largest `n_sinks`, `window`, `n_samples`, `sample_group`, `n_selected` and `select_dims`
+/// a plan accepts (positions are 32-bit).
 pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
 
 impl Config {
     /// The §8 hybrid preset for a key budget of K keys per query (each key costs d + dv
-    /// multiply-adds, as in plain SMYRF with R rounds of clusters of K/R): `n_sinks = K/8`
-    /// (chosen by mean query from 8 sinks up, else the first positions), `window = K/4`,
-    /// and one hash round with clusters of `5K/8`; no residual samples. Every other field is
-    /// the default.
+    /// multiply-adds): `n_selected = K/2` keys chosen per query by an approximate logit on
+    /// `ceil(d/4)` of its components, `n_samples = K/2` residual samples drawn per query, and
+    /// one hash round with clusters of one query (one key): the clusters of plain SMYRF
+    /// give way to the blocks that find and estimate the mass they miss. The selection's
+    /// scoring costs another `Nk·ceil(d/4)` multiply-adds per query (about Nk/8 keys).
+    /// Every other field is the default.
     ///
-    /// Tuned on the MiniLM dev data (`examples/quality.rs`, BENCHMARKS.md): at K = N/4 the
-    /// output error is 0.35 (N = 256) and 0.33 (N = 512) against 0.84 and 0.70 for plain
-    /// SMYRF with the same budget. Residual samples make the normaliser unbiased, but with
-    /// budgets up to N/4 their variance costs more than the clusters they replace (0.44 and
-    /// 0.38 with half the cluster budget spent on samples), and smaller clusters mean more,
-    /// smaller attention calls; from about K = N/2 up they win slightly.
+    /// Tuned end to end (`python -m smyrf.eval`, all-MiniLM-L6-v2 with every attention
+    /// layer replaced, BENCHMARKS.md): at K = L/4 the mean embedding cosine to the exact
+    /// model is 0.993, 0.996 and 0.998 for L = 128, 256 and 512. Sinks and a window add
+    /// nothing once keys are selected per query, and fewer samples raise the variance.
     pub fn hybrid(key_budget: usize) -> Config {
         let k = key_budget.clamp(1, MAX_BLOCK_SIZE);
-        let n_sinks = k / 8;
         Config {
             n_hashes: 1,
-            q_cluster_size: (k as u64 * 5 / 8).max(1) as usize,
-            n_sinks,
-            sink_selection: if n_sinks >= 8 {
-                SinkSelection::MeanQuery
-            } else {
-                SinkSelection::First
-            },
-            window: k / 4,
+            q_cluster_size: 1,
+            n_selected: k / 2,
+            n_samples: k - k / 2,
             ..Config::default()
         }
     }
@@ -290,7 +306,15 @@ impl Config {
 
     /// Whether any §8 block is on.
     pub fn has_hybrid_blocks(&self) -> bool {
-        self.n_sinks > 0 || self.window > 0 || self.n_samples > 0
+        self.n_sinks > 0 || self.window > 0 || self.n_samples > 0 || self.n_selected > 0
+    }
+
+    /// Query components the §8 selection scores keys on, for head dimension `d`.
+    pub(crate) fn selection_dims(&self, d: usize) -> usize {
+        match self.select_dims {
+            0 => d.div_ceil(4),
+            dims => dims.min(d),
+        }
     }
 }
 
@@ -301,6 +325,8 @@ fn validate_blocks(config: &Config) -> Result<()> {
         ("window", config.window),
         ("n_samples", config.n_samples),
         ("sample_group", config.sample_group),
+        ("n_selected", config.n_selected),
+        ("select_dims", config.select_dims),
     ] {
         if value > MAX_BLOCK_SIZE {
             return Err(Error::InvalidConfig {

@@ -71,14 +71,16 @@ fn default_config_matches_the_contract() {
             c.sink_selection,
             c.window,
             c.n_samples,
-            c.sample_group
+            c.sample_group,
+            c.n_selected,
+            c.select_dims
         ),
-        (0, 0, 0, 0, 0)
+        (0, 0, 0, 0, 0, 0, 0)
     );
     // Every versioned struct carries its size; the minimum sizes end on the fields the
     // header names.
     assert_eq!(c.struct_size, std::mem::size_of::<smyrf_config>());
-    assert_eq!(std::mem::size_of::<smyrf_config>(), 64);
+    assert_eq!(std::mem::size_of::<smyrf_config>(), 72);
     assert_eq!(
         SMYRF_CONFIG_MIN_SIZE,
         std::mem::offset_of!(smyrf_config, isa) + 4
@@ -917,6 +919,15 @@ fn config_sizes_of_older_and_newer_callers() {
     let mut older = smyrf_config_default();
     older.q_cluster_size = 16;
     assert!(same_bits(&run(plan), &run(create_plan(&older, 8))));
+    // The layout that ends at `bf16_exact` takes the selection's defaults (off).
+    let mut selecting = config;
+    selecting.n_selected = 9;
+    let ends_at_bf16 = std::mem::offset_of!(smyrf_config, bf16_exact) + 4;
+    let (status, plan) = create_with(&sized_config(selecting, ends_at_bf16, &[]));
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    assert!(same_bits(&run(plan), &run(create_plan(&config, 8))));
+    let selected = run(create_plan(&selecting, 8));
+    assert!(!same_bits(&selected, &run(create_plan(&config, 8))));
     // A newer caller whose extra bytes are zero is this layout.
     let (status, plan) = create_with(&sized_config(config, full + 24, &[]));
     assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
@@ -927,7 +938,7 @@ fn config_sizes_of_older_and_newer_callers() {
         (SMYRF_CONFIG_MIN_SIZE - 4, vec![], "struct_size = 36"),
         (SMYRF_CONFIG_MIN_SIZE + 8, vec![], "a released layout"),
         (1 << 20, vec![], "at most 4096"),
-        (full + 8, vec![(full + 3, 1u8)], "byte 67 is set"),
+        (full + 8, vec![(full + 3, 1u8)], "byte 75 is set"),
     ] {
         let words = if size > 4096 {
             sized_config(config, 64, &[])

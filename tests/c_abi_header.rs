@@ -127,7 +127,8 @@ fn rust_layout() -> Vec<(&'static str, &'static str, usize)> {
     let mut layout = layout! {
         smyrf_config {
             struct_size, n_hashes, q_cluster_size, k_cluster_size, scale, seed, num_threads,
-            isa, n_sinks, sink_selection, window, n_samples, sample_group
+            isa, n_sinks, sink_selection, window, n_samples, sample_group, bf16_exact, n_selected,
+            select_dims
         }
         smyrf_tensor {
             struct_size, data, dtype, batch, heads, seq_len, dim, batch_stride, head_stride,

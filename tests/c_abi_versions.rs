@@ -1,8 +1,9 @@
 //! Programs built against other layouts of the versioned structs (design §3): a C caller
-//! compiled against a frozen copy of this release's header with the optional fields of
-//! `smyrf_config` and `smyrf_call_args` removed from the end (an older caller), and one
-//! with a field appended (a newer caller, whose extra bytes are zero), both run against
-//! this library and compared with the Rust API bit for bit. A newer caller that sets its
+//! compiled against the frozen header of an earlier release as it shipped, one with the
+//! optional fields of `smyrf_config` and `smyrf_call_args` removed from that header's end
+//! (an older caller), and one with a field appended to this release's header (a newer
+//! caller, whose extra bytes are zero), all run against this library and compared with the
+//! Rust API bit for bit. A newer caller that sets its
 //! extra option is refused and nothing is written.
 
 mod common;
@@ -14,7 +15,7 @@ use smyrf::{CallOptions, Config, Plan, TensorView, TensorViewMut};
 use std::path::Path;
 use std::process::Command;
 
-/// The frozen header of this release.
+/// The frozen header of an earlier release (0.2.0).
 const FROZEN: &str = "tests/abi/smyrf-0.2.h";
 
 /// The fields an older caller lacks: everything after the first released layouts.
@@ -46,8 +47,8 @@ fn older_header(frozen: &str) -> String {
     text
 }
 
-fn newer_header(frozen: &str) -> String {
-    let mut text = frozen.to_owned();
+fn newer_header(current: &str) -> String {
+    let mut text = current.to_owned();
     for end in ["} smyrf_config;\n", "} smyrf_call_args;\n"] {
         assert_eq!(text.matches(end).count(), 1);
         text = text.replace(end, &format!("    uint64_t future_option;\n{end}"));
@@ -125,7 +126,7 @@ fn reference() -> Vec<f32> {
 }
 
 #[test]
-fn the_frozen_header_is_this_release_s_layout() {
+fn the_earlier_layout_is_a_prefix_of_this_release_s() {
     // The frozen copy must describe the same structs as the header this library ships: it
     // may gain declarations in later releases, but a struct may only grow at its end.
     let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
@@ -157,6 +158,18 @@ fn the_frozen_header_is_this_release_s_layout() {
 }
 
 #[test]
+fn a_caller_built_against_the_earlier_release_is_served() {
+    let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
+    let dir = fresh_dir("c_abi_versions", "earlier");
+    let (stdout, out) = build_and_run(&dir, &frozen, false);
+    use smyrf::internals::ffi::{smyrf_call_args, smyrf_config};
+    let earlier = format!("config 64 args {}", std::mem::size_of::<smyrf_call_args>());
+    assert!(stdout.contains(&earlier), "{stdout}");
+    assert!(std::mem::size_of::<smyrf_config>() > 64);
+    assert!(same_bits(&out, &reference()));
+}
+
+#[test]
 fn an_older_caller_gets_the_defaults_for_the_fields_it_lacks() {
     let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
     let dir = fresh_dir("c_abi_versions", "older");
@@ -172,9 +185,10 @@ fn an_older_caller_gets_the_defaults_for_the_fields_it_lacks() {
 
 #[test]
 fn a_newer_caller_with_zero_extra_bytes_is_served_and_a_set_option_refused() {
-    let frozen = std::fs::read_to_string(repo_root().join(FROZEN)).unwrap();
+    // A newer caller's structs extend this release's, not the frozen older ones.
+    let current = std::fs::read_to_string(repo_root().join("include/smyrf.h")).unwrap();
     let dir = fresh_dir("c_abi_versions", "newer");
-    let (stdout, out) = build_and_run(&dir, &newer_header(&frozen), true);
+    let (stdout, out) = build_and_run(&dir, &newer_header(&current), true);
     use smyrf::internals::ffi::{smyrf_call_args, smyrf_config};
     let sizes = format!(
         "config {} args {}",

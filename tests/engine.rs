@@ -141,6 +141,8 @@ fn every_element_type_combination_matches_the_f32_path_on_converted_values() {
                 .sink_selection(smyrf::SinkSelection::MeanQuery)
                 .window(8)
                 .n_samples(4),
+            // Selected keys score 16-bit rows widened to f32.
+            Config::hybrid(24).select_dims(5),
         ] {
             // The bf16 dot-product kernel sums in its own order: off for the bitwise check.
             let plan = Plan::new(config.isa(isa).num_threads(2).bf16_exact(true), case.d).unwrap();
@@ -472,6 +474,7 @@ fn an_engines_workers_give_the_bits_of_the_librarys_threads() {
                 .n_sinks(4)
                 .window(16)
                 .n_samples(4),
+            Config::hybrid(20),
         ] {
             let serial = Plan::new(config.clone().num_threads(1), case.d).unwrap();
             let pooled = Plan::new(config.num_threads(3), case.d).unwrap();

@@ -17,6 +17,8 @@ struct Blocks {
     n_samples: usize,
     sample_group: usize,
     seed: u64,
+    n_selected: usize,
+    select_dims: usize,
 }
 
 const OFF: Blocks = Blocks {
@@ -26,6 +28,8 @@ const OFF: Blocks = Blocks {
     n_samples: 0,
     sample_group: 0,
     seed: 0,
+    n_selected: 0,
+    select_dims: 0,
 };
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -65,6 +69,51 @@ fn oracle_sinks(
     };
     sinks.sort_unstable();
     sinks
+}
+
+/// The selected keys of query `qi` (design §8), by position: the `n_selected` candidates
+/// with the largest approximate logit. The score is computed as the design states it, in
+/// f32 with the components in increasing index order, so it has the library's bits and the
+/// choice needs no separation margin.
+fn oracle_selected(
+    qi: &[f64],
+    k: &[Vec<f64>],
+    candidates: &[usize],
+    blocks: &Blocks,
+    in_window: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let d = qi.len();
+    let r = match blocks.select_dims {
+        0 => d.div_ceil(4),
+        n => n.min(d),
+    };
+    let mut dims: Vec<usize> = (0..d).collect();
+    dims.sort_by(|&a, &b| {
+        (qi[b].abs() as f32)
+            .total_cmp(&(qi[a].abs() as f32))
+            .then(a.cmp(&b))
+    });
+    dims.truncate(r);
+    dims.sort_unstable();
+    let mut scored: Vec<(f32, usize)> = candidates
+        .iter()
+        .filter(|&&j| !in_window(j))
+        .map(|&j| {
+            let mut score = 0.0f32;
+            for &t in &dims {
+                score += qi[t] as f32 * k[j][t] as f32;
+            }
+            (score, j)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = scored
+        .iter()
+        .take(blocks.n_selected)
+        .map(|&(_, j)| j)
+        .collect();
+    chosen.sort_unstable();
+    chosen
 }
 
 /// Softmax of query `qi` over `keys` (position, log-weight): (lse, output), lse −∞ when
@@ -126,6 +175,17 @@ fn oracle_hybrid_head(
     });
     let clusters = nv.div_ceil(ck).min(nv).min(nq).max(1);
 
+    let candidates: Vec<usize> = valid.iter().copied().filter(|&j| !is_sink(j)).collect();
+    let selected: Vec<Vec<usize>> = (0..nq)
+        .map(|i| {
+            if blocks.n_selected == 0 {
+                return Vec::new();
+            }
+            oracle_selected(&q[i], k, &candidates, blocks, |j| in_window(i, j))
+        })
+        .collect();
+    let is_selected = |i: usize, j: usize| selected[i].binary_search(&j).is_ok();
+
     // Every block of every query: (lse, output).
     let mut per_query: Vec<Vec<(f64, Vec<f64>)>> = vec![Vec::new(); nq];
     for (i, blocks_of_i) in per_query.iter_mut().enumerate() {
@@ -139,6 +199,10 @@ fn oracle_hybrid_head(
                 .filter(|&&j| !is_sink(j) && in_window(i, j))
                 .map(|&j| (j, 0.0))
                 .collect();
+            blocks_of_i.push(oracle_block(&q[i], k, v, &keys, p.scale));
+        }
+        if !selected[i].is_empty() {
+            let keys: Vec<(usize, f64)> = selected[i].iter().map(|&j| (j, 0.0)).collect();
             blocks_of_i.push(oracle_block(&q[i], k, v, &keys, p.scale));
         }
     }
@@ -160,7 +224,7 @@ fn oracle_hybrid_head(
             for &i in members {
                 let keys: Vec<(usize, f64)> = cluster_keys
                     .iter()
-                    .filter(|&&j| !is_sink(j) && !in_window(i, j))
+                    .filter(|&&j| !is_sink(j) && !in_window(i, j) && !is_selected(i, j))
                     .map(|&j| (j, 0.0))
                     .collect();
                 per_query[i].push(oracle_block(&q[i], k, v, &keys, p.scale));
@@ -189,7 +253,7 @@ fn oracle_hybrid_head(
                     let keys: Vec<(usize, f64)> = drawn
                         .iter()
                         .map(|&j| j as usize)
-                        .filter(|&j| !in_window(i, j))
+                        .filter(|&j| !in_window(i, j) && !is_selected(i, j))
                         .map(|j| (j, weight))
                         .collect();
                     per_query[i].push(oracle_block(&q[i], k, v, &keys, p.scale));
@@ -269,6 +333,8 @@ impl Case {
             .window(self.blocks.window)
             .n_samples(self.blocks.n_samples)
             .sample_group(self.blocks.sample_group)
+            .n_selected(self.blocks.n_selected)
+            .select_dims(self.blocks.select_dims)
     }
 }
 
@@ -458,6 +524,15 @@ fn all_blocks(seed: u64) -> Blocks {
         n_samples: 9,
         sample_group: 7,
         seed,
+        ..OFF
+    }
+}
+
+fn selected(n: usize, dims: usize) -> Blocks {
+    Blocks {
+        n_selected: n,
+        select_dims: dims,
+        ..OFF
     }
 }
 
@@ -493,6 +568,50 @@ fn samples_alone_match_the_oracle() {
     check_case(&cross);
     // More samples than eligible keys: every eligible key, weight 1.
     check_case(&Case::new(40, 1, 10, samples(1000, 4, 14)));
+}
+
+#[test]
+fn selected_keys_match_the_oracle() {
+    check_case(&Case::new(96, 1, 16, selected(10, 0)));
+    check_case(&Case::new(96, 2, 24, selected(7, 3)));
+    // Every component, more than the head dimension, and more keys than there are.
+    check_case(&Case::new(64, 1, 8, selected(12, 16)));
+    check_case(&Case::new(64, 1, 8, selected(5, 1000)));
+    check_case(&Case::new(40, 1, 8, selected(1000, 2)));
+    let mut cross = Case::new(64, 2, 8, selected(9, 0));
+    cross.nk = 150;
+    cross.masked = true;
+    cross.hq = 4;
+    cross.bnhd = true;
+    check_case(&cross);
+    // The preset's shape: clusters of one query, selected keys and samples per query.
+    check_case(&Case::new(
+        40,
+        1,
+        2,
+        Blocks {
+            n_selected: 12,
+            n_samples: 12,
+            seed: 5,
+            ..OFF
+        },
+    ));
+}
+
+#[test]
+fn selected_keys_with_every_other_block_match_the_oracle() {
+    let with_selection = |seed| Blocks {
+        n_selected: 8,
+        select_dims: 5,
+        ..all_blocks(seed)
+    };
+    check_case(&Case::new(120, 2, 20, with_selection(31)));
+    let mut gqa = Case::new(90, 1, 15, with_selection(32));
+    gqa.hq = 4;
+    gqa.masked = true;
+    gqa.d = 7;
+    gqa.dv = 33;
+    check_case(&gqa);
 }
 
 #[test]
@@ -769,27 +888,38 @@ fn config_validation_and_preset() {
     assert_eq!(
         (
             preset.n_sinks,
-            preset.sink_selection,
             preset.window,
             preset.n_hashes,
             preset.q_cluster_size,
+            preset.n_selected,
+            preset.select_dims,
             preset.n_samples
         ),
-        (16, SinkSelection::MeanQuery, 32, 1, 80, 0)
+        (0, 0, 1, 1, 64, 0, 64)
     );
-    assert_eq!(Config::hybrid(32).sink_selection, SinkSelection::First);
+    let odd = Config::hybrid(33);
+    assert_eq!((odd.n_selected, odd.n_samples), (16, 17));
     assert!(Config::hybrid(0).validate().is_ok());
     assert!(Config::hybrid(usize::MAX).validate().is_ok());
     assert!(!Config::default().has_hybrid_blocks());
     assert!(preset.has_hybrid_blocks());
     #[cfg(target_pointer_width = "64")]
-    for field in ["n_sinks", "window", "n_samples", "sample_group"] {
+    for field in [
+        "n_sinks",
+        "window",
+        "n_samples",
+        "sample_group",
+        "n_selected",
+        "select_dims",
+    ] {
         let mut c = Config::default();
         let big = u32::MAX as usize + 1;
         match field {
             "n_sinks" => c.n_sinks = big,
             "window" => c.window = big,
             "n_samples" => c.n_samples = big,
+            "n_selected" => c.n_selected = big,
+            "select_dims" => c.select_dims = big,
             _ => c.sample_group = big,
         }
         assert!(
@@ -805,23 +935,24 @@ fn config_validation_and_preset() {
 fn c_abi_hybrid_fields() {
     use smyrf::internals::ffi::*;
     use std::ptr::null_mut;
-    let c = smyrf_config_hybrid(128);
+    let preset = smyrf_config_hybrid(128);
     assert_eq!(
         (
-            c.n_sinks,
-            c.sink_selection,
-            c.window,
-            c.n_samples,
-            c.n_hashes
+            preset.n_sinks,
+            preset.window,
+            preset.n_selected,
+            preset.select_dims,
+            preset.n_samples,
+            preset.n_hashes,
+            preset.q_cluster_size
         ),
-        (
-            16,
-            smyrf_sink_selection::SMYRF_SINKS_MEAN_QUERY as u32,
-            32,
-            0,
-            1
-        )
+        (0, 0, 64, 0, 64, 1, 1)
     );
+    // A window on top of the preset: cross-attention is refused below.
+    let c = smyrf_config {
+        window: 8,
+        ..preset
+    };
     let d = smyrf_config_default();
     assert_eq!(
         (
@@ -829,9 +960,11 @@ fn c_abi_hybrid_fields() {
             d.sink_selection,
             d.window,
             d.n_samples,
-            d.sample_group
+            d.sample_group,
+            d.n_selected,
+            d.select_dims
         ),
-        (0, 0, 0, 0, 0)
+        (0, 0, 0, 0, 0, 0, 0)
     );
     let mut bad = c;
     bad.sink_selection = 2;

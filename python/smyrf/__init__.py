@@ -89,7 +89,7 @@ class Plan:
     ``Plan(head_dim, **config)`` takes every field of the Rust ``Config`` by name:
     ``n_hashes, q_cluster_size, k_cluster_size, scale, seed, num_threads, isa`` ("auto",
     "portable", "avx2", "avx512" or "neon"), ``n_sinks, sink_selection`` ("first" or
-    "mean_query"), ``window, n_samples, sample_group, bf16_exact``. A plan is built once
+    "mean_query"), ``window, n_samples, sample_group, n_selected, select_dims, bf16_exact``. A plan is built once
     (projection matrix, kernels, threads) and may be called from any number of threads.
     """
 

@@ -29,7 +29,7 @@ DEFAULT_LENGTHS = (128, 256, 512)
 EXIT_NEEDS_CAUSAL = 3
 _INT_FIELDS = {
     "n_hashes", "q_cluster_size", "k_cluster_size", "seed", "num_threads",
-    "n_sinks", "window", "n_samples", "sample_group",
+    "n_sinks", "window", "n_samples", "sample_group", "n_selected", "select_dims",
 }
 _FLOAT_FIELDS = {"scale"}
 _BOOL_FIELDS = {"bf16_exact"}
@@ -152,6 +152,7 @@ def keys_per_query(config, length):
     window = config.get("window", 0)
     band = 2 * (window // 2) + 1 if window else 0
     total = clusters + config.get("n_sinks", 0) + band + config.get("n_samples", 0)
+    total += config.get("n_selected", 0)
     return min(total, length)
 
 
@@ -163,18 +164,18 @@ def sweep_specs():
             specs.append(ConfigSpec(None, {"n_hashes": str(rounds), "q_cluster_size": cluster}))
     for budget in ("L/4", "L/8"):
         specs.append(ConfigSpec(budget, {}))
-    # One round of clusters of about one query leaves the budget to sinks, window, samples.
+    # Other splits of the preset's budget between selected keys and samples, and the
+    # budgets without selection: sinks, window and samples around clusters of one query.
     splits = [
-        ("L/4", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
-        ("L/8", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
-        ("L/4", {"n_sinks": "K/8", "window": "K/2", "n_samples": "3K/8"}),
-        ("L/4", {"n_sinks": "K/4", "window": "K/4", "n_samples": "K/2"}),
-        ("L/2", {"n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
+        ("L/4", {"n_selected": "K/4", "n_samples": "3K/4"}),
+        ("L/4", {"n_selected": "3K/4", "n_samples": "K/4"}),
+        ("L/4", {"n_selected": "K/2", "n_samples": "K/2", "select_dims": "4"}),
+        ("L/4", {"n_selected": "0", "n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
+        ("L/2", {"n_selected": "0", "n_sinks": "K/8", "window": "K/4", "n_samples": "5K/8"}),
     ]
     for budget, blocks in splits:
-        fields = {"n_hashes": "1", "q_cluster_size": "1", **blocks}
-        label = f"K={budget}: sinks {blocks['n_sinks']}, window {blocks['window']}, samples {blocks['n_samples']}, clusters of 1"
-        specs.append(ConfigSpec(budget, fields, label=label))
+        parts = [f"{name} {value}" for name, value in blocks.items() if value != "0"]
+        specs.append(ConfigSpec(budget, dict(blocks), label=f"K={budget}: " + ", ".join(parts)))
     return specs
 
 

@@ -157,6 +157,8 @@ def _attention_op(
     window: int,
     n_samples: int,
     sample_group: int,
+    n_selected: int,
+    select_dims: int,
     bf16_exact: bool,
 ) -> torch.Tensor:
     config = dict(
@@ -173,6 +175,8 @@ def _attention_op(
         window=window,
         n_samples=n_samples,
         sample_group=sample_group,
+        n_selected=n_selected,
+        select_dims=select_dims,
         bf16_exact=bf16_exact,
     )
     plan = _cached_plan(query.shape[3], **config)
@@ -199,6 +203,8 @@ def _(
     window,
     n_samples,
     sample_group,
+    n_selected,
+    select_dims,
     bf16_exact,
 ):
     return query.new_empty(query.shape[:3] + value.shape[3:])

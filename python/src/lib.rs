@@ -443,6 +443,8 @@ fn apply_overrides(mut config: Config, overrides: Option<&Bound<'_, PyDict>>) ->
             "window" => config.window = field(&key, &value, INT)?,
             "n_samples" => config.n_samples = field(&key, &value, INT)?,
             "sample_group" => config.sample_group = field(&key, &value, INT)?,
+            "n_selected" => config.n_selected = field(&key, &value, INT)?,
+            "select_dims" => config.select_dims = field(&key, &value, INT)?,
             "bf16_exact" => {
                 if !value.is_instance_of::<pyo3::types::PyBool>() {
                     return Err(PyTypeError::new_err(format!(
@@ -590,6 +592,8 @@ impl PyPlan {
         d.set_item("window", c.window)?;
         d.set_item("n_samples", c.n_samples)?;
         d.set_item("sample_group", c.sample_group)?;
+        d.set_item("n_selected", c.n_selected)?;
+        d.set_item("select_dims", c.select_dims)?;
         d.set_item("bf16_exact", c.bf16_exact)?;
         Ok(d)
     }

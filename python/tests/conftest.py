@@ -30,6 +30,8 @@ class Config(ctypes.Structure):
         ("n_samples", c_u32),
         ("sample_group", c_u32),
         ("bf16_exact", c_u32),
+        ("n_selected", c_u32),
+        ("select_dims", c_u32),
     ]
 
 

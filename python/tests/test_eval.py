@@ -19,13 +19,13 @@ def test_sizes_and_configs():
     assert smyrf_eval._size("L/4", 512, None, "f") == 128
     assert smyrf_eval._size("5K/8", 512, 64, "f") == 40
     assert smyrf_eval._size("K", 512, 64, "f") == 64
-    spec = smyrf_eval.parse_config("hybrid=L/4,n_samples=K/2")
+    spec = smyrf_eval.parse_config("hybrid=L/4,n_samples=K/4,window=K/8")
     make, keys = spec.resolve(256)
     plan = make(0, 32)
-    assert plan.config["n_samples"] == 32
-    assert plan.config["n_sinks"] == 64 // 8
-    # clusters of 5K/8 + sinks K/8 + a band of K/4 (+1 for the query's own position) + samples
-    assert keys == 40 + 8 + 17 + 32
+    assert plan.config["n_samples"] == 16
+    assert plan.config["n_selected"] == 64 // 2
+    # one cluster key + a band of K/8 (+1 for the query's own position) + samples + selected
+    assert keys == 1 + 9 + 16 + 32
 
 
 @pytest.mark.parametrize("text, message", [
@@ -92,7 +92,7 @@ def test_sweep_names_the_cheapest_config(capsys):
                               "--target", "0.5"])
     out = capsys.readouterr().out
     assert status == 0
-    assert "clusters of 1" in out and "n_hashes=2,q_cluster_size=L/4" in out
+    assert "n_selected K/4, n_samples 3K/4" in out and "n_hashes=2,q_cluster_size=L/4" in out
     assert "cheapest meeting mean cosine >= 0.5" in out
 
 

@@ -21,6 +21,7 @@ CONFIGS = [
     dict(n_hashes=1, q_cluster_size=8, k_cluster_size=24, scale=0.3),
     dict(n_hashes=2, q_cluster_size=16, n_sinks=4, window=8, n_samples=4, sample_group=8),
     dict(q_cluster_size=16, n_sinks=9, sink_selection="mean_query", num_threads=1),
+    dict(n_hashes=2, q_cluster_size=8, n_sinks=2, window=6, n_selected=10, select_dims=5, n_samples=6),
 ]
 
 
@@ -57,9 +58,10 @@ def test_hybrid_equals_c_hybrid(clib):
     q, k, v = qkv(rng, hq=2, hkv=2)
     plan = smyrf.Plan.hybrid(16, 64, seed=3)
     c = clib.config(hybrid=64)
-    for field in ("n_hashes", "q_cluster_size", "n_sinks", "window", "n_samples"):
+    for field in ("n_hashes", "q_cluster_size", "n_sinks", "window", "n_samples", "n_selected",
+                  "select_dims"):
         assert plan.config[field] == getattr(c, field), field
-    assert plan.config["sink_selection"] == "mean_query" and c.sink_selection == 1
+    assert plan.config["n_selected"] == 32 and plan.config["n_samples"] == 32
     assert plan.config["seed"] == 3
     ref = np.empty((2, 2, 96, 8), dtype=np.float32)
     clib.attention(q, k, v, ref, hybrid=64, seed=3)
@@ -315,6 +317,8 @@ def test_plan_properties_round_trip():
         n_samples=3,
         sample_group=5,
         bf16_exact=True,
+        n_selected=4,
+        select_dims=7,
     )
     plan = smyrf.Plan(24, **config)
     assert plan.config == config

@@ -153,6 +153,14 @@ pub struct smyrf_config {
     /// subnormals flushed; within 1e-5 of exact). 1: widen to f32 like every other type,
     /// the same bits as the f32 call on the widened values.
     pub bf16_exact: u32,
+    /// Design §8 selected keys per query: the valid keys outside the sinks and the query's
+    /// window with the largest approximate logit (scored on `select_dims` components of the
+    /// query, those largest in magnitude), attended to exactly; 0 (default) turns the block
+    /// off.
+    pub n_selected: u32,
+    /// Query components the selection scores keys on; 0 (default) means
+    /// ceil(head_dim / 8), more than head_dim means all of them.
+    pub select_dims: u32,
 }
 
 /// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
@@ -397,6 +405,8 @@ pub fn smyrf_config_default() -> smyrf_config {
         n_samples: 0,
         sample_group: 0,
         bf16_exact: 0,
+        n_selected: 0,
+        select_dims: 0,
     }
 }
 
@@ -417,6 +427,8 @@ pub fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
         window: narrow(config.window),
         n_samples: narrow(config.n_samples),
         sample_group: narrow(config.sample_group),
+        n_selected: narrow(config.n_selected),
+        select_dims: narrow(config.select_dims),
         ..smyrf_config_default()
     }
 }
@@ -996,6 +1008,8 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
         window: c.window as usize,
         n_samples: c.n_samples as usize,
         sample_group: c.sample_group as usize,
+        n_selected: c.n_selected as usize,
+        select_dims: c.select_dims as usize,
         bf16_exact: match c.bf16_exact {
             0 => false,
             1 => true,
@@ -1103,7 +1117,7 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
 
 /// The released layouts shorter than this library's: the sizes an older caller's config or
 /// call arguments can have (this release's own is the full struct).
-const CONFIG_ENDS: [usize; 1] = field_ends!(smyrf_config: isa);
+const CONFIG_ENDS: [usize; 2] = field_ends!(smyrf_config: isa, bf16_exact);
 const CALL_ARGS_ENDS: [usize; 1] = field_ends!(smyrf_call_args: lse_out);
 
 /// Whether `size` is a size of a versioned struct whose full layout is `full` bytes.

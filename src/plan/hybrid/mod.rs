@@ -12,6 +12,7 @@
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
 mod samples;
+mod select;
 mod sinks;
 mod window;
 
@@ -53,6 +54,9 @@ pub(crate) fn largest_block_queries(config: &Config, nq: usize) -> usize {
     if config.n_samples > 0 {
         m = m.max(sample_group(config).min(nq));
     }
+    if config.n_selected > 0 {
+        m = m.max(1);
+    }
     m
 }
 
@@ -77,6 +81,25 @@ pub(crate) fn scratch_bytes(config: &Config, nq: usize, nk: usize, head_dim: usi
         block_keys.saturating_mul(4), // key lists of a batch of round-0 blocks
         head_dim.saturating_mul(8),   // mean query, one widened row
         SAMPLE_BATCH * std::mem::size_of::<FusedBlock>(),
+        selection_bytes(config, nq, nk, head_dim),
+    ]
+    .into_iter()
+    .fold(0, usize::saturating_add)
+}
+
+/// Bytes of the selection's scratch: the transposed candidate keys, their scores and sort
+/// keys, the query's components, and every query's selected keys.
+fn selection_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
+    if config.n_selected == 0 {
+        return 0;
+    }
+    [
+        nk.saturating_mul(d).saturating_mul(4),
+        nk.saturating_mul(4 + 8),
+        d.saturating_mul(8 + 4),
+        nq.saturating_mul(config.n_selected.min(nk))
+            .saturating_mul(4),
+        nq.saturating_mul(4),
     ]
     .into_iter()
     .fold(0, usize::saturating_add)
@@ -123,6 +146,18 @@ pub(crate) struct HybridScratch {
     blocks: Buf<FusedBlock>,
     scores: Buf<u64>,
     mean_query: Buf<f32>,
+    /// The selection's candidate keys as f32, component-major, and the (batch element,
+    /// key/value head) they belong to.
+    kt: Buf<f32>,
+    kt_of: Option<(usize, usize)>,
+    sel_scores: Buf<f32>,
+    sel_pool: Buf<u64>,
+    sel_dims: Buf<u64>,
+    sel_query: Buf<f32>,
+    /// Query i's selected keys: `selected[i·selected_cap..][..selected_lens[i]]`.
+    selected: Buf<u32>,
+    selected_lens: Buf<u32>,
+    selected_cap: usize,
 }
 
 impl HybridScratch {
@@ -140,10 +175,11 @@ impl HybridScratch {
             return HybridScratch::default();
         }
         let on = |yes: bool, n: usize| if yes { n } else { 0 };
-        let (window, sampling, mean) = (
+        let (window, sampling, mean, selecting) = (
             config.window > 0,
             config.n_samples > 0,
             config.sinks_use_mean_query(),
+            config.n_selected > 0,
         );
         // Every cluster and every query group holds at least one query, and a cluster at
         // least one key.
@@ -169,12 +205,22 @@ impl HybridScratch {
             blocks: arena.buf(SAMPLE_BATCH.min(groups)),
             scores: arena.buf(on(mean, nk)),
             mean_query: arena.buf(on(mean, d)),
+            kt: arena.buf(on(selecting, nk.saturating_mul(d))),
+            kt_of: None,
+            sel_scores: arena.buf(on(selecting, nk)),
+            sel_pool: arena.buf(on(selecting, nk)),
+            sel_dims: arena.buf(on(selecting, d)),
+            sel_query: arena.buf(on(selecting, d)),
+            selected: arena.buf(on(selecting, nq.saturating_mul(config.n_selected.min(nk)))),
+            selected_lens: arena.buf(on(selecting, nq)),
+            selected_cap: 0,
         }
     }
 
     /// Drops the remembered sink selection: the next head selects its own.
     pub(crate) fn forget_sinks(&mut self) {
         self.sinks_of = None;
+        self.kt_of = None;
     }
 }
 
@@ -266,6 +312,9 @@ impl HeadBlocks<'_> {
             s.query_ids.clear();
             s.query_ids.extend(0..nq as u32);
             self.window_block(&s.query_ids, &s.candidates, running);
+        }
+        if self.config.n_selected > 0 {
+            self.selected_block(s, running);
         }
         self.round_zero(s, running);
         for r in 1..self.config.n_hashes {
@@ -374,17 +423,23 @@ impl HeadBlocks<'_> {
     /// its window.
     fn cluster_round(&self, r: usize, s: &mut HybridScratch, running: &Running<'_>) {
         self.build_round(r, usize::MAX, s);
-        let half = self.half();
-        let drop_window =
-            move |q_ids: &[u32], _: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
-                drop_window_columns(q_ids, k_ids, 0, s, ldk, half);
+        let s = &*s;
+        let (half, window) = (self.half(), self.config.window > 0);
+        let selected = (self.config.n_selected > 0).then(|| s.selected());
+        let drop_blocks =
+            move |q_ids: &[u32], _: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
+                if window {
+                    drop_window_columns(q_ids, k_ids, 0, t, ldk, half);
+                }
+                if let Some(selected) = &selected {
+                    selected.drop_columns(q_ids, k_ids, 0, t, ldk);
+                }
             };
-        let adjust: Option<attention::TileAdjust<'_>> = if self.config.window > 0 {
-            Some(&drop_window)
+        let adjust: Option<attention::TileAdjust<'_>> = if window || selected.is_some() {
+            Some(&drop_blocks)
         } else {
             None
         };
-        let s = &*s;
         for_each_index_with(self.parallel, self.clusters, self.tiles, |tiles, c| {
             // Without sample groups, group c is cluster c.
             let members = &s.group_members[s.group_bounds[c]..s.group_bounds[c + 1]];

@@ -85,6 +85,7 @@ impl HeadBlocks<'_> {
 
     fn run_round_zero_batch(&self, s: &HybridScratch, running: &Running<'_>) {
         let (half, window) = (self.half(), self.config.window > 0);
+        let selected = (self.config.n_selected > 0).then(|| s.selected());
         for_each_index_with(self.parallel, s.blocks.len(), self.tiles, |tiles, i| {
             let block = s.blocks[i];
             let keys = &s.block_keys[block.k0..block.k3];
@@ -107,8 +108,12 @@ impl HeadBlocks<'_> {
                     drop_window_columns(q_ids, &k_ids[c0..c1], c0, s, ldk, half);
                     drop_window_columns(q_ids, &k_ids[c1..n], c1, s, ldk, half);
                 }
+                if let Some(selected) = &selected {
+                    selected.drop_columns(q_ids, &k_ids[c0..c1], c0, s, ldk);
+                    selected.drop_columns(q_ids, &k_ids[c1..n], c1, s, ldk);
+                }
             };
-            let needs_hook = window || block.log_weight != 0.0;
+            let needs_hook = window || selected.is_some() || block.log_weight != 0.0;
             self.block(
                 tiles,
                 members,
