@@ -321,10 +321,11 @@ pub unsafe extern "C" fn smyrf_config_init(
 
 /// Writes the design §8 hybrid preset for a key budget of `key_budget` keys per query (each
 /// key costs d + dv multiply-adds) into `*config`, as `smyrf_config_init` does:
-/// `key_budget / 8` sinks (chosen by mean query from 8 sinks up), a window of
-/// `key_budget / 4` and one hash round with clusters of `5 * key_budget / 8` queries, no
-/// residual samples; every other field as in `smyrf_config_default()`. The header's
-/// `smyrf_config_hybrid()` wraps it.
+/// `key_budget / 2` selected keys per query scored on a quarter of the head dimension,
+/// `key_budget - key_budget / 2` residual samples, one hash round with clusters of one
+/// query, no sinks and no window; every other field as in `smyrf_config_default()`. A
+/// struct that ends before `n_selected` (a 0.2.0 layout) gets the preset without its
+/// selected keys. The header's `smyrf_config_hybrid()` wraps it.
 ///
 /// # Safety
 /// As for `smyrf_config_init`.

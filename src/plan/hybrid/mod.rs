@@ -288,8 +288,8 @@ impl HeadBlocks<'_> {
     /// Blocks that share their queries share one attention call, which computes exactly the
     /// log-sum-exp merge of their separate softmaxes: the sinks, round 0's cluster and the
     /// residual samples of a sample group run as one call (the samples' log-weight added to
-    /// their logits by the hook). Per query the merge order is: the window, round 0 (sinks,
-    /// cluster, samples), rounds 1 to R − 1.
+    /// their logits by the hook). Per query the merge order is: the window, the selected keys,
+    /// round 0 (sinks, cluster, samples), rounds 1 to R − 1.
     ///
     /// Every attention call gets its queries and keys sorted by position, so the hook finds
     /// a query's window as one run of columns, moving two cursors down the rows.
