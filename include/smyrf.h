@@ -26,7 +26,7 @@
 /**
  * Patch version, see SMYRF_VERSION_MAJOR.
  */
-#define SMYRF_VERSION_PATCH 1
+#define SMYRF_VERSION_PATCH 2
 
 
 /**
@@ -45,6 +45,32 @@
  * Smallest `struct_size` of a `smyrf_call_args`: the fields up to and including `lse_out`.
  */
 #define SMYRF_CALL_ARGS_MIN_SIZE 40
+
+/**
+ * Causal attention, for `smyrf_call_args.causal`.
+ */
+enum smyrf_causal
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+    /**
+     * Every query sees every valid key.
+     */
+    SMYRF_CAUSAL_NONE = 0,
+    /**
+     * Causal, query 0 at position Nk − Nq: the last query sits at the last key (chunked
+     * prefill, decode). Refused when Nq > Nk.
+     */
+    SMYRF_CAUSAL_BOTTOM_RIGHT = 1,
+    /**
+     * Causal, query 0 at position `query_offset`.
+     */
+    SMYRF_CAUSAL_AT_OFFSET = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t smyrf_causal;
+#endif // __cplusplus
 
 /**
  * Element type of a tensor, for `smyrf_tensor.dtype`. Arithmetic is f32 whatever the
@@ -349,6 +375,16 @@ typedef struct smyrf_call_args {
      * Bytes at `workspace`; 0 when it is NULL.
      */
     size_t workspace_size;
+    /**
+     * A `smyrf_causal` value (default `SMYRF_CAUSAL_NONE`): causal attention, where query
+     * i sits at position `offset + i`, key j at j, and a query sees only the keys at or
+     * before its position.
+     */
+    uint32_t causal;
+    /**
+     * Position of query 0 with `SMYRF_CAUSAL_AT_OFFSET`; must be 0 otherwise.
+     */
+    uint64_t query_offset;
 } smyrf_call_args;
 
 /**

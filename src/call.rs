@@ -36,6 +36,13 @@ pub struct CallOptions<'a> {
     /// not be initialised and are unspecified afterwards. Set it with
     /// [`CallOptions::workspace`].
     pub workspace: Option<&'a mut [MaybeUninit<u8>]>,
+    /// Causal attention (design §1, causal): query i sits at position `offset + i`, key j at
+    /// j, and a query sees only the keys at or before its position. Set it with
+    /// [`CallOptions::causal`] or [`CallOptions::query_offset`].
+    pub causal: bool,
+    /// The position of query 0 in a causal call; `None` means `Nk − Nq` (bottom-right
+    /// alignment: the last query sits at the last key, as in chunked prefill and decode).
+    pub query_offset: Option<usize>,
 }
 
 impl std::fmt::Debug for CallOptions<'_> {
@@ -47,6 +54,8 @@ impl std::fmt::Debug for CallOptions<'_> {
             .field("lse", &self.lse.as_ref().map(|l| l.len()))
             .field("parallel_for", &self.parallel_for.map(|p| p.workers()))
             .field("workspace", &self.workspace.as_ref().map(|w| w.len()))
+            .field("causal", &self.causal)
+            .field("query_offset", &self.query_offset)
             .finish()
     }
 }
@@ -89,6 +98,21 @@ impl<'a> CallOptions<'a> {
     #[must_use]
     pub fn lse(mut self, lse: &'a mut [f32]) -> Self {
         self.lse = Some(lse);
+        self
+    }
+
+    /// Causal attention with query 0 at position `Nk − Nq` (see [`CallOptions::causal`]).
+    #[must_use]
+    pub fn causal(mut self) -> Self {
+        self.causal = true;
+        self
+    }
+
+    /// Causal attention with query 0 at position `offset`.
+    #[must_use]
+    pub fn query_offset(mut self, offset: usize) -> Self {
+        self.causal = true;
+        self.query_offset = Some(offset);
         self
     }
 
@@ -165,12 +189,22 @@ pub(crate) struct CallShape {
     pub(crate) nq: usize,
     pub(crate) nk: usize,
     pub(crate) d: usize,
+    /// A causal call's position of query 0.
+    pub(crate) causal: Option<usize>,
 }
 
 impl CallShape {
     /// Query heads that share one key/value head.
     pub(crate) fn group(&self) -> usize {
         self.q_heads / self.kv_heads
+    }
+
+    /// The last key position query i of a causal call sees (`u32::MAX` past every key), or
+    /// `None` for a call that is not causal.
+    #[inline(always)]
+    pub(crate) fn last_visible(&self, i: usize) -> Option<u32> {
+        self.causal
+            .map(|offset| offset.saturating_add(i).min(u32::MAX as usize) as u32)
     }
 }
 
@@ -255,6 +289,23 @@ pub(crate) fn check_call(
             lse.len(),
         )?;
     }
+    let causal =
+        match (options.causal, options.query_offset) {
+            (false, Some(_)) => {
+                return Err(Error::OptionNeeds {
+                    option: "query_offset",
+                    needs: "causal",
+                })
+            }
+            (false, None) => None,
+            (true, Some(offset)) => Some(offset),
+            (true, None) => Some(ks.seq_len.checked_sub(qs.seq_len).ok_or(
+                Error::CausalOffset {
+                    nq: qs.seq_len,
+                    nk: ks.seq_len,
+                },
+            )?),
+        };
     Ok(CallShape {
         batch: qs.batch,
         q_heads: qs.heads,
@@ -262,6 +313,7 @@ pub(crate) fn check_call(
         nq: qs.seq_len,
         nk: ks.seq_len,
         d: qs.dim,
+        causal,
     })
 }
 
@@ -300,6 +352,20 @@ pub(crate) fn extend_valid_keys(nk: usize, limit: KeyLimit<'_>, out: &mut impl E
                 .filter(|&(_, &byte)| byte != 0)
                 .map(|(j, _)| j as u32),
         ),
+    }
+}
+
+/// The causal hook of an attention call whose rows are queries at positions
+/// `offset + q_id`: every logit of a key past its query's position becomes −∞.
+#[inline(always)]
+pub(crate) fn mask_future(offset: usize, q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize) {
+    for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
+        let last = offset.saturating_add(qi as usize);
+        for (x, &j) in row.iter_mut().zip(k_ids) {
+            if j as usize > last {
+                *x = f32::NEG_INFINITY;
+            }
+        }
     }
 }
 

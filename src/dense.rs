@@ -3,7 +3,9 @@
 //! no Nq × Nk buffer ever exists.
 
 use crate::attention::{self, merge, AttentionKernels, Loads, TileScratch, TileShape};
-use crate::call::{extend_valid_keys, CallOptions, CallShape, CallSizes, KeyLimit, SharedSlice};
+use crate::call::{
+    extend_valid_keys, mask_future, CallOptions, CallShape, CallSizes, KeyLimit, SharedSlice,
+};
 use crate::config::{effective_scale, validate_scale};
 use crate::convert::ConvertKernels;
 use crate::error::{Error, Result};
@@ -182,6 +184,13 @@ pub(crate) fn dense_attention(
         let limit = KeyLimit::of(b, shape.nk, key_mask, key_lengths);
         valid.clear();
         extend_valid_keys(shape.nk, limit, valid);
+        // Causal: the keys past the block's last query are no query's; the hook masks the
+        // rest of each query's future (design §1, causal).
+        let causal = shape.causal;
+        if let Some(last) = shape.last_visible(q1 - 1) {
+            let visible = valid.partition_point(|&j| j <= last);
+            valid.resize(visible, 0);
+        }
         row.resize(dv, 0.0);
         let sink = head_sinks.map_or(f32::NEG_INFINITY, |sinks| sinks[h]);
         let lse_base = bh * shape.nq + q0;
@@ -204,6 +213,15 @@ pub(crate) fn dense_attention(
             call.k.head_rows(b, hk),
             call.v.head_rows(b, hk),
         );
+        let first_row_sees = shape.last_visible(q0);
+        let future = |q_ids: &[u32], _at: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
+            // Tiles wholly at or before the block's first query need no mask.
+            if let (Some(offset), Some(&last_key)) = (causal, k_ids.last()) {
+                if first_row_sees.is_some_and(|sees| last_key > sees) {
+                    mask_future(offset, q_ids, k_ids, s, ldk);
+                }
+            }
+        };
         attention::attend(
             kern,
             &loads,
@@ -214,11 +232,21 @@ pub(crate) fn dense_attention(
             vr,
             valid,
             scale,
-            None,
+            causal.map(|_| &future as attention::TileAdjust<'_>),
             |i, result| {
-                emit(i, result.max, result.sum, &|r| {
-                    (kern.scale_store)(r, result.acc, result.inv_sum(), false)
-                });
+                // A causal query with no valid key at or before its position gets zeros (a
+                // query that sees keys whose logits are all −∞ keeps its NaN, §2).
+                let first_key = valid.first().copied().unwrap_or(u32::MAX);
+                if shape
+                    .last_visible(q0 + i)
+                    .is_some_and(|last| first_key > last)
+                {
+                    emit(i, f32::NEG_INFINITY, 0.0, &|r| r.fill(0.0));
+                } else {
+                    emit(i, result.max, result.sum, &|r| {
+                        (kern.scale_store)(r, result.acc, result.inv_sum(), false)
+                    });
+                }
             },
         );
     });

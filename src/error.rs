@@ -104,6 +104,24 @@ pub enum Error {
         /// Its sink.
         value: f32,
     },
+    /// A causal call's query positions start before every key: with the default offset
+    /// `Nk − Nq`, more queries than keys.
+    CausalOffset {
+        /// Queries of the call.
+        nq: usize,
+        /// Keys of the call.
+        nk: usize,
+    },
+    /// An option that needs another one: `query_offset` without `causal`.
+    OptionNeeds {
+        /// The option given.
+        option: &'static str,
+        /// The option it needs.
+        needs: &'static str,
+    },
+    /// Causal SMYRF attention with §8 blocks (sinks, window, selected keys, samples), which
+    /// have no causal form in this library: use plain SMYRF or dense attention.
+    CausalBlocks,
     /// A caller workspace is smaller than the call needs.
     WorkspaceTooSmall {
         /// Bytes the call needs.
@@ -159,6 +177,15 @@ impl fmt::Display for Error {
             Error::HeadSink { head, value } => write!(
                 f,
                 "head_sinks[{head}] = {value}: must be finite or -inf (no sink)"
+            ),
+            Error::CausalOffset { nq, nk } => write!(
+                f,
+                "causal: Nq = {nq} queries at the default offset Nk - Nq would sit before key 0 (Nk = {nk}); give query_offset"
+            ),
+            Error::OptionNeeds { option, needs } => write!(f, "{option} needs {needs}"),
+            Error::CausalBlocks => write!(
+                f,
+                "causal SMYRF attention supports no design §8 block (n_sinks, window, n_selected, n_samples must be 0)"
             ),
             Error::WorkspaceTooSmall { needed, given } => write!(
                 f,

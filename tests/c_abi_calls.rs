@@ -253,6 +253,8 @@ impl Fixture {
             mask: self.mask.as_ptr(),
             lse: self.lse.as_mut_ptr(),
             scale: 0.0,
+            causal: 0,
+            query_offset: 0,
         }
     }
 
@@ -291,6 +293,8 @@ struct Args {
     mask: *const u8,
     lse: *mut f32,
     scale: f32,
+    causal: u32,
+    query_offset: u64,
 }
 
 fn opt_ptr<T>(value: &Option<T>) -> *const T {
@@ -302,6 +306,8 @@ impl Args {
         let mut args = smyrf_call_args_default();
         args.key_mask = self.mask;
         args.lse_out = self.lse;
+        args.causal = self.causal;
+        args.query_offset = self.query_offset;
         args
     }
 
@@ -425,6 +431,69 @@ fn dense_attention_through_the_c_abi_equals_the_rust_api_bitwise() {
         .unwrap();
     assert!(same_bits(&fixture.out, &out));
     assert!(same_bits(&fixture.lse, &lse));
+}
+
+#[test]
+fn causal_calls_through_the_c_abi_equal_the_rust_api_bitwise() {
+    let mut config = smyrf_config_default();
+    config.q_cluster_size = 16;
+    let plan = create_plan(&config, 16);
+    let rust = Plan::new(Config::default().q_cluster_size(16), 16).unwrap();
+    let (b, hq, hkv, n, d) = (2, 4, 2, 70, 16);
+    for (causal, offset) in [
+        (smyrf_causal::SMYRF_CAUSAL_BOTTOM_RIGHT, None),
+        (smyrf_causal::SMYRF_CAUSAL_AT_OFFSET, Some(9usize)),
+    ] {
+        for dense in [false, true] {
+            let mut fixture = Fixture::new(b, hq, hkv, n, d);
+            let mut args = fixture.args();
+            args.causal = causal as u32;
+            args.query_offset = offset.unwrap_or(0) as u64;
+            let status = if dense {
+                args.call_dense()
+            } else {
+                args.call(plan)
+            };
+            assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+            let mut out = vec![0.0; fixture.out.len()];
+            let mut lse = vec![0.0; fixture.lse.len()];
+            let q = TensorView::bnhd(&fixture.q, b, hq, n, d).unwrap();
+            let k = TensorView::bnhd(&fixture.k, b, hkv, n, d).unwrap();
+            let v = TensorView::bnhd(&fixture.v, b, hkv, n, d).unwrap();
+            let mut o = TensorViewMut::bnhd(&mut out, b, hq, n, d).unwrap();
+            let options = smyrf::CallOptions::new()
+                .key_mask(&fixture.mask)
+                .lse(&mut lse);
+            let options = match offset {
+                Some(offset) => options.query_offset(offset),
+                None => options.causal(),
+            };
+            if dense {
+                rust.dense_attention_with(&q, &k, &v, &mut o, options)
+            } else {
+                rust.attention_with(&q, &k, &v, &mut o, options)
+            }
+            .unwrap();
+            assert!(same_bits(&fixture.out, &out), "{causal:?} dense {dense}");
+            assert!(same_bits(&fixture.lse, &lse), "{causal:?} dense {dense}");
+        }
+    }
+    // SAFETY: destroyed once.
+    unsafe { smyrf_plan_destroy(plan) };
+}
+
+#[test]
+fn bad_causal_arguments_are_refused() {
+    expect_refusal(INVALID, "is not a smyrf_causal value", true, |args, _| {
+        args.causal = 3
+    });
+    expect_refusal(INVALID, "query_offset is 5", true, |args, _| {
+        args.query_offset = 5
+    });
+    expect_refusal(INVALID, "query_offset is 5", true, |args, _| {
+        args.causal = smyrf_causal::SMYRF_CAUSAL_BOTTOM_RIGHT as u32;
+        args.query_offset = 5;
+    });
 }
 
 /// Runs a deliberately bad call (SMYRF and, when `dense`, dense attention) and checks the

@@ -262,6 +262,8 @@ struct Case {
     mask: Vec<u8>,
     lengths: Vec<u32>,
     sinks: Vec<f32>,
+    /// A causal call at the default offset.
+    causal: bool,
 }
 
 impl Case {
@@ -304,6 +306,7 @@ impl Case {
             mask,
             lengths,
             sinks,
+            causal: false,
         }
     }
 }
@@ -358,6 +361,11 @@ fn options<'a>(case: &'a Case, engine: Option<&'a dyn ParallelFor>) -> CallOptio
         .key_mask(&case.mask)
         .key_lengths(&case.lengths)
         .head_sinks(&case.sinks);
+    let options = if case.causal {
+        options.causal()
+    } else {
+        options
+    };
     match engine {
         Some(engine) => options.parallel_for(engine),
         None => options,
@@ -582,6 +590,20 @@ fn dense_calls_with_a_workspace_allocate_nothing_and_keep_their_bits() {
     // More queries than one dense task takes.
     let case = Case::new(9, (1, 2, 2, 300, 90, 8, 8));
     check_all(&Config::default(), Kind::Dense, &case, "300 queries");
+}
+
+#[test]
+fn causal_calls_with_a_workspace_allocate_nothing_and_keep_their_bits() {
+    let _turn = take_turn();
+    for (seed, shape) in SHAPES.into_iter().enumerate() {
+        let case = Case {
+            causal: true,
+            ..Case::new(seed as u64, shape)
+        };
+        let plain = Config::default().q_cluster_size(16);
+        check_all(&plain, Kind::Smyrf, &case, &format!("causal {shape:?}"));
+        check_all(&plain, Kind::Dense, &case, &format!("causal {shape:?}"));
+    }
 }
 
 #[test]

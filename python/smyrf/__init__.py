@@ -68,7 +68,8 @@ def _head_sinks(sinks):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _run(method, q, k, v, key_mask, key_lengths, head_sinks, out, return_lse):
+def _run(method, q, k, v, key_mask, key_lengths, head_sinks, out, return_lse, causal=False,
+         query_offset=None):
     out = _output(q, v, out)
     lse = method(
         q,
@@ -79,6 +80,8 @@ def _run(method, q, k, v, key_mask, key_lengths, head_sinks, out, return_lse):
         _key_lengths(key_lengths),
         _head_sinks(head_sinks),
         return_lse,
+        bool(causal),
+        None if query_offset is None else int(query_offset),
     )
     return (out, lse) if return_lse else out
 
@@ -105,8 +108,8 @@ class Plan:
 
     @classmethod
     def hybrid(cls, head_dim, key_budget, **overrides):
-        """The hybrid preset (sinks, a local window and one hash round) for a budget of
-        ``key_budget`` keys per query, with any field overridden."""
+        """The hybrid preset for a budget of ``key_budget`` keys per query (half selected
+        keys, half residual samples, clusters of one query), with any field overridden."""
         plan = cls.__new__(cls)
         plan._wrap(_smyrf.Plan.hybrid(head_dim, key_budget, overrides))
         return plan
@@ -145,6 +148,8 @@ class Plan:
         head_sinks=None,
         out=None,
         return_lse=False,
+        causal=False,
+        query_offset=None,
     ):
         """SMYRF attention of q ``[B, Hq, Nq, D]`` over k ``[B, Hkv, Nk, D]`` and v
         ``[B, Hkv, Nk, Dv]`` (Hq a multiple of Hkv).
@@ -152,12 +157,15 @@ class Plan:
         ``key_mask``: bool/uint8 ``[B, Nk]``, true = attend. ``key_lengths``: integers
         ``[B]``, batch element b attends to its first ``key_lengths[b]`` keys.
         ``head_sinks``: ``[Hq]`` learned sink logits. ``out``: ``[B, Hq, Nq, Dv]``
-        float32/float16 array to write (allocated with q's dtype when None). Returns out,
-        or ``(out, lse)`` with the float32 ``[B, Hq, Nq]`` log-sum-exp when ``return_lse``.
-        On error nothing is written to ``out``.
+        float32/float16 array to write (allocated with q's dtype when None). ``causal``:
+        query i sits at position ``query_offset + i`` (default ``Nk - Nq``) and sees only
+        the keys at or before it. Returns out, or ``(out, lse)`` with the float32
+        ``[B, Hq, Nq]`` log-sum-exp when ``return_lse``. On error nothing is written to
+        ``out``.
         """
         return _run(
-            self._plan.attention, q, k, v, key_mask, key_lengths, head_sinks, out, return_lse
+            self._plan.attention, q, k, v, key_mask, key_lengths, head_sinks, out, return_lse,
+            causal, query_offset,
         )
 
     def dense_attention(
@@ -171,6 +179,8 @@ class Plan:
         head_sinks=None,
         out=None,
         return_lse=False,
+        causal=False,
+        query_offset=None,
     ):
         """Exact dense attention with this plan's scale, tier and threads."""
         return _run(
@@ -183,6 +193,8 @@ class Plan:
             head_sinks,
             out,
             return_lse,
+            causal,
+            query_offset,
         )
 
 
@@ -212,6 +224,8 @@ def dense_attention(
     out=None,
     return_lse=False,
     num_threads=0,
+    causal=False,
+    query_offset=None,
 ):
     """Exact softmax attention ``softmax(scale * q @ k^T) @ v``, with the arguments of
     ``Plan.attention``; ``scale`` defaults to 1/sqrt(D)."""
@@ -232,4 +246,6 @@ def dense_attention(
         head_sinks=head_sinks,
         out=out,
         return_lse=return_lse,
+        causal=causal,
+        query_offset=query_offset,
     )

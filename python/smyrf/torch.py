@@ -109,6 +109,14 @@ def _head_sinks(head_sinks):
     return t.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
 
+def _query_offset(offset):
+    if offset is None:
+        return None
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"query_offset: expected an int, got {type(offset).__name__}")
+    return offset
+
+
 def _extras(key_mask, key_lengths, head_sinks):
     return (
         None if key_mask is None else key_mask.reshape(-1).numpy(),
@@ -123,7 +131,7 @@ def _output(query, value):
     )
 
 
-def _call(method, query, key, value, key_mask, key_lengths, head_sinks):
+def _call(method, query, key, value, key_mask, key_lengths, head_sinks, causal, query_offset):
     """Runs a plan's ``method`` on the tensors into a new output of query's dtype."""
     out = _output(query, value)
     method(
@@ -133,6 +141,8 @@ def _call(method, query, key, value, key_mask, key_lengths, head_sinks):
         _desc(out),
         *_extras(key_mask, key_lengths, head_sinks),
         False,
+        causal,
+        query_offset,
     )
     return out
 
@@ -145,6 +155,8 @@ def _attention_op(
     key_mask: Optional[torch.Tensor],
     key_lengths: Optional[torch.Tensor],
     head_sinks: Optional[torch.Tensor],
+    causal: bool,
+    query_offset: Optional[int],
     n_hashes: int,
     q_cluster_size: int,
     k_cluster_size: Optional[int],
@@ -180,7 +192,17 @@ def _attention_op(
         bf16_exact=bf16_exact,
     )
     plan = _cached_plan(query.shape[3], **config)
-    return _call(plan._plan.attention, query, key, value, key_mask, key_lengths, head_sinks)
+    return _call(
+        plan._plan.attention,
+        query,
+        key,
+        value,
+        key_mask,
+        key_lengths,
+        head_sinks,
+        causal,
+        query_offset,
+    )
 
 
 @_attention_op.register_fake
@@ -191,6 +213,8 @@ def _(
     key_mask,
     key_lengths,
     head_sinks,
+    causal,
+    query_offset,
     n_hashes,
     q_cluster_size,
     k_cluster_size,
@@ -218,16 +242,26 @@ def _dense_op(
     key_mask: Optional[torch.Tensor],
     key_lengths: Optional[torch.Tensor],
     head_sinks: Optional[torch.Tensor],
+    causal: bool,
+    query_offset: Optional[int],
     scale: Optional[float],
 ) -> torch.Tensor:
     plan = _cached_plan(query.shape[3], n_hashes=1, scale=scale)
     return _call(
-        plan._plan.dense_attention, query, key, value, key_mask, key_lengths, head_sinks
+        plan._plan.dense_attention,
+        query,
+        key,
+        value,
+        key_mask,
+        key_lengths,
+        head_sinks,
+        causal,
+        query_offset,
     )
 
 
 @_dense_op.register_fake
-def _(query, key, value, key_mask, key_lengths, head_sinks, scale):
+def _(query, key, value, key_mask, key_lengths, head_sinks, causal, query_offset, scale):
     return query.new_empty(query.shape[:3] + value.shape[3:])
 
 
@@ -242,6 +276,8 @@ def attention(
     plan=None,
     key_lengths=None,
     head_sinks=None,
+    causal=False,
+    query_offset=None,
 ):
     """SMYRF attention, with the arguments of ``scaled_dot_product_attention``.
 
@@ -250,6 +286,9 @@ def attention(
     fewer key/value heads than query heads (Hq a multiple of Hkv). ``plan``: a
     ``smyrf.Plan`` whose config is used (default ``smyrf.Plan(D)``); plans are cached by
     config. ``key_lengths``: integers ``[B]``. ``head_sinks``: ``[Hq]`` sink logits.
+    ``causal``: query i sits at position ``query_offset + i`` and sees the keys at or
+    before it; the default offset ``Nk - Nq`` aligns the last query with the last key
+    (``scaled_dot_product_attention``'s ``is_causal`` aligns the first: ``query_offset=0``).
     Returns ``[B, Hq, Nq, Dv]`` of query's dtype.
     """
     _check_inputs(query, key, value, enable_gqa)
@@ -274,6 +313,8 @@ def attention(
         _key_mask(attn_mask, query, key),
         _key_lengths(key_lengths),
         _head_sinks(head_sinks),
+        bool(causal),
+        _query_offset(query_offset),
         seed=seed - (1 << 64) if seed >= 1 << 63 else seed,
         **config,
     )
@@ -289,6 +330,8 @@ def dense_attention(
     *,
     key_lengths=None,
     head_sinks=None,
+    causal=False,
+    query_offset=None,
 ):
     """Exact dense attention with the arguments of ``attention`` (no plan)."""
     _check_inputs(query, key, value, enable_gqa)
@@ -299,5 +342,7 @@ def dense_attention(
         _key_mask(attn_mask, query, key),
         _key_lengths(key_lengths),
         _head_sinks(head_sinks),
+        bool(causal),
+        _query_offset(query_offset),
         None if scale is None else float(scale),
     )

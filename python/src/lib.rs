@@ -308,6 +308,8 @@ struct Extras {
     key_mask: Option<Vec<u8>>,
     key_lengths: Option<Vec<u32>>,
     head_sinks: Option<Vec<f32>>,
+    causal: bool,
+    query_offset: Option<usize>,
 }
 
 impl Extras {
@@ -316,7 +318,15 @@ impl Extras {
         key_lengths: Option<Vec<i64>>,
         head_sinks: Option<PyReadonlyArray1<'_, f32>>,
         nk: usize,
+        causal: bool,
+        query_offset: Option<i64>,
     ) -> PyResult<Extras> {
+        let query_offset = match query_offset {
+            None => None,
+            Some(offset) => Some(usize::try_from(offset).map_err(|_| {
+                PyValueError::new_err(format!("query_offset must be non-negative, got {offset}"))
+            })?),
+        };
         let key_lengths = match key_lengths {
             None => None,
             Some(lengths) => {
@@ -336,6 +346,8 @@ impl Extras {
             key_mask: key_mask.map(|m| m.as_array().to_vec()),
             key_lengths,
             head_sinks: head_sinks.map(|s| s.as_array().to_vec()),
+            causal,
+            query_offset,
         })
     }
 
@@ -353,6 +365,9 @@ impl Extras {
         if let Some(lse) = lse {
             options = options.lse(lse);
         }
+        // Fields, not the setters: an offset without `causal` gets the library's refusal.
+        options.causal = self.causal;
+        options.query_offset = self.query_offset;
         options
     }
 }
@@ -486,13 +501,22 @@ impl PyPlan {
         key_lengths: Option<Vec<i64>>,
         head_sinks: Option<PyReadonlyArray1<'py, f32>>,
         return_lse: bool,
+        causal: bool,
+        query_offset: Option<i64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let qd = describe("q", q, false)?;
         let kd = describe("k", k, false)?;
         let vd = describe("v", v, false)?;
         let od = describe("out", out, true)?;
         check_disjoint(&od, [("q", &qd), ("k", &kd), ("v", &vd)])?;
-        let extras = Extras::new(key_mask, key_lengths, head_sinks, kd.shape.seq_len)?;
+        let extras = Extras::new(
+            key_mask,
+            key_lengths,
+            head_sinks,
+            kd.shape.seq_len,
+            causal,
+            query_offset,
+        )?;
         let (b, hq, nq) = (qd.shape.batch, qd.shape.heads, qd.shape.seq_len);
         let mut lse = if return_lse {
             let n = b
@@ -600,7 +624,7 @@ impl PyPlan {
 
     /// SMYRF attention into `out`; see `smyrf.Plan.attention`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (q, k, v, out, key_mask=None, key_lengths=None, head_sinks=None, return_lse=false))]
+    #[pyo3(signature = (q, k, v, out, key_mask=None, key_lengths=None, head_sinks=None, return_lse=false, causal=false, query_offset=None))]
     fn attention<'py>(
         &self,
         py: Python<'py>,
@@ -612,6 +636,8 @@ impl PyPlan {
         key_lengths: Option<Vec<i64>>,
         head_sinks: Option<PyReadonlyArray1<'py, f32>>,
         return_lse: bool,
+        causal: bool,
+        query_offset: Option<i64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.call(
             py,
@@ -624,12 +650,14 @@ impl PyPlan {
             key_lengths,
             head_sinks,
             return_lse,
+            causal,
+            query_offset,
         )
     }
 
     /// Exact dense attention with the plan's scale, tier and threads.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (q, k, v, out, key_mask=None, key_lengths=None, head_sinks=None, return_lse=false))]
+    #[pyo3(signature = (q, k, v, out, key_mask=None, key_lengths=None, head_sinks=None, return_lse=false, causal=false, query_offset=None))]
     fn dense_attention<'py>(
         &self,
         py: Python<'py>,
@@ -641,6 +669,8 @@ impl PyPlan {
         key_lengths: Option<Vec<i64>>,
         head_sinks: Option<PyReadonlyArray1<'py, f32>>,
         return_lse: bool,
+        causal: bool,
+        query_offset: Option<i64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.call(
             py,
@@ -653,6 +683,8 @@ impl PyPlan {
             key_lengths,
             head_sinks,
             return_lse,
+            causal,
+            query_offset,
         )
     }
 }

@@ -62,6 +62,8 @@ class CallArgs(ctypes.Structure):
         ("parallel_workers", c_u32),
         ("workspace", ctypes.c_void_p),
         ("workspace_size", c_size),
+        ("causal", c_u32),
+        ("query_offset", ctypes.c_uint64),
     ]
 
 
@@ -129,9 +131,13 @@ class CLib:
         t.batch_stride, t.head_stride, t.seq_stride = h * n * d, n * d, d
         return t
 
-    def _args(self, key_mask, key_lengths, head_sinks, lse):
+    def _args(self, key_mask, key_lengths, head_sinks, lse, causal=False, query_offset=None):
         args = CallArgs()
         self.check(self.lib.smyrf_call_args_init(ctypes.byref(args), ctypes.sizeof(args)))
+        if causal:
+            # smyrf_causal: 1 bottom-right (Nk - Nq), 2 at query_offset.
+            args.causal = 1 if query_offset is None else 2
+            args.query_offset = query_offset or 0
         keep = []
         for field, value, dtype in (
             ("key_mask", key_mask, np.uint8),
@@ -160,6 +166,8 @@ class CLib:
         head_sinks=None,
         lse=None,
         dtypes=(None, None, None, None),
+        causal=False,
+        query_offset=None,
         **config,
     ):
         """SMYRF attention through the C ABI into ``out`` (contiguous arrays)."""
@@ -171,7 +179,9 @@ class CLib:
             )
         )
         try:
-            args, keep = self._args(key_mask, key_lengths, head_sinks, lse)
+            args, keep = self._args(
+                key_mask, key_lengths, head_sinks, lse, causal, query_offset
+            )
             ts = [self.tensor(a, d) for a, d in zip((q, k, v, out), dtypes)]
             self.check(
                 self.lib.smyrf_attention(plan, *[ctypes.byref(t) for t in ts], ctypes.byref(args))
@@ -192,8 +202,10 @@ class CLib:
         head_sinks=None,
         lse=None,
         dtypes=(None, None, None, None),
+        causal=False,
+        query_offset=None,
     ):
-        args, keep = self._args(key_mask, key_lengths, head_sinks, lse)
+        args, keep = self._args(key_mask, key_lengths, head_sinks, lse, causal, query_offset)
         ts = [self.tensor(a, d) for a, d in zip((q, k, v, out), dtypes)]
         self.check(
             self.lib.smyrf_dense_attention(
@@ -213,8 +225,10 @@ def clib():
     return CLib(path)
 
 
-def oracle(q, k, v, scale=None, key_mask=None, key_lengths=None, head_sinks=None):
-    """Dense attention in float64: (out [B, Hq, Nq, Dv], lse [B, Hq, Nq])."""
+def oracle(q, k, v, scale=None, key_mask=None, key_lengths=None, head_sinks=None,
+           query_offset=None):
+    """Dense attention in float64: (out [B, Hq, Nq, Dv], lse [B, Hq, Nq]); causal when
+    ``query_offset`` is given (query i at position ``query_offset + i``)."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     b, hq, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
@@ -228,7 +242,11 @@ def oracle(q, k, v, scale=None, key_mask=None, key_lengths=None, head_sinks=None
         valid &= np.asarray(key_mask, dtype=bool)
     if key_lengths is not None:
         valid &= np.arange(nk)[None, :] < np.asarray(key_lengths)[:, None]
-    s = np.where(valid[:, None, None, :], s, -np.inf)
+    visible = valid[:, None, None, :]
+    if query_offset is not None:
+        positions = query_offset + np.arange(nq)
+        visible = visible & (np.arange(nk)[None, :] <= positions[:, None])[None, None]
+    s = np.where(visible, s, -np.inf)
     m = s.max(axis=-1, keepdims=True)
     if head_sinks is not None:
         sinks = np.asarray(head_sinks, dtype=np.float64)[None, :, None, None]
@@ -239,7 +257,8 @@ def oracle(q, k, v, scale=None, key_mask=None, key_lengths=None, head_sinks=None
     if head_sinks is not None:
         denom = denom + np.exp(sinks - m)
     out = np.einsum("bhij,bhjd->bhid", e, v) / np.where(denom > 0, denom, 1.0)
-    lse = (np.log(denom) + m)[..., 0]
+    with np.errstate(divide="ignore"):  # a query that sees no key: lse -inf
+        lse = (np.log(denom) + m)[..., 0]
     return out, lse
 
 

@@ -87,6 +87,32 @@ def test_dense_equals_c_abi_and_oracle(clib):
     np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("offset", [None, 0, 30])
+def test_causal_equals_c_abi_bitwise_and_the_oracle(clib, offset):
+    rng = np.random.default_rng(12)
+    q, k, v = qkv(rng, nq=40, nk=100)
+    mask = rng.random((2, 100)) < 0.8
+    mask[:, :4] = False  # the first queries at offset 0 see no key
+    options = dict(key_mask=mask, causal=True, query_offset=offset)
+    plan = smyrf.Plan(16, n_hashes=2, q_cluster_size=8)
+    for call, c_call in ((plan.attention, clib.attention),
+                         (plan.dense_attention, clib.dense_attention)):
+        out, lse = call(q, k, v, return_lse=True, **options)
+        ref, ref_lse = np.empty_like(out), np.empty_like(lse)
+        if call == plan.attention:
+            c_call(q, k, v, ref, lse=ref_lse, n_hashes=2, q_cluster_size=8, **options)
+        else:
+            c_call(q, k, v, ref, lse=ref_lse, **options)
+        assert out.tobytes() == ref.tobytes() and lse.tobytes() == ref_lse.tobytes()
+    # Dense against the float64 oracle, bottom-right by default.
+    want, want_lse = oracle(q, k, v, key_mask=mask, query_offset=60 if offset is None else offset)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+    # One cluster of SMYRF is causal dense attention.
+    one = smyrf.Plan(16, n_hashes=1, q_cluster_size=1000).attention(q, k, v, **options)
+    np.testing.assert_allclose(one, want, rtol=1e-5, atol=1e-5)
+
+
 def test_one_cluster_is_dense_attention():
     rng = np.random.default_rng(3)
     q, k, v = qkv(rng, nq=50, nk=50)
@@ -223,6 +249,13 @@ def _bad_calls(rng):
     yield "sink count", dict(head_sinks=[0.0]), ValueError, "head_sinks length (q.heads)"
     yield "mask shape", dict(key_mask=np.ones((32, 2), bool)), ValueError, "key_mask must have shape"
     yield "zero size", dict(q=q[:, :, :0]), ValueError, "q.seq_len must be positive"
+    yield "offset without causal", dict(query_offset=2), ValueError, "query_offset needs causal"
+    yield "negative offset", dict(causal=True, query_offset=-1), ValueError, (
+        "query_offset must be non-negative"
+    )
+    yield "queries before every key", dict(k=k[:, :, :16], v=v[:, :, :16], causal=True), (
+        ValueError
+    ), "would sit before key 0"
 
 
 @pytest.mark.parametrize("dense", [False, True])

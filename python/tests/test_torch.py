@@ -123,6 +123,33 @@ def test_key_masks_in_both_forms():
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_causal_matches_numpy_and_sdpa():
+    q = rand(2, 4, 40, 16, seed=1)
+    k, v = (rand(2, 2, 100, 16, seed=s) for s in (2, 3))
+    plan = smyrf.Plan(16, q_cluster_size=8, n_hashes=2)
+    for offset in (None, 0, 25):
+        got = st.attention(q, k, v, enable_gqa=True, plan=plan, causal=True, query_offset=offset)
+        want = plan.attention(q.numpy(), k.numpy(), v.numpy(), causal=True, query_offset=offset)
+        assert got.numpy().tobytes() == want.tobytes()
+    # SDPA's is_causal puts query 0 at key 0: query_offset=0.
+    dense = st.dense_attention(q, k, v, enable_gqa=True, causal=True, query_offset=0)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, is_causal=True, enable_gqa=True
+    )
+    torch.testing.assert_close(dense, sdpa, rtol=1e-5, atol=1e-5)
+    bottom_right = st.dense_attention(q, k, v, enable_gqa=True, causal=True)
+    mask = torch.ones(40, 100, dtype=torch.bool).tril(diagonal=60)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, enable_gqa=True
+    )
+    torch.testing.assert_close(bottom_right, sdpa, rtol=1e-5, atol=1e-5)
+    compiled = torch.compile(
+        lambda q, k, v: st.attention(q, k, v, enable_gqa=True, plan=plan, causal=True),
+        fullgraph=True,
+    )
+    assert torch.equal(compiled(q, k, v), st.attention(q, k, v, enable_gqa=True, plan=plan, causal=True))
+
+
 def test_custom_op_under_torch_compile():
     q, k, v = (rand(1, 2, 128, 16, seed=s) for s in range(3))
     mask = torch.ones(1, 128, dtype=torch.bool)
@@ -142,7 +169,7 @@ def test_custom_op_under_torch_compile():
     targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
     assert {"smyrf.attention.default", "smyrf.dense_attention.default"} <= targets
     torch.library.opcheck(
-        torch.ops.smyrf.dense_attention.default, (q, k, v, None, None, None, None)
+        torch.ops.smyrf.dense_attention.default, (q, k, v, None, None, None, False, None, None)
     )
 
 

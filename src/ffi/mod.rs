@@ -288,6 +288,25 @@ pub struct smyrf_call_args {
     pub workspace: *mut c_void,
     /// Bytes at `workspace`; 0 when it is NULL.
     pub workspace_size: usize,
+    /// A `smyrf_causal` value (default `SMYRF_CAUSAL_NONE`): causal attention, where query
+    /// i sits at position `offset + i`, key j at j, and a query sees only the keys at or
+    /// before its position.
+    pub causal: u32,
+    /// Position of query 0 with `SMYRF_CAUSAL_AT_OFFSET`; must be 0 otherwise.
+    pub query_offset: u64,
+}
+
+/// Causal attention, for `smyrf_call_args.causal`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum smyrf_causal {
+    /// Every query sees every valid key.
+    SMYRF_CAUSAL_NONE = 0,
+    /// Causal, query 0 at position Nk − Nq: the last query sits at the last key (chunked
+    /// prefill, decode). Refused when Nq > Nk.
+    SMYRF_CAUSAL_BOTTOM_RIGHT = 1,
+    /// Causal, query 0 at position `query_offset`.
+    SMYRF_CAUSAL_AT_OFFSET = 2,
 }
 
 /// Smallest `struct_size` of a `smyrf_config`: the fields up to and including `isa`, its
@@ -815,6 +834,8 @@ pub fn smyrf_call_args_default() -> smyrf_call_args {
         parallel_workers: 0,
         workspace: std::ptr::null_mut(),
         workspace_size: 0,
+        causal: smyrf_causal::SMYRF_CAUSAL_NONE as u32,
+        query_offset: 0,
     }
 }
 
@@ -1119,7 +1140,7 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
 /// The released layouts shorter than this library's: the sizes an older caller's config or
 /// call arguments can have (this release's own is the full struct).
 const CONFIG_ENDS: [usize; 2] = field_ends!(smyrf_config: isa, bf16_exact);
-const CALL_ARGS_ENDS: [usize; 1] = field_ends!(smyrf_call_args: lse_out);
+const CALL_ARGS_ENDS: [usize; 2] = field_ends!(smyrf_call_args: lse_out, workspace_size);
 
 /// Whether `size` is a size of a versioned struct whose full layout is `full` bytes.
 fn size_fits(size: usize, min: usize, full: usize, ends: &[usize]) -> bool {
@@ -1566,6 +1587,8 @@ struct CallRest<'a> {
     head_sinks: Option<&'a [f32]>,
     lse: Option<&'a mut [f32]>,
     workspace: Option<&'a mut [MaybeUninit<u8>]>,
+    /// The position of query 0, `None` meaning Nk − Nq; all `None` when not causal.
+    causal: Option<Option<usize>>,
 }
 
 impl<'a> CallRest<'a> {
@@ -1580,7 +1603,34 @@ impl<'a> CallRest<'a> {
         options.lse = self.lse;
         options.parallel_for = engine.map(|e| e as &dyn ParallelFor);
         options.workspace = self.workspace;
+        if let Some(offset) = self.causal {
+            options.causal = true;
+            options.query_offset = offset;
+        }
         options
+    }
+}
+
+/// The causal fields of `args`, checked.
+fn causal_of(args: &smyrf_call_args) -> Result<Option<Option<usize>>, Failure> {
+    const NONE: u32 = smyrf_causal::SMYRF_CAUSAL_NONE as u32;
+    const BOTTOM_RIGHT: u32 = smyrf_causal::SMYRF_CAUSAL_BOTTOM_RIGHT as u32;
+    const AT_OFFSET: u32 = smyrf_causal::SMYRF_CAUSAL_AT_OFFSET as u32;
+    match (args.causal, args.query_offset) {
+        (NONE, 0) => Ok(None),
+        (BOTTOM_RIGHT, 0) => Ok(Some(None)),
+        (AT_OFFSET, offset) => match usize::try_from(offset) {
+            Ok(offset) => Ok(Some(Some(offset))),
+            Err(_) => Err(Failure::invalid(format!(
+                "args.query_offset {offset} does not fit this platform's size_t"
+            ))),
+        },
+        (NONE | BOTTOM_RIGHT, offset) => Err(Failure::invalid(format!(
+            "args.query_offset is {offset}: it must be 0 unless args.causal is SMYRF_CAUSAL_AT_OFFSET"
+        ))),
+        (other, _) => Err(Failure::invalid(format!(
+            "args.causal: {other} is not a smyrf_causal value (0, 1 or 2)"
+        ))),
     }
 }
 
@@ -1682,6 +1732,7 @@ impl<'a> CallBuffers<'a> {
             }
         }
         let engine = CEngine::of(&args)?;
+        let causal = causal_of(&args)?;
         // SAFETY: (all slices below) each pointer is non-NULL, aligned and covers the checked
         // extent its shape names, which the caller guarantees is readable (inputs) or
         // writable (outputs); the written ranges overlap nothing else, so no `&mut` aliases.
@@ -1747,6 +1798,7 @@ impl<'a> CallBuffers<'a> {
                 head_sinks,
                 lse,
                 workspace,
+                causal,
             },
             out,
             engine,

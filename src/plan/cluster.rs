@@ -5,6 +5,7 @@
 use super::combine::Running;
 use super::{Call, HeadScratch, Plan};
 use crate::attention;
+use crate::call::mask_future;
 use crate::runtime::buffer::Buf;
 use crate::runtime::profile::{timed, Stage};
 use crate::runtime::stream;
@@ -66,6 +67,13 @@ impl Plan {
             call.v.head_rows(b, hk),
         );
         let scale = self.scale();
+        // Causal: keys past a query's position leave its cluster's softmax.
+        let causal = shape.causal;
+        let future = |q_ids: &[u32], _at: usize, k_ids: &[u32], s: &mut [f32], ldk: usize| {
+            if let Some(offset) = causal {
+                mask_future(offset, q_ids, k_ids, s, ldk);
+            }
+        };
         key_order.resize(nv, 0);
         // Output rows on whole cache lines take streaming stores in round 0, when the head's
         // output is too large to stay in cache anyway.
@@ -117,7 +125,7 @@ impl Plan {
                     v,
                     keys,
                     scale,
-                    None,
+                    causal.map(|_| &future as attention::TileAdjust<'_>),
                     |i, result| {
                         let qi = members[i] as usize;
                         // SAFETY: within a round every query is in exactly one cluster, so no

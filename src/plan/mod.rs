@@ -236,6 +236,9 @@ impl Plan {
             });
         }
         hybrid::check_call(&self.config, shape.nq, shape.nk)?;
+        if shape.causal.is_some() && self.config.has_hybrid_blocks() {
+            return Err(Error::CausalBlocks);
+        }
         Ok(sizes)
     }
 
@@ -560,6 +563,62 @@ impl Plan {
                 valid,
                 clusters,
                 &running,
+            );
+        }
+        if shape.causal.is_some() {
+            self.causal_fallback(call, out, b, h, valid, s);
+        }
+    }
+
+    /// Design §1, causal: a query whose clusters held no key at or before its position
+    /// attends to the last valid key there (zeros and −∞ when there is none).
+    fn causal_fallback(
+        &self,
+        call: &Call<'_>,
+        out: &RowWriter<'_>,
+        b: usize,
+        h: usize,
+        valid: &[u32],
+        s: &mut HeadScratch,
+    ) {
+        let shape = call.shape;
+        let hk = h / shape.group();
+        let (q, k, v) = (
+            call.q.head_rows(b, h),
+            call.k.head_rows(b, hk),
+            call.v.head_rows(b, hk),
+        );
+        let (run_max, run_sum) = (&mut s.run_max, &mut s.run_sum);
+        let scale = self.scale();
+        let mut tiles = call.tiles.take();
+        for i in 0..shape.nq {
+            if run_sum[i] != 0.0 {
+                continue;
+            }
+            // SAFETY: this task alone owns the rows of (b, h).
+            let row = unsafe { out.row(b, h, i) };
+            let last = shape.last_visible(i).unwrap_or(u32::MAX);
+            let seen = valid.partition_point(|&j| j <= last);
+            let Some(&j) = seen.checked_sub(1).map(|at| &valid[at]) else {
+                row.fill(0.0);
+                continue;
+            };
+            let query = [i as u32];
+            attention::attend(
+                self.attention,
+                &self.loads,
+                &mut tiles,
+                q,
+                &query,
+                k,
+                v,
+                &[j],
+                scale,
+                None,
+                |_, result| {
+                    (self.attention.scale_store)(row, result.acc, result.inv_sum(), false);
+                    (run_max[i], run_sum[i]) = (result.max, result.sum);
+                },
             );
         }
     }
