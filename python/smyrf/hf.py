@@ -5,8 +5,11 @@ transformers' attention registry (``AttentionInterface``) and points the model's
 attention-implementation setting at it; no model code is copied or replaced. ``unpatch``
 points the setting back and removes the function from the registry.
 
-Only non-causal (encoder) self-attention is supported: the library has no causal mask yet,
-so decoders are refused rather than silently given bidirectional attention.
+Encoders run non-causal attention with a key mask; decoders (Llama family, BERT as a
+decoder) run causal attention with the last query aligned to the last key, which serves
+both the prompt and generation with a K/V cache. The mask transformers builds is checked to
+be exactly that (key padding, plus the causal pattern for causal modules); any other mask
+(sliding windows, biases, per-head masks) is refused rather than approximated.
 """
 import itertools
 import time
@@ -173,12 +176,59 @@ def key_mask(attention_mask, batch, n_queries, n_keys):
     return keys.expand(batch, n_keys).contiguous()
 
 
+def causal_key_mask(attention_mask, batch, n_queries, n_keys):
+    """The key mask ``[B, Nk]`` (or None) of a causal module's HF mask.
+
+    The mask must be the bottom-right causal pattern (query i, at position Nk - Nq + i,
+    attends to keys at or before it) combined with key padding: exactly what the library's
+    causal call computes. Raises ValueError for any other mask. None means no mask.
+    """
+    if attention_mask is None:
+        return None
+    mask = attention_mask
+    if mask.dim() != 4 or mask.shape[-1] != n_keys or mask.shape[-2] != n_queries:
+        raise ValueError(
+            f"smyrf: expected a causal attention mask [B, 1, {n_queries}, {n_keys}], got shape "
+            f"{tuple(mask.shape)}"
+        )
+    if mask.dtype == torch.bool:
+        attend = mask
+    elif mask.is_floating_point():
+        attend = mask == 0
+        if not bool(torch.all(attend | (mask <= torch.finfo(mask.dtype).min / 2))):
+            raise ValueError(
+                "smyrf: the attention mask carries additive biases other than 0 and -inf; only "
+                "causal and key-padding masks are supported"
+            )
+    else:
+        raise ValueError(f"smyrf: unsupported attention mask dtype {mask.dtype}")
+    # The last query sits at the last key and sees every valid key.
+    keys = attend[:, :1, -1, :]
+    positions = torch.arange(n_keys - n_queries, n_keys)[:, None]
+    causal = torch.arange(n_keys)[None, :] <= positions
+    if not bool(torch.all(attend == (keys[:, :, None, :] & causal[None, None]))):
+        raise ValueError(
+            "smyrf: the attention mask of a causal layer is not the causal pattern with key "
+            "padding (query i seeing the valid keys at or before position Nk - Nq + i), e.g. a "
+            "sliding window or a per-head mask; smyrf does not support it"
+        )
+    keys = keys[:, 0, :]
+    if keys.shape[0] not in (1, batch):
+        raise ValueError(f"smyrf: attention mask batch {keys.shape[0]} does not match {batch}")
+    if bool(torch.all(keys)):
+        return None
+    return keys.expand(batch, n_keys).contiguous()
+
+
 def _make_attention_function(state):
     def smyrf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         if dropout and module.training:
             raise NotImplementedError("smyrf: attention dropout is not supported; call model.eval()")
-        if kwargs.get("is_causal") or kwargs.get("sliding_window"):
-            raise NotImplementedError("smyrf: causal and sliding-window attention are not supported")
+        if kwargs.get("sliding_window"):
+            raise NotImplementedError("smyrf: sliding-window attention is not supported")
+        causal = kwargs.get("is_causal")
+        if causal is None:
+            causal = getattr(module, "is_causal", False)
         layer = state.layer_of_module.get(id(module), getattr(module, "layer_idx", None))
         head_dim = query.shape[-1]
         cache_key = (layer, head_dim)
@@ -188,12 +238,14 @@ def _make_attention_function(state):
         # Timed from here: building a plan is a one-off cost, not attention time.
         start = time.perf_counter()
         batch, heads, n_queries, _ = query.shape
-        mask = key_mask(attention_mask, batch, n_queries, key.shape[2])
+        convert = causal_key_mask if causal else key_mask
+        mask = convert(attention_mask, batch, n_queries, key.shape[2])
         options = dict(
             attn_mask=mask,
             scale=scaling,
             enable_gqa=key.shape[1] != heads,
             head_sinks=kwargs.get("s_aux"),
+            causal=bool(causal),
         )
         if plan is None:
             out = smyrf_torch.dense_attention(query, key, value, **options)
@@ -216,18 +268,14 @@ def patch(model, plan_or_config):
     ``(layer_index, head_dim) -> Plan | None`` where None keeps that layer exact, computed
     by ``smyrf.torch.dense_attention``. Layers are numbered from 0 in module order.
 
-    Raises NotImplementedError for models with causal attention (decoders), which smyrf
-    cannot compute yet, and ValueError if the model is already patched. The model must be
-    on the CPU; call ``unpatch`` to restore it.
+    Causal layers (``module.is_causal``) run causal attention, so decoders work for the
+    prompt and for generation with a K/V cache (each step's queries are the last positions).
+    The library's causal calls take plain SMYRF or exact attention; a plan with hybrid
+    blocks is refused at the first causal call (ValueError). Raises ValueError if the model
+    is already patched. The model must be on the CPU; call ``unpatch`` to restore it.
     """
     if getattr(model, _PATCH_ATTRIBUTE, None) is not None:
         raise ValueError("smyrf: this model is already patched; call smyrf.hf.unpatch(model) first")
-    reason = causal_reason(model)
-    if reason is not None:
-        raise NotImplementedError(
-            f"smyrf: cannot patch {type(model).__name__}: {reason}. Causal attention is not in "
-            "the smyrf library yet; only non-causal (encoder) attention can be patched."
-        )
     plan_for_layer = _plan_source(plan_or_config)
     modules = _attention_modules(model)
     if not modules:

@@ -1,5 +1,6 @@
 """smyrf.eval: argument handling, text cutting and the command line end to end."""
 import os
+import re
 import subprocess
 import sys
 
@@ -113,10 +114,22 @@ def test_bad_arguments_are_usage_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_module_entry_point_and_decoder_refusal():
+def test_module_entry_point_on_a_decoder_prints_perplexity_ratios():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-m", "smyrf.eval", "--model", SMOLLM_PACKAGE],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == smyrf_eval.EXIT_NEEDS_CAUSAL, done.stderr
-    assert "needs causal attention" in done.stderr
-    assert "nothing was measured" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "smyrf.eval", "--model", SMOLLM_PACKAGE, "--lengths", "48",
+         "--max-texts", "3", "--batch", "3", "--config", "n_hashes=1,q_cluster_size=L/8"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "a decoder" in out and "metric: perplexity" in out
+    # Exact attention through the patch reproduces the model's perplexity.
+    dense = re.search(r"dense via smyrf: perplexity ratio (\S+),", out)
+    assert dense and abs(float(dense.group(1)) - 1.0) < 1e-3, out
+    row = re.search(r"n_hashes=1,q_cluster_size=L/8\s+6 \(12%\)\s+(\S+)\s+(\S+)", out)
+    assert row, out
+    # Clusters of 6 keys lose context: the perplexity rises, and the ratio is its quotient.
+    unmodified = float(re.search(r"unmodified model: perplexity (\S+)", out).group(1))
+    assert float(row.group(2)) > 1.05
+    assert abs(float(row.group(1)) / unmodified - float(row.group(2))) < 1e-3 * float(row.group(2))

@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaModel
+from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import smyrf
@@ -163,15 +163,90 @@ def test_key_mask_refuses_causal_and_bias_masks():
         hf.key_mask(torch.ones(1, 1, 3, 4, dtype=torch.bool), 1, 3, 3)
 
 
-def test_llama_model_is_refused():
+def _tiny_llama():
+    torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    model = LlamaModel(config).eval()
-    implementation = model.config._attn_implementation
-    with pytest.raises(NotImplementedError, match="Causal attention is not in the smyrf library"):
-        hf.patch(model, {"n_hashes": 1})
-    assert model.config._attn_implementation == implementation
-    assert hf.patch_state(model) is None
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+# One round of one cluster holding every key: exact causal attention.
+EXACT = {"n_hashes": 1, "q_cluster_size": 1 << 20}
+
+
+def test_llama_patch_with_one_cluster_reproduces_prefill_and_generation():
+    model = _tiny_llama()
+    ids = torch.randint(1, 64, (2, 40), generator=torch.Generator().manual_seed(1))
+    # Left padding, as batched generation pads: the first keys of row 1 are masked.
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, :7] = 0
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        want_tokens = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6,
+                                     do_sample=False, pad_token_id=0)
+    state = hf.patch(model, EXACT)
+    try:
+        with torch.inference_mode():
+            got = model(input_ids=ids, attention_mask=mask).logits
+            got_tokens = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6,
+                                        do_sample=False, pad_token_id=0)
+        assert state.calls > 0
+    finally:
+        hf.unpatch(model)
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
+    assert torch.equal(got_tokens, want_tokens)
+    # Without padding transformers may pass no mask at all: causal still holds.
+    state = hf.patch(model, EXACT)
+    try:
+        with torch.inference_mode():
+            got = model(input_ids=ids).logits
+    finally:
+        hf.unpatch(model)
+    with torch.inference_mode():
+        torch.testing.assert_close(got, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_llama_patch_with_clusters_changes_outputs_and_refuses_hybrid_blocks():
+    model = _tiny_llama()
+    ids = torch.randint(1, 64, (1, 64), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        want = model(input_ids=ids).logits
+    hf.patch(model, {"n_hashes": 1, "q_cluster_size": 8})
+    try:
+        with torch.inference_mode():
+            got = model(input_ids=ids).logits
+    finally:
+        hf.unpatch(model)
+    assert not torch.allclose(got, want, atol=1e-3)
+    # The first query sees only key 0 under any clustering: its logits stay exact.
+    torch.testing.assert_close(got[:, 0], want[:, 0], atol=1e-5, rtol=1e-5)
+    hf.patch(model, lambda _layer, head_dim: smyrf.Plan.hybrid(head_dim, 16))
+    try:
+        with pytest.raises(ValueError, match="causal SMYRF attention supports no design"):
+            with torch.inference_mode():
+                model(input_ids=ids)
+    finally:
+        hf.unpatch(model)
+
+
+def test_causal_key_mask_conversion_and_refusals():
+    keys = torch.tensor([[False, True, True, True, True], [True, True, True, True, False]])
+    causal = torch.ones(3, 5, dtype=torch.bool).tril(diagonal=2)
+    mask = keys[:, None, None, :] & causal[None, None]
+    assert torch.equal(hf.causal_key_mask(mask, 2, 3, 5), keys)
+    additive = torch.zeros(2, 1, 3, 5).masked_fill(~mask, torch.finfo(torch.float32).min)
+    assert torch.equal(hf.causal_key_mask(additive, 2, 3, 5), keys)
+    assert hf.causal_key_mask(causal[None, None], 1, 3, 5) is None
+    assert hf.causal_key_mask(None, 2, 3, 5) is None
+    # Top-left alignment, a sliding window and a padding-only mask are not the pattern.
+    for wrong in (torch.ones(3, 5, dtype=torch.bool).tril(),
+                  causal & torch.ones(3, 5, dtype=torch.bool).triu(diagonal=1),
+                  torch.ones(3, 5, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="not the causal pattern"):
+            hf.causal_key_mask(wrong[None, None], 1, 3, 5)
+    with pytest.raises(ValueError, match="expected a causal attention mask"):
+        hf.causal_key_mask(causal[None, None, :2], 1, 3, 5)
 
 
 def test_bad_uses_are_refused(minilm):
@@ -188,10 +263,20 @@ def test_bad_uses_are_refused(minilm):
         hf.unpatch(model)
 
 
-def test_bert_configured_as_decoder_is_refused():
+def test_bert_configured_as_decoder_runs_causal():
     from transformers import BertConfig, BertModel
 
+    torch.manual_seed(0)
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, is_decoder=True)
-    with pytest.raises(NotImplementedError, match="is_decoder=True"):
-        hf.patch(BertModel(config).eval(), {"n_hashes": 1})
+    model = BertModel(config).eval()
+    ids = torch.randint(1, 64, (1, 30), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        want = model(input_ids=ids).last_hidden_state
+    hf.patch(model, EXACT)
+    try:
+        with torch.inference_mode():
+            got = model(input_ids=ids).last_hidden_state
+    finally:
+        hf.unpatch(model)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
