@@ -561,9 +561,11 @@ struct PlanInfo {
     window: u32,
     /// Its hash rounds: calls stay tiny when there are many (each round is a full pass).
     rounds: u32,
-    /// Keys its design §8 blocks may add per query (sinks, window, samples), for the work
-    /// estimate.
+    /// Keys its design §8 blocks may add per query (sinks, window, selected keys, samples),
+    /// for the work estimate.
     extra_keys: usize,
+    /// Whether it has a design §8 block (a causal call is then refused).
+    blocks: bool,
 }
 
 /// One plan: created one of several ways, checked, returned (or NULL when refused).
@@ -614,14 +616,17 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         config.window = input.pick(&[0, 0, 1, 2, 5, 16, u32::MAX]);
         config.n_samples = input.pick(&[0, 0, 1, 3, 8, 300]);
         config.sample_group = input.pick(&[0, 1, 3, 64, u32::MAX]);
+        config.n_selected = input.pick(&[0, 0, 1, 4, 300]);
+        config.select_dims = input.pick(&[0, 1, 3, 100]);
     }
     // Keep allocations bounded: a large head dim only with few rounds.
     if head_dim > 64 && config.n_hashes > 4 {
         config.n_hashes = 4;
     }
     // The caller's struct size: an older one leaves the fields past it at their defaults.
-    // The released layouts: the first (through `isa`) and this one.
-    let ends = field_ends!(smyrf_config: isa: u32);
+    // The released layouts: the first (through `isa`), 0.2.0's (through `bf16_exact`) and
+    // this one.
+    let ends = field_ends!(smyrf_config: isa: u32, bf16_exact: u32);
     let (size, dirty, size_ok) = struct_size(
         input,
         size_of::<smyrf_config>(),
@@ -635,13 +640,20 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     let defaults = smyrf_config_default();
     if size < size_of::<smyrf_config>() {
         effective = smyrf_config {
+            n_selected: defaults.n_selected,
+            select_dims: defaults.select_dims,
+            ..config
+        };
+    }
+    if size < ends[1] {
+        effective = smyrf_config {
             n_sinks: defaults.n_sinks,
             sink_selection: defaults.sink_selection,
             window: defaults.window,
             n_samples: defaults.n_samples,
             sample_group: defaults.sample_group,
             bf16_exact: defaults.bf16_exact,
-            ..config
+            ..effective
         };
     }
     let placed = Placed::new(config, size, dirty, misaligned);
@@ -705,6 +717,7 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
             window: 0,
             rounds: 0,
             extra_keys: 0,
+            blocks: false,
         };
     }
     assert!(
@@ -780,9 +793,10 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         scale,
         window: c.window,
         rounds: c.n_hashes,
-        extra_keys: [c.n_sinks, c.window, c.n_samples]
+        extra_keys: [c.n_sinks, c.window, c.n_selected, c.n_samples]
             .into_iter()
             .fold(0usize, |sum, x| sum.saturating_add(x as usize)),
+        blocks: c.n_sinks > 0 || c.window > 0 || c.n_selected > 0 || c.n_samples > 0,
     }
 }
 
@@ -1027,8 +1041,18 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     if use_engine || input.rare(16) {
         args.parallel_workers = input.pick(&[1, 1, 2, 3, 64, u32::MAX, 0]);
     }
-    // The released layouts: the first (through `lse_out`) and this one.
-    let ends = field_ends!(smyrf_call_args: lse_out: *mut f32);
+    // Causal now and then: bottom-right, at an offset, or values the library must refuse.
+    let use_causal = input.rare(4);
+    if use_causal {
+        args.causal = input.pick(&[1, 1, 2, 2, 0, 3, u32::MAX]);
+        args.query_offset = match args.causal {
+            2 => input.pick(&[0, 1, 3, 40, u64::MAX]),
+            _ => input.pick(&[0, 0, 0, 5]),
+        };
+    }
+    // The released layouts: the first (through `lse_out`), 0.2.0's (through
+    // `workspace_size`) and this one.
+    let ends = field_ends!(smyrf_call_args: lse_out: *mut f32, workspace_size: usize);
     let (args_size, args_dirty, args_ok) = struct_size(
         input,
         size_of::<smyrf_call_args>(),
@@ -1040,7 +1064,8 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
         && key_lengths.is_none()
         && head_sinks.is_none()
         && lse.is_none()
-        && !use_engine;
+        && !use_engine
+        && !use_causal;
     let null_args = no_options && input.flag();
     deny(&mut valid, !null_args && !args_ok, "args struct_size");
     deny(&mut valid, !null_args && args_misaligned, "args misaligned");
@@ -1057,6 +1082,35 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
         engine_read && workers_read == 0,
         "parallel_for without workers",
     );
+    // The causal fields as the library reads them; the query offset, or None when not
+    // causal.
+    let (causal, query_offset) =
+        if reads(offset_of!(smyrf_call_args, query_offset) + size_of::<u64>()) {
+            (args.causal, args.query_offset)
+        } else {
+            (0, 0)
+        };
+    deny(&mut valid, causal > 2, "causal value");
+    deny(
+        &mut valid,
+        causal != 2 && query_offset != 0,
+        "query_offset without SMYRF_CAUSAL_AT_OFFSET",
+    );
+    deny(
+        &mut valid,
+        causal == 1 && qs.seq_len > ks.seq_len,
+        "causal with Nq > Nk",
+    );
+    deny(
+        &mut valid,
+        causal != 0 && plan.is_some_and(|p| p.blocks),
+        "causal with design §8 blocks",
+    );
+    let causal_offset = match causal {
+        1 => Some(ks.seq_len.wrapping_sub(qs.seq_len)),
+        2 => Some(usize::try_from(query_offset).unwrap_or(usize::MAX)),
+        _ => None,
+    };
     let placed_args = Placed::new(args, args_size, args_dirty, args_misaligned);
     let args_ptr: *const smyrf_call_args = if null_args { null() } else { placed_args.ptr() };
 
@@ -1219,6 +1273,8 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
         plain_args.key_lengths = lengths_ptr.cast_const();
         plain_args.head_sinks = sinks_ptr.cast_const();
         plain_args.lse_out = lse32.as_mut().map_or(null_mut(), |l| l.as_mut_ptr());
+        plain_args.causal = causal;
+        plain_args.query_offset = query_offset;
         let ty = Ty::F32;
         let (tq, tk, tv) = (
             tensor(&qs, q32.as_ptr().cast(), ty),
@@ -1311,7 +1367,12 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
                 let at = os.offset(bi, h, i);
                 let row = &out32[at..at + dv];
                 let lse_value = lse32.as_ref().map(|l| l[(bi * qs.heads + h) * nq + i]);
-                if keys.is_empty() {
+                // A causal query sees the valid keys at or before its position.
+                let sees_none = match causal_offset {
+                    None => keys.is_empty(),
+                    Some(offset) => keys.first().is_none_or(|&j| j > offset.saturating_add(i)),
+                };
+                if sees_none {
                     assert!(
                         row.iter().all(|&x| x == 0.0),
                         "{function}: empty batch not zeros"

@@ -521,7 +521,9 @@ def evaluate_decoder(args, model_dir, gguf_file, load, texts, reason):
         base = math.exp(reference / tokens)
         dense, _, dense_seconds = run_patched_nll(model, lambda _layer, _head_dim: None, batches)
         print()
-        print(f"L = {length}: {len(texts)} texts of {min(counts)}..{max(counts)} tokens, "
+        short = sum(1 for c in counts if c < math.ceil(0.75 * length))
+        print(f"L = {length}: {len(texts)} texts of {min(counts)}..{max(counts)} tokens"
+              f"{f' ({short} shorter than 0.75·L: the text ran out)' if short else ''}, "
               f"{tokens} predicted tokens")
         print(f"  unmodified model: perplexity {base:.4f}")
         print(f"  dense via smyrf: perplexity ratio {math.exp((dense - reference) / tokens):.6f}, "
