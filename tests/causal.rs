@@ -316,8 +316,7 @@ fn oracle_causal_smyrf(
         .collect()
 }
 
-/// Whether every cluster cut of every round falls between clearly different hashes, so the
-/// f32 library and the f64 oracle form the same clusters (design §6).
+/// Whether every head's cluster cuts are well separated (`cuts_well_separated`).
 fn well_separated(case: &Case, data: &Data, projections: &[f32], rounds: usize, cq: usize) -> bool {
     for b in 0..case.b {
         let valid = valid_keys(case, data, b);
@@ -330,21 +329,8 @@ fn well_separated(case: &Case, data: &Data, projections: &[f32], rounds: usize, 
             let q = head_f64(&data.q, b, h);
             let k = head_f64(&data.k, b, h / (case.hq / case.hkv));
             let kv: Vec<Vec<f64>> = valid.iter().map(|&j| k[j].clone()).collect();
-            let (hq, hk) = oracle_hashes(&q, &kv, projections, rounds);
-            for r in 0..rounds {
-                for (hashes, len) in [(&hq[r], case.nq), (&hk[r], nv)] {
-                    let order = stable_argsort(hashes);
-                    let scale = hashes.iter().map(|x| x.abs()).fold(0.0, f64::max).max(1.0);
-                    for c in 1..clusters {
-                        let at = c * len / clusters;
-                        if at > 0
-                            && at < len
-                            && (hashes[order[at]] - hashes[order[at - 1]]).abs() < 1e-4 * scale
-                        {
-                            return false;
-                        }
-                    }
-                }
+            if !cuts_well_separated(&q, &kv, projections, rounds, clusters) {
+                return false;
             }
         }
     }

@@ -96,26 +96,13 @@ fn boundaries_well_separated(case: &Case, data: &Data, projections: &[f32]) -> b
             let q = head_f64(&data.q, b, h);
             let k = head_f64(&data.k, b, h / (case.hq / case.hkv));
             let kv: Vec<Vec<f64>> = valid.iter().map(|&j| k[j].clone()).collect();
-            let (hq, hk) = oracle_hashes(&q, &kv, projections, case.rounds);
             let ck = case.ck.unwrap_or_else(|| {
                 ((case.cq as f64 * case.nk as f64 / case.nq as f64).round() as usize).max(1)
             });
             let nv = valid.len();
             let clusters = nv.div_ceil(ck).min(nv).min(case.nq).max(1);
-            for r in 0..case.rounds {
-                for (hashes, len) in [(&hq[r], case.nq), (&hk[r], nv)] {
-                    let order = stable_argsort(hashes);
-                    let scale = hashes.iter().map(|x| x.abs()).fold(0.0, f64::max).max(1.0);
-                    for c in 1..clusters {
-                        let at = c * len / clusters;
-                        if at == 0 || at >= len {
-                            continue;
-                        }
-                        if (hashes[order[at]] - hashes[order[at - 1]]).abs() < 1e-4 * scale {
-                            return false;
-                        }
-                    }
-                }
+            if !cuts_well_separated(&q, &kv, projections, case.rounds, clusters) {
+                return false;
             }
         }
     }

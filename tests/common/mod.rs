@@ -185,6 +185,36 @@ pub fn oracle_hashes(
     (hq, hk)
 }
 
+/// Whether every cluster cut of every round of one (b, h) falls between clearly different
+/// hashes (`k_valid`: its valid keys), so that the f32 library and the f64 oracle form the
+/// same clusters (design §6). Cases that fail are skipped for another seed.
+pub fn cuts_well_separated(
+    q: &[Vec<f64>],
+    k_valid: &[Vec<f64>],
+    projections: &[f32],
+    rounds: usize,
+    clusters: usize,
+) -> bool {
+    let (hq, hk) = oracle_hashes(q, k_valid, projections, rounds);
+    for r in 0..rounds {
+        for hashes in [&hq[r], &hk[r]] {
+            let len = hashes.len();
+            let order = stable_argsort(hashes);
+            let scale = hashes.iter().map(|x| x.abs()).fold(0.0, f64::max).max(1.0);
+            for c in 1..clusters {
+                let at = c * len / clusters;
+                if at > 0
+                    && at < len
+                    && (hashes[order[at]] - hashes[order[at - 1]]).abs() < 1e-4 * scale
+                {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Design §1 for one (b, h), in f64: returns (out [Nq][dv], lse [Nq]). `valid` lists the
 /// valid key indices. When `orders` is given it supplies each round's sorted query and
 /// valid-key orders (to share the library's order on near-ties, design §6).
