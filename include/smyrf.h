@@ -289,9 +289,22 @@ typedef struct smyrf_config {
     uint32_t n_selected;
     /**
      * Query components the selection scores keys on; 0 (default) means
-     * ceil(head_dim / 8), more than head_dim means all of them.
+     * ceil(head_dim / 4), more than head_dim means all of them.
      */
     uint32_t select_dims;
+    /**
+     * Design §8 key blocks per query, causal calls only: keys are grouped in blocks of
+     * `block_size` consecutive positions with the element-wise minimum and maximum of
+     * their valid keys; a query attends exactly to the keys of the `n_blocks` blocks with
+     * the largest upper bound sum_t max(q_t * min_t, q_t * max_t) of its logits among those
+     * holding visible keys outside its sinks and window. 0 (default) turns the block off;
+     * a call that is not causal is refused when it is on.
+     */
+    uint32_t n_blocks;
+    /**
+     * Consecutive positions per key block; 0 (default) means 16.
+     */
+    uint32_t block_size;
 } smyrf_config;
 
 /**

@@ -58,6 +58,14 @@ pub struct Config {
     /// Query components the selection scores keys on; 0 (default) means `ceil(head_dim / 4)`,
     /// more than `head_dim` means all of them.
     pub select_dims: usize,
+    /// Design §8 key blocks per query (default 0: off; causal calls only): the keys are
+    /// grouped in blocks of `block_size` consecutive positions, each with the element-wise
+    /// minimum and maximum of its valid keys; a query ranks the blocks holding visible keys
+    /// outside its sinks and window by the upper bound Σ_t max(q_t·min_t, q_t·max_t) of its
+    /// logits there and attends exactly to the keys of the `n_blocks` best.
+    pub n_blocks: usize,
+    /// Consecutive positions per key block; 0 (default) means [`DEFAULT_BLOCK_SIZE`].
+    pub block_size: usize,
     /// With bf16 queries and keys, compute Q·Kᵀ by widening to f32 like every other type
     /// (the same bits as the f32 call on the widened values) instead of with AVX-512 BF16's
     /// `vdpbf16ps`, which sums products in pairs of its own order and flushes subnormals
@@ -84,6 +92,8 @@ impl Default for Config {
             sample_group: 0,
             n_selected: 0,
             select_dims: 0,
+            n_blocks: 0,
+            block_size: 0,
             bf16_exact: false,
         }
     }
@@ -174,6 +184,18 @@ impl Config {
     #[must_use]
     pub fn select_dims(mut self, dims: usize) -> Self {
         self.select_dims = dims;
+        self
+    }
+    /// Sets [`Config::n_blocks`].
+    #[must_use]
+    pub fn n_blocks(mut self, blocks: usize) -> Self {
+        self.n_blocks = blocks;
+        self
+    }
+    /// Sets [`Config::block_size`].
+    #[must_use]
+    pub fn block_size(mut self, positions: usize) -> Self {
+        self.block_size = positions;
         self
     }
     /// Sets [`Config::sample_group`].
@@ -271,8 +293,10 @@ pub enum SinkSelection {
 
 /// Queries that share one draw of residual samples when `sample_group` is 0.
 pub const DEFAULT_SAMPLE_GROUP: usize = 64;
-/// Largest `n_sinks`, `window`, `n_samples`, `sample_group`, `n_selected` and `select_dims`
-/// a plan accepts (positions are 32-bit).
+/// Positions per key block when `block_size` is 0.
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
+/// Largest `n_sinks`, `window`, `n_samples`, `sample_group`, `n_selected`, `select_dims`,
+/// `n_blocks` and `block_size` a plan accepts (positions are 32-bit).
 pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
 
 impl Config {
@@ -306,7 +330,19 @@ impl Config {
 
     /// Whether any §8 block is on.
     pub fn has_hybrid_blocks(&self) -> bool {
-        self.n_sinks > 0 || self.window > 0 || self.n_samples > 0 || self.n_selected > 0
+        self.n_sinks > 0
+            || self.window > 0
+            || self.n_samples > 0
+            || self.n_selected > 0
+            || self.n_blocks > 0
+    }
+
+    /// Positions per key block.
+    pub(crate) fn key_block_size(&self) -> usize {
+        match self.block_size {
+            0 => DEFAULT_BLOCK_SIZE,
+            p => p,
+        }
     }
 
     /// Query components the §8 selection scores keys on, for head dimension `d`.
@@ -327,6 +363,8 @@ fn validate_blocks(config: &Config) -> Result<()> {
         ("sample_group", config.sample_group),
         ("n_selected", config.n_selected),
         ("select_dims", config.select_dims),
+        ("n_blocks", config.n_blocks),
+        ("block_size", config.block_size),
     ] {
         if value > MAX_BLOCK_SIZE {
             return Err(Error::InvalidConfig {

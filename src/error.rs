@@ -119,8 +119,8 @@ pub enum Error {
         /// The option it needs.
         needs: &'static str,
     },
-    /// Causal SMYRF attention with §8 blocks (sinks, window, selected keys, samples), which
-    /// have no causal form in this library: use plain SMYRF or dense attention.
+    /// A causal call with the §8 blocks that have no causal form: selected keys
+    /// (`n_selected`, which score every key) or mean-query sinks (which read every query).
     CausalBlocks,
     /// A caller workspace is smaller than the call needs.
     WorkspaceTooSmall {
@@ -185,7 +185,7 @@ impl fmt::Display for Error {
             Error::OptionNeeds { option, needs } => write!(f, "{option} needs {needs}"),
             Error::CausalBlocks => write!(
                 f,
-                "causal SMYRF attention supports no design §8 block (n_sinks, window, n_selected, n_samples must be 0)"
+                "causal attention takes neither selected keys (n_selected must be 0; key blocks, n_blocks, are the causal selection) nor mean-query sinks (sink_selection must be first)"
             ),
             Error::WorkspaceTooSmall { needed, given } => write!(
                 f,

@@ -492,3 +492,437 @@ fn causal_calls_refuse_bad_offsets_and_blocks_and_write_nothing() {
         "a refused call wrote its output"
     );
 }
+
+/// The design §8 blocks in causal form, as the oracle reads them.
+#[derive(Clone, Copy)]
+struct Blocks {
+    sinks: usize,
+    window: usize,
+    n_blocks: usize,
+    block_size: usize,
+    /// Residual samples: either none or more than any query's eligible keys (then every
+    /// eligible key is drawn with weight one, and the oracle is exact).
+    samples: usize,
+}
+
+impl Blocks {
+    fn config(&self, rounds: usize, cq: usize) -> Config {
+        Config::default()
+            .n_hashes(rounds)
+            .q_cluster_size(cq)
+            .n_sinks(self.sinks)
+            .window(self.window)
+            .n_blocks(self.n_blocks)
+            .block_size(self.block_size)
+            .n_samples(self.samples)
+    }
+}
+
+/// Query i's key blocks among those holding its middle (design §8, causal): all of them
+/// when they are few, else the `n_blocks` with the largest f32 upper bound
+/// Σ_t max(q_t·min_t, q_t·max_t) (summed in component order), ties to the lower block.
+fn oracle_chosen_blocks(
+    q: &[f32],
+    k: &[Vec<f32>],
+    valid: &[usize],
+    middle: &[usize],
+    p: &Blocks,
+) -> Vec<usize> {
+    let block = |j: usize| j / p.block_size;
+    let (lo, hi) = (
+        block(valid[middle[0]]),
+        block(valid[*middle.last().unwrap()]),
+    );
+    if hi - lo < p.n_blocks {
+        return (lo..=hi).collect();
+    }
+    let mut scored: Vec<(f32, usize)> = (lo..=hi)
+        .filter_map(|beta| {
+            let keys: Vec<&Vec<f32>> = valid
+                .iter()
+                .filter(|&&j| block(j) == beta)
+                .map(|&j| &k[j])
+                .collect();
+            if keys.is_empty() {
+                return None;
+            }
+            let mut score = 0.0f32;
+            for (t, &qt) in q.iter().enumerate() {
+                let mn = keys.iter().map(|key| key[t]).fold(f32::INFINITY, f32::min);
+                let mx = keys
+                    .iter()
+                    .map(|key| key[t])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                score += (qt * mn).max(qt * mx);
+            }
+            Some((score, beta))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = scored
+        .iter()
+        .take(p.n_blocks)
+        .map(|&(_, beta)| beta)
+        .collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Causal §8 in f64 for one (b, h): per query, its visible sinks, window, chosen blocks,
+/// round-0 cluster keys in its middle (and every other middle key when sampling) as one
+/// softmax; rounds ≥ 1 over their cluster's middle keys outside the chosen blocks; all
+/// merged by log-sum-exp, with the last visible key when nothing was seen.
+#[allow(clippy::too_many_arguments)]
+fn oracle_causal_blocks(
+    qf: &[Vec<f32>],
+    kf: &[Vec<f32>],
+    v: &[Vec<f64>],
+    valid: &[usize],
+    offset: usize,
+    rounds: usize,
+    clusters: usize,
+    projections: &[f32],
+    scale: f64,
+    p: &Blocks,
+) -> Vec<(Vec<f64>, f64)> {
+    let widen = |x: &[Vec<f32>]| -> Vec<Vec<f64>> {
+        x.iter()
+            .map(|r| r.iter().map(|&a| a as f64).collect())
+            .collect()
+    };
+    let (q, k) = (widen(qf), widen(kf));
+    let (nq, nv, dv) = (q.len(), valid.len(), v[0].len());
+    if nv == 0 {
+        return vec![(vec![0.0; dv], f64::NEG_INFINITY); nq];
+    }
+    let k_valid: Vec<Vec<f64>> = valid.iter().map(|&j| k[j].clone()).collect();
+    let (hq, hk) = oracle_hashes(&q, &k_valid, projections, rounds);
+    // cluster[r] of every query and of every valid rank.
+    let mut q_cluster = vec![vec![0; nq]; rounds];
+    let mut k_cluster = vec![vec![0; nv]; rounds];
+    for r in 0..rounds {
+        let (q_order, k_order) = (stable_argsort(&hq[r]), stable_argsort(&hk[r]));
+        for c in 0..clusters {
+            for &i in &q_order[c * nq / clusters..(c + 1) * nq / clusters] {
+                q_cluster[r][i] = c;
+            }
+            for &s in &k_order[c * nv / clusters..(c + 1) * nv / clusters] {
+                k_cluster[r][s] = c;
+            }
+        }
+    }
+    (0..nq)
+        .map(|i| {
+            let seen = valid.iter().filter(|&&j| j <= offset + i).count();
+            let sinks = p.sinks.min(seen);
+            let middle_end = sinks.max(seen.saturating_sub(p.window));
+            let middle: Vec<usize> = (sinks..middle_end).collect();
+            let chosen = if p.n_blocks > 0 && !middle.is_empty() {
+                oracle_chosen_blocks(&qf[i], kf, valid, &middle, p)
+            } else {
+                vec![]
+            };
+            let free = |s: usize| !chosen.contains(&(valid[s] / p.block_size));
+            let mut fused: Vec<usize> = (0..sinks).chain(middle_end..seen).collect();
+            for &s in &middle {
+                if !free(s) || k_cluster[0][s] == q_cluster[0][i] || p.samples > 0 {
+                    fused.push(s);
+                }
+            }
+            let mut parts = vec![];
+            let ranks_to_keys =
+                |ranks: &[usize]| -> Vec<usize> { ranks.iter().map(|&s| valid[s]).collect() };
+            if !fused.is_empty() {
+                parts.push(oracle_dense_query(
+                    &q[i],
+                    &k,
+                    v,
+                    &ranks_to_keys(&fused),
+                    scale,
+                ));
+            }
+            for r in 1..rounds {
+                let keys: Vec<usize> = middle
+                    .iter()
+                    .copied()
+                    .filter(|&s| free(s) && k_cluster[r][s] == q_cluster[r][i])
+                    .collect();
+                if !keys.is_empty() {
+                    parts.push(oracle_dense_query(
+                        &q[i],
+                        &k,
+                        v,
+                        &ranks_to_keys(&keys),
+                        scale,
+                    ));
+                }
+            }
+            if parts.is_empty() {
+                return match valid.iter().rev().find(|&&j| j <= offset + i) {
+                    Some(&j) => oracle_dense_query(&q[i], &k, v, &[j], scale),
+                    None => (vec![0.0; dv], f64::NEG_INFINITY),
+                };
+            }
+            let top = parts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let total = top + parts.iter().map(|p| (p.1 - top).exp()).sum::<f64>().ln();
+            let mut row = vec![0.0; dv];
+            for (part_row, part_lse) in &parts {
+                let w = (part_lse - total).exp();
+                for (o, x) in row.iter_mut().zip(part_row) {
+                    *o += w * x;
+                }
+            }
+            (row, total)
+        })
+        .collect()
+}
+
+fn head_f32(t: &Tensor, b: usize, h: usize) -> Vec<Vec<f32>> {
+    (0..t.n).map(|i| t.row(b, h, i).to_vec()).collect()
+}
+
+/// Runs `blocks` on every tier and 1 and 3 threads against the oracle; the thread counts
+/// give the same bits.
+fn check_blocks(case: &Case, rounds: usize, cq: usize, blocks: Blocks) {
+    let scale = 1.0 / (case.d as f64).sqrt();
+    for isa in smyrf::internals::supported_tiers() {
+        let config = blocks.config(rounds, cq).isa(isa);
+        let plan = Plan::new(config.clone().num_threads(1), case.d).unwrap();
+        let projections = plan.projections().to_vec();
+        let data = (0..40)
+            .map(|seed| make_data(case, 300 + seed))
+            .find(|data| well_separated(case, data, &projections, rounds, cq))
+            .expect("no seed gave well separated cluster boundaries");
+        let mut want = vec![];
+        for b in 0..case.b {
+            let valid = valid_keys(case, &data, b);
+            let clusters = clusters_for(case, cq, valid.len().max(1));
+            for h in 0..case.hq {
+                let hk = h / (case.hq / case.hkv);
+                want.push(oracle_causal_blocks(
+                    &head_f32(&data.q, b, h),
+                    &head_f32(&data.k, b, hk),
+                    &head_f64(&data.v, b, hk),
+                    &valid,
+                    case.offset(),
+                    rounds,
+                    clusters,
+                    &projections,
+                    scale,
+                    &blocks,
+                ));
+            }
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 3] {
+            let plan = Plan::new(config.clone().num_threads(threads), case.d).unwrap();
+            let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, case.bnhd);
+            let mut lse = vec![0.0f32; case.b * case.hq * case.nq];
+            plan.attention_with(
+                &data.q.view(),
+                &data.k.view(),
+                &data.v.view(),
+                &mut out.view_mut(),
+                options(case, &data, &mut lse),
+            )
+            .unwrap();
+            let what = format!(
+                "blocks s={} w={} nb={} P={} samples={} R={rounds} c={cq} {isa} {threads} threads",
+                blocks.sinks, blocks.window, blocks.n_blocks, blocks.block_size, blocks.samples
+            );
+            compare(
+                case,
+                &out,
+                &lse,
+                |b, h, i| want[b * case.hq + h][i].clone(),
+                &what,
+            );
+            let bits = out.data.clone();
+            match &first {
+                None => first = Some(bits),
+                Some(first) => assert!(same_bits(first, &bits), "{what}: thread count"),
+            }
+        }
+    }
+}
+
+const MIX: Blocks = Blocks {
+    sinks: 2,
+    window: 9,
+    n_blocks: 3,
+    block_size: 8,
+    samples: 0,
+};
+
+#[test]
+fn causal_blocks_each_alone_match_the_oracle() {
+    let case = Case::new(90, 90);
+    let none = Blocks {
+        sinks: 0,
+        window: 0,
+        n_blocks: 0,
+        block_size: 8,
+        samples: 0,
+    };
+    check_blocks(&case, 1, 1, Blocks { sinks: 3, ..none });
+    check_blocks(&case, 1, 1, Blocks { window: 7, ..none });
+    check_blocks(
+        &case,
+        1,
+        1,
+        Blocks {
+            n_blocks: 2,
+            ..none
+        },
+    );
+    // One position per block: the bound is the logit itself, so the blocks are exact top-k.
+    check_blocks(
+        &case,
+        1,
+        1,
+        Blocks {
+            n_blocks: 5,
+            block_size: 1,
+            ..none
+        },
+    );
+}
+
+#[test]
+fn causal_blocks_together_match_the_oracle() {
+    check_blocks(&Case::new(100, 100), 1, 1, MIX);
+    // Rounds ≥ 1 over larger clusters drop each query's window, blocks and future.
+    check_blocks(&Case::new(96, 96), 3, 12, MIX);
+    // Chunked prefill (bottom-right), an explicit offset with queries past the last key.
+    check_blocks(&Case::new(37, 150), 2, 6, MIX);
+    check_blocks(
+        &Case {
+            offset: Some(40),
+            ..Case::new(60, 80)
+        },
+        2,
+        6,
+        MIX,
+    );
+    // Masks that leave queries without keys, lengths, GQA, BNHD; blocks of odd size.
+    check_blocks(
+        &Case {
+            masked: true,
+            lengths: true,
+            hq: 4,
+            hkv: 2,
+            bnhd: true,
+            ..Case::new(80, 100)
+        },
+        2,
+        10,
+        Blocks {
+            block_size: 5,
+            ..MIX
+        },
+    );
+}
+
+#[test]
+fn causal_blocks_with_every_eligible_key_sampled_are_causal_dense() {
+    // Samples past the eligible count draw them all at weight one: every visible key is
+    // counted once, so the result is exact causal attention.
+    let all = Blocks {
+        samples: 1000,
+        ..MIX
+    };
+    check_blocks(&Case::new(70, 70), 1, 4, all);
+    check_blocks(
+        &Case {
+            masked: true,
+            ..Case::new(40, 90)
+        },
+        1,
+        4,
+        all,
+    );
+}
+
+#[test]
+fn causal_samples_are_the_same_draws_on_every_tier_and_thread_count() {
+    let case = Case {
+        hq: 4,
+        hkv: 2,
+        ..Case::new(120, 120)
+    };
+    let data = make_data(&case, 5);
+    let config = Blocks { samples: 6, ..MIX }.config(2, 8);
+    let run = |config: Config| {
+        let plan = Plan::new(config, case.d).unwrap();
+        let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, false);
+        let (q, k, v) = (data.q.view(), data.k.view(), data.v.view());
+        plan.attention_with(&q, &k, &v, &mut out.view_mut(), CallOptions::new().causal())
+            .unwrap();
+        out.data
+    };
+    let portable = run(config.clone().isa(smyrf::Isa::Portable).num_threads(1));
+    let dense = {
+        let plan = Plan::new(Config::default(), case.d).unwrap();
+        let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, false);
+        let (q, k, v) = (data.q.view(), data.k.view(), data.v.view());
+        plan.dense_attention_with(&q, &k, &v, &mut out.view_mut(), CallOptions::new().causal())
+            .unwrap();
+        out.data
+    };
+    // The samples estimate what the other blocks miss: the output moves off exact attention
+    // (so they ran), but stays near it.
+    let off: f64 = portable
+        .iter()
+        .zip(&dense)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!(off > 1e-4 && off < 1.0, "samples moved the output by {off}");
+    for isa in smyrf::internals::supported_tiers() {
+        let one = run(config.clone().isa(isa).num_threads(1));
+        let three = run(config.clone().isa(isa).num_threads(3));
+        assert!(
+            same_bits(&one, &three),
+            "{isa}: thread count changed the bits"
+        );
+        let wide: Vec<f64> = portable.iter().map(|&x| x as f64).collect();
+        let err = rel_err(&one, &wide);
+        assert!(err <= 1e-5, "{isa} against portable: {err:e}");
+    }
+}
+
+#[test]
+fn causal_blocks_refusals_write_nothing() {
+    let case = Case::new(20, 20);
+    let data = make_data(&case, 1);
+    let mut out = Tensor::zeros(case.b, case.hq, case.nq, case.dv, false);
+    out.data.fill(7.0);
+    let mut run = |config: Config, options: CallOptions<'_>| {
+        let plan = Plan::new(config, case.d).unwrap();
+        let (q, k, v) = (data.q.view(), data.k.view(), data.v.view());
+        plan.attention_with(&q, &k, &v, &mut out.view_mut(), options)
+            .unwrap_err()
+    };
+    // Selected keys and mean-query sinks read every key or query: no causal form.
+    let err = run(Config::hybrid(8), CallOptions::new().causal());
+    assert_eq!(err, Error::CausalBlocks);
+    let mean = Config::default()
+        .n_sinks(4)
+        .sink_selection(smyrf::SinkSelection::MeanQuery);
+    assert_eq!(run(mean, CallOptions::new().causal()), Error::CausalBlocks);
+    // Key blocks are the causal selection only.
+    let err = run(Config::default().n_blocks(2), CallOptions::new());
+    assert!(
+        matches!(
+            err,
+            Error::OptionNeeds {
+                option: "n_blocks",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        out.data.iter().all(|&x| x == 7.0),
+        "a refused call wrote its output"
+    );
+}

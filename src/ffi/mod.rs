@@ -159,8 +159,17 @@ pub struct smyrf_config {
     /// off.
     pub n_selected: u32,
     /// Query components the selection scores keys on; 0 (default) means
-    /// ceil(head_dim / 8), more than head_dim means all of them.
+    /// ceil(head_dim / 4), more than head_dim means all of them.
     pub select_dims: u32,
+    /// Design §8 key blocks per query, causal calls only: keys are grouped in blocks of
+    /// `block_size` consecutive positions with the element-wise minimum and maximum of
+    /// their valid keys; a query attends exactly to the keys of the `n_blocks` blocks with
+    /// the largest upper bound sum_t max(q_t * min_t, q_t * max_t) of its logits among those
+    /// holding visible keys outside its sinks and window. 0 (default) turns the block off;
+    /// a call that is not causal is refused when it is on.
+    pub n_blocks: u32,
+    /// Consecutive positions per key block; 0 (default) means 16.
+    pub block_size: u32,
 }
 
 /// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
@@ -427,6 +436,8 @@ pub fn smyrf_config_default() -> smyrf_config {
         bf16_exact: 0,
         n_selected: 0,
         select_dims: 0,
+        n_blocks: 0,
+        block_size: 0,
     }
 }
 
@@ -449,6 +460,8 @@ pub fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
         sample_group: narrow(config.sample_group),
         n_selected: narrow(config.n_selected),
         select_dims: narrow(config.select_dims),
+        n_blocks: narrow(config.n_blocks),
+        block_size: narrow(config.block_size),
         ..smyrf_config_default()
     }
 }
@@ -1032,6 +1045,8 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
         sample_group: c.sample_group as usize,
         n_selected: c.n_selected as usize,
         select_dims: c.select_dims as usize,
+        n_blocks: c.n_blocks as usize,
+        block_size: c.block_size as usize,
         bf16_exact: match c.bf16_exact {
             0 => false,
             1 => true,
@@ -1139,7 +1154,7 @@ const fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
 
 /// The released layouts shorter than this library's: the sizes an older caller's config or
 /// call arguments can have (this release's own is the full struct).
-const CONFIG_ENDS: [usize; 2] = field_ends!(smyrf_config: isa, bf16_exact);
+const CONFIG_ENDS: [usize; 3] = field_ends!(smyrf_config: isa, bf16_exact, select_dims);
 const CALL_ARGS_ENDS: [usize; 2] = field_ends!(smyrf_call_args: lse_out, workspace_size);
 
 /// Whether `size` is a size of a versioned struct whose full layout is `full` bytes.

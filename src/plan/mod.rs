@@ -235,10 +235,7 @@ impl Plan {
                 found: shape.d,
             });
         }
-        hybrid::check_call(&self.config, shape.nq, shape.nk)?;
-        if shape.causal.is_some() && self.config.has_hybrid_blocks() {
-            return Err(Error::CausalBlocks);
-        }
+        hybrid::check_call(&self.config, shape.nq, shape.nk, shape.causal.is_some())?;
         Ok(sizes)
     }
 
@@ -548,6 +545,7 @@ impl Plan {
                 out,
                 tiles: call.tiles,
                 parallel,
+                causal: shape.causal,
             };
             blocks.run(&running, &mut s.hybrid);
         } else {

@@ -11,6 +11,7 @@
 //!
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
+mod causal;
 mod samples;
 mod select;
 mod sinks;
@@ -37,10 +38,24 @@ const SAMPLE_BATCH: usize = 64;
 /// bounds the scratch for large clusters.
 const SAMPLE_KEYS: usize = 1 << 16;
 
-/// Checks a call against the §8 blocks: the window needs aligned query and key positions.
-pub(crate) fn check_call(config: &Config, nq: usize, nk: usize) -> Result<()> {
+/// Checks a call against the §8 blocks: the window of a call that is not causal needs
+/// aligned query and key positions; key blocks need a causal call; a causal call takes
+/// neither selected keys nor mean-query sinks, which read every query.
+pub(crate) fn check_call(config: &Config, nq: usize, nk: usize, causal: bool) -> Result<()> {
+    if causal {
+        if config.n_selected > 0 || config.sinks_use_mean_query() {
+            return Err(Error::CausalBlocks);
+        }
+        return Ok(());
+    }
     if config.window > 0 && nq != nk {
         return Err(Error::WindowNeedsSelfAttention { nq, nk });
+    }
+    if config.n_blocks > 0 {
+        return Err(Error::OptionNeeds {
+            option: "n_blocks",
+            needs: "a causal call",
+        });
     }
     Ok(())
 }
@@ -54,7 +69,7 @@ pub(crate) fn largest_block_queries(config: &Config, nq: usize) -> usize {
     if config.n_samples > 0 {
         m = m.max(sample_group(config).min(nq));
     }
-    if config.n_selected > 0 {
+    if config.n_selected > 0 || config.n_blocks > 0 || config.n_sinks > 0 {
         m = m.max(1);
     }
     m
@@ -82,6 +97,7 @@ pub(crate) fn scratch_bytes(config: &Config, nq: usize, nk: usize, head_dim: usi
         head_dim.saturating_mul(8),   // mean query, one widened row
         SAMPLE_BATCH * std::mem::size_of::<FusedBlock>(),
         selection_bytes(config, nq, nk, head_dim),
+        key_block_bytes(config, nq, nk, head_dim),
     ]
     .into_iter()
     .fold(0, usize::saturating_add)
@@ -103,6 +119,31 @@ fn selection_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
     ]
     .into_iter()
     .fold(0, usize::saturating_add)
+}
+
+/// Bytes of the causal blocks' scratch: each key block's ranks and bounds, their scores and
+/// sort keys, a widened row, and every query's chosen blocks and window start.
+fn key_block_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
+    let nb = key_block_count(config, nk);
+    [
+        nb.saturating_add(1).saturating_mul(4),
+        nb.saturating_mul(d).saturating_mul(8),
+        nb.saturating_mul(4 + 8),
+        d.saturating_mul(8),
+        nq.saturating_mul(config.n_blocks.min(nb)).saturating_mul(4),
+        nq.saturating_mul(8),
+    ]
+    .into_iter()
+    .fold(0, usize::saturating_add)
+}
+
+/// Key blocks of `nk` keys when the block is on, else 0.
+fn key_block_count(config: &Config, nk: usize) -> usize {
+    if config.n_blocks == 0 {
+        0
+    } else {
+        nk.div_ceil(config.key_block_size())
+    }
 }
 
 fn sample_group(config: &Config) -> usize {
@@ -158,6 +199,20 @@ pub(crate) struct HybridScratch {
     selected: Buf<u32>,
     selected_lens: Buf<u32>,
     selected_cap: usize,
+    /// Causal key blocks of the (batch element, key/value head) `bounds_of`: block β holds
+    /// the valid ranks `ranks[β]..ranks[β + 1]`, and component t of its bounds is
+    /// `bound_min[t·nb + β]`, `bound_max[t·nb + β]`.
+    bounds_of: Option<(usize, usize)>,
+    ranks: Buf<u32>,
+    bound_min: Buf<f32>,
+    bound_max: Buf<f32>,
+    wide: Buf<f32>,
+    /// Query i's chosen blocks: `chosen[i·chosen_cap..][..chosen_lens[i]]`, ascending; the
+    /// position where its causal window starts (`u32::MAX`: no window).
+    chosen: Buf<u32>,
+    chosen_lens: Buf<u32>,
+    chosen_cap: usize,
+    window_start: Buf<u32>,
 }
 
 impl HybridScratch {
@@ -181,6 +236,8 @@ impl HybridScratch {
             config.sinks_use_mean_query(),
             config.n_selected > 0,
         );
+        let nb = key_block_count(config, nk);
+        let blocking = nb > 0;
         // Every cluster and every query group holds at least one query, and a cluster at
         // least one key.
         let (groups, clusters) = (nq, nq.min(nk));
@@ -207,13 +264,22 @@ impl HybridScratch {
             mean_query: arena.buf(on(mean, d)),
             kt: arena.buf(on(selecting, nk.saturating_mul(d))),
             kt_of: None,
-            sel_scores: arena.buf(on(selecting, nk)),
-            sel_pool: arena.buf(on(selecting, nk)),
+            sel_scores: arena.buf(on(selecting, nk).max(nb)),
+            sel_pool: arena.buf(on(selecting, nk).max(nb)),
             sel_dims: arena.buf(on(selecting, d)),
-            sel_query: arena.buf(on(selecting, d)),
+            sel_query: arena.buf(on(selecting || blocking, d)),
             selected: arena.buf(on(selecting, nq.saturating_mul(config.n_selected.min(nk)))),
             selected_lens: arena.buf(on(selecting, nq)),
             selected_cap: 0,
+            bounds_of: None,
+            ranks: arena.buf(on(blocking, nb + 1)),
+            bound_min: arena.buf(nb.saturating_mul(d)),
+            bound_max: arena.buf(nb.saturating_mul(d)),
+            wide: arena.buf(on(blocking, d)),
+            chosen: arena.buf(nq.saturating_mul(config.n_blocks.min(nb))),
+            chosen_lens: arena.buf(on(blocking, nq)),
+            chosen_cap: 0,
+            window_start: arena.buf(nq),
         }
     }
 
@@ -221,6 +287,7 @@ impl HybridScratch {
     pub(crate) fn forget_sinks(&mut self) {
         self.sinks_of = None;
         self.kt_of = None;
+        self.bounds_of = None;
     }
 }
 
@@ -279,6 +346,8 @@ pub(crate) struct HeadBlocks<'a> {
     /// Tile scratch for the block calls: the plan's or the call's workspace.
     pub(crate) tiles: PoolRef<'a, TileScratch>,
     pub(crate) parallel: Par<'a>,
+    /// A causal call's position of query 0.
+    pub(crate) causal: Option<usize>,
 }
 
 impl HeadBlocks<'_> {
@@ -307,6 +376,10 @@ impl HeadBlocks<'_> {
                 .copied()
                 .filter(|&j| !s.is_sink[j as usize]),
         );
+        if let Some(offset) = self.causal {
+            self.run_causal(offset, running, s);
+            return;
+        }
 
         if self.config.window > 0 {
             s.query_ids.clear();
