@@ -26,7 +26,7 @@
 /**
  * Patch version, see SMYRF_VERSION_MAJOR.
  */
-#define SMYRF_VERSION_PATCH 2
+#define SMYRF_VERSION_PATCH 3
 
 
 /**
@@ -205,7 +205,7 @@ typedef struct smyrf_plan smyrf_plan;
 
 /**
  * How SMYRF attention is computed. Always start from `smyrf_config_default()` (or
- * `smyrf_config_hybrid()`) and change the fields you need: the initialiser sets
+ * `smyrf_config_hybrid()`, `smyrf_config_causal()`) and change the fields you need: the initialiser sets
  * `struct_size`, and the library reads only the fields that size covers, taking defaults
  * for any appended later.
  */
@@ -305,6 +305,18 @@ typedef struct smyrf_config {
      * Consecutive positions per key block; 0 (default) means 16.
      */
     uint32_t block_size;
+    /**
+     * Consecutive queries of a causal call with design §8 blocks that share one attention
+     * call: one choice of key blocks (ranked by the bound of the sum of their queries), one
+     * draw of samples, and one window span from the first query's window start to the last
+     * query. 0 (default) means 16; 1 gives every query its own.
+     */
+    uint32_t block_tile;
+    /**
+     * Must be 0: it keeps the struct free of padding, and a later release may give it a
+     * meaning (a nonzero value is refused, so no option is silently ignored).
+     */
+    uint32_t reserved;
 } smyrf_config;
 
 /**
@@ -538,6 +550,21 @@ smyrf_status smyrf_config_hybrid_init(struct smyrf_config *config,
                                       uint32_t key_budget);
 
 /**
+ * Writes the causal preset for a key budget of `key_budget` keys per query into `*config`,
+ * as `smyrf_config_init` does (see `Config::causal` in the Rust documentation and
+ * docs/design.md §8): sinks, a window of the most recent keys and key blocks chosen per
+ * query, one hash round with clusters of one query. Its blocks serve causal calls only. A
+ * struct that ends before `n_blocks` (a 0.2.0 or 0.2.1 layout) is refused: it cannot hold
+ * the preset. The header's `smyrf_config_causal()` wraps it.
+ *
+ * # Safety
+ * As for `smyrf_config_init`.
+ */
+smyrf_status smyrf_config_causal_init(struct smyrf_config *config,
+                                      size_t struct_size,
+                                      uint32_t key_budget);
+
+/**
  * Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
  * output, the plan's threads, no workspace) into `*args`, as `smyrf_config_init` does.
  * The header's `smyrf_call_args_default()` wraps it.
@@ -742,6 +769,15 @@ static inline smyrf_config smyrf_config_default(void) {
 static inline smyrf_config smyrf_config_hybrid(uint32_t key_budget) {
     smyrf_config config;
     smyrf_config_hybrid_init(&config, sizeof config, key_budget);
+    return config;
+}
+
+/**
+ * The causal preset for `key_budget` keys per query (see `smyrf_config_causal_init`).
+ */
+static inline smyrf_config smyrf_config_causal(uint32_t key_budget) {
+    smyrf_config config;
+    smyrf_config_causal_init(&config, sizeof config, key_budget);
     return config;
 }
 

@@ -18,7 +18,8 @@ pub const MAX_THREADS: usize = 1024;
 #[non_exhaustive]
 pub struct Config {
     /// Hash rounds R ≥ 1 (default 2). Each round clusters queries and keys independently; the
-    /// rounds are merged by log-sum-exp (design §1 step 6).
+    /// rounds are merged by log-sum-exp (design §1 step 6). R = 0 (no clusters, only the
+    /// design §8 blocks) is accepted with a §8 block on, for causal calls.
     pub n_hashes: usize,
     /// Queries per cluster, cq ≥ 1 (default 64).
     pub q_cluster_size: usize,
@@ -66,6 +67,11 @@ pub struct Config {
     pub n_blocks: usize,
     /// Consecutive positions per key block; 0 (default) means [`DEFAULT_BLOCK_SIZE`].
     pub block_size: usize,
+    /// Consecutive queries of a causal call with §8 blocks that share one attention call:
+    /// one choice of key blocks (ranked by the bound of the sum of their queries), one draw
+    /// of samples and one window span (from the first query's window start to the last
+    /// query); 0 (default) means [`DEFAULT_BLOCK_TILE`], 1 gives each query its own.
+    pub block_tile: usize,
     /// With bf16 queries and keys, compute Q·Kᵀ by widening to f32 like every other type
     /// (the same bits as the f32 call on the widened values) instead of with AVX-512 BF16's
     /// `vdpbf16ps`, which sums products in pairs of its own order and flushes subnormals
@@ -94,6 +100,7 @@ impl Default for Config {
             select_dims: 0,
             n_blocks: 0,
             block_size: 0,
+            block_tile: 0,
             bf16_exact: false,
         }
     }
@@ -198,6 +205,12 @@ impl Config {
         self.block_size = positions;
         self
     }
+    /// Sets [`Config::block_tile`].
+    #[must_use]
+    pub fn block_tile(mut self, queries: usize) -> Self {
+        self.block_tile = queries;
+        self
+    }
     /// Sets [`Config::sample_group`].
     #[must_use]
     pub fn sample_group(mut self, queries: usize) -> Self {
@@ -209,10 +222,10 @@ impl Config {
 impl Config {
     /// Checks every field; the same checks run when a plan is built.
     pub fn validate(&self) -> Result<()> {
-        if self.n_hashes == 0 {
+        if self.n_hashes == 0 && !self.has_hybrid_blocks() {
             return Err(Error::InvalidConfig {
                 field: "n_hashes",
-                reason: "must be at least 1",
+                reason: "must be at least 1 (0 only with design §8 blocks, in causal calls)",
             });
         }
         if self.n_hashes > MAX_HASHES {
@@ -295,8 +308,10 @@ pub enum SinkSelection {
 pub const DEFAULT_SAMPLE_GROUP: usize = 64;
 /// Positions per key block when `block_size` is 0.
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
+/// Queries per causal block tile when `block_tile` is 0.
+pub const DEFAULT_BLOCK_TILE: usize = 16;
 /// Largest `n_sinks`, `window`, `n_samples`, `sample_group`, `n_selected`, `select_dims`,
-/// `n_blocks` and `block_size` a plan accepts (positions are 32-bit).
+/// `n_blocks`, `block_size` and `block_tile` a plan accepts (positions are 32-bit).
 pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
 
 impl Config {
@@ -323,6 +338,22 @@ impl Config {
         }
     }
 
+    /// The causal preset for a key budget of K keys per query: PRESET_DOC
+    pub fn causal(key_budget: usize) -> Config {
+        let k = key_budget.clamp(1, MAX_BLOCK_SIZE);
+        let p = DEFAULT_BLOCK_SIZE;
+        let sinks = (k / 64).max(1);
+        let window = (k / 4).max(1).min(k - sinks.min(k));
+        Config {
+            n_hashes: 0,
+            q_cluster_size: 1,
+            n_sinks: sinks.min(k),
+            window,
+            n_blocks: (k - sinks.min(k) - window) / p,
+            ..Config::default()
+        }
+    }
+
     /// Whether the §8 sinks are chosen with the mean query (more than the first position).
     pub(crate) fn sinks_use_mean_query(&self) -> bool {
         self.n_sinks > 1 && self.sink_selection == SinkSelection::MeanQuery
@@ -342,6 +373,14 @@ impl Config {
         match self.block_size {
             0 => DEFAULT_BLOCK_SIZE,
             p => p,
+        }
+    }
+
+    /// Queries per causal block tile.
+    pub(crate) fn causal_tile(&self) -> usize {
+        match self.block_tile {
+            0 => DEFAULT_BLOCK_TILE,
+            t => t,
         }
     }
 
@@ -365,6 +404,7 @@ fn validate_blocks(config: &Config) -> Result<()> {
         ("select_dims", config.select_dims),
         ("n_blocks", config.n_blocks),
         ("block_size", config.block_size),
+        ("block_tile", config.block_tile),
     ] {
         if value > MAX_BLOCK_SIZE {
             return Err(Error::InvalidConfig {

@@ -63,8 +63,8 @@ mod plan;
 
 pub use call::{CallOptions, ParallelFor};
 pub use config::{
-    Config, SinkSelection, DEFAULT_BLOCK_SIZE, DEFAULT_SAMPLE_GROUP, MAX_HASHES, MAX_HEAD_DIM,
-    MAX_THREADS,
+    Config, SinkSelection, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TILE, DEFAULT_SAMPLE_GROUP,
+    MAX_HASHES, MAX_HEAD_DIM, MAX_THREADS,
 };
 pub use error::{Error, Result};
 pub use isa::{detected_isa, Isa};

@@ -73,14 +73,23 @@ fn default_config_matches_the_contract() {
             c.n_samples,
             c.sample_group,
             c.n_selected,
-            c.select_dims
+            c.select_dims,
+            c.n_blocks,
+            c.block_size,
+            c.block_tile,
+            c.reserved
         ),
-        (0, 0, 0, 0, 0, 0, 0)
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     );
     // Every versioned struct carries its size; the minimum sizes end on the fields the
     // header names.
     assert_eq!(c.struct_size, std::mem::size_of::<smyrf_config>());
-    assert_eq!(std::mem::size_of::<smyrf_config>(), 72);
+    assert_eq!(std::mem::size_of::<smyrf_config>(), 88);
+    // No padding: every byte is a field the library reads.
+    assert_eq!(
+        std::mem::offset_of!(smyrf_config, reserved) + 4,
+        std::mem::size_of::<smyrf_config>()
+    );
     assert_eq!(
         SMYRF_CONFIG_MIN_SIZE,
         std::mem::offset_of!(smyrf_config, isa) + 4
@@ -997,17 +1006,46 @@ fn config_sizes_of_older_and_newer_callers() {
     assert!(same_bits(&run(plan), &run(create_plan(&config, 8))));
     let selected = run(create_plan(&selecting, 8));
     assert!(!same_bits(&selected, &run(create_plan(&config, 8))));
+    // The layout that ends at `select_dims` takes the key blocks' default (off), so a call
+    // that is not causal runs; the full layout turns them on, which such a call refuses.
+    let mut blocking = config;
+    blocking.n_blocks = 2;
+    let ends_at_select = std::mem::offset_of!(smyrf_config, select_dims) + 4;
+    let (status, plan) = create_with(&sized_config(blocking, ends_at_select, &[]));
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    assert!(same_bits(&run(plan), &run(create_plan(&config, 8))));
+    let plan = create_plan(&blocking, 8);
+    let mut f = reference.clone();
+    assert_eq!(f.run(plan), smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("n_blocks needs a causal call"),
+        "{}",
+        last_error()
+    );
+    // SAFETY: destroyed once.
+    unsafe { smyrf_plan_destroy(plan) };
+    let mut reserved = config;
+    reserved.reserved = 1;
+    let (status, plan) = create_with(&sized_config(reserved, full, &[]));
+    assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
+    assert!(plan.is_null());
+    assert!(
+        last_error().contains("config.reserved must be 0"),
+        "{}",
+        last_error()
+    );
     // A newer caller whose extra bytes are zero is this layout.
     let (status, plan) = create_with(&sized_config(config, full + 24, &[]));
     assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
     assert!(same_bits(&run(plan), &run(create_plan(&config, 8))));
     // Refused, nothing written: sizes that are no layout, and a newer option set.
+    let newer_byte = format!("byte {} is set", full + 3);
     for (size, extra, text) in [
         (0, vec![], "config->struct_size = 0"),
         (SMYRF_CONFIG_MIN_SIZE - 4, vec![], "struct_size = 36"),
         (SMYRF_CONFIG_MIN_SIZE + 8, vec![], "a released layout"),
         (1 << 20, vec![], "at most 4096"),
-        (full + 8, vec![(full + 3, 1u8)], "byte 75 is set"),
+        (full + 8, vec![(full + 3, 1u8)], newer_byte.as_str()),
     ] {
         let words = if size > 4096 {
             sized_config(config, 64, &[])
@@ -1370,4 +1408,49 @@ fn a_workspace_through_the_c_abi() {
     assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
     // SAFETY: destroyed once.
     unsafe { smyrf_plan_destroy(plan) };
+}
+
+#[test]
+fn causal_preset_mirrors_the_rust_preset_and_needs_a_layout_with_key_blocks() {
+    let c = smyrf_config_causal(256);
+    let r = smyrf::Config::causal(256);
+    let narrow = |x: usize| x as u32;
+    assert_eq!(
+        (
+            c.n_hashes,
+            c.q_cluster_size,
+            c.n_sinks,
+            c.window,
+            c.n_samples,
+            c.n_blocks,
+            c.block_size
+        ),
+        (
+            narrow(r.n_hashes),
+            narrow(r.q_cluster_size),
+            narrow(r.n_sinks),
+            narrow(r.window),
+            narrow(r.n_samples),
+            narrow(r.n_blocks),
+            narrow(r.block_size)
+        )
+    );
+    assert!(c.n_blocks > 0 && c.window > 0, "the preset selects blocks");
+    let full = std::mem::size_of::<smyrf_config>();
+    let mut words = vec![0u64; full.div_ceil(8)];
+    let older = std::mem::offset_of!(smyrf_config, select_dims) + 4;
+    // SAFETY: the buffer holds `full` writable, aligned bytes.
+    let status = unsafe { smyrf_config_causal_init(words.as_mut_ptr().cast(), older, 256) };
+    assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
+    assert!(last_error().contains("n_blocks"), "{}", last_error());
+    assert!(
+        words.iter().all(|&w| w == 0),
+        "a refused preset wrote the struct"
+    );
+    // SAFETY: as above.
+    let status = unsafe { smyrf_config_causal_init(words.as_mut_ptr().cast(), full, 256) };
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    // SAFETY: the initialiser wrote a whole struct there.
+    let written = unsafe { words.as_ptr().cast::<smyrf_config>().read() };
+    assert_eq!(written, c);
 }

@@ -500,7 +500,9 @@ struct Blocks {
     window: usize,
     n_blocks: usize,
     block_size: usize,
-    /// Residual samples: either none or more than any query's eligible keys (then every
+    /// Queries per tile.
+    tile: usize,
+    /// Residual samples: either none or more than any tile's eligible keys (then every
     /// eligible key is drawn with weight one, and the oracle is exact).
     samples: usize,
 }
@@ -514,15 +516,17 @@ impl Blocks {
             .window(self.window)
             .n_blocks(self.n_blocks)
             .block_size(self.block_size)
+            .block_tile(self.tile)
             .n_samples(self.samples)
     }
 }
 
-/// Query i's key blocks among those holding its middle (design §8, causal): all of them
-/// when they are few, else the `n_blocks` with the largest f32 upper bound
-/// Σ_t max(q_t·min_t, q_t·max_t) (summed in component order), ties to the lower block.
+/// A tile's key blocks among those holding its middle (design §8, causal): all of them when
+/// they are few, else the `n_blocks` with the largest f32 upper bound
+/// Σ_t max(s_t·min_t, s_t·max_t) of the sum s of the tile's queries (summed in query order,
+/// the bound in component order), ties to the lower block.
 fn oracle_chosen_blocks(
-    q: &[f32],
+    queries: &[Vec<f32>],
     k: &[Vec<f32>],
     valid: &[usize],
     middle: &[usize],
@@ -536,6 +540,12 @@ fn oracle_chosen_blocks(
     if hi - lo < p.n_blocks {
         return (lo..=hi).collect();
     }
+    let mut sum = vec![0.0f32; queries[0].len()];
+    for q in queries {
+        for (s, &x) in sum.iter_mut().zip(q) {
+            *s += x;
+        }
+    }
     let mut scored: Vec<(f32, usize)> = (lo..=hi)
         .filter_map(|beta| {
             let keys: Vec<&Vec<f32>> = valid
@@ -547,13 +557,13 @@ fn oracle_chosen_blocks(
                 return None;
             }
             let mut score = 0.0f32;
-            for (t, &qt) in q.iter().enumerate() {
+            for (t, &st) in sum.iter().enumerate() {
                 let mn = keys.iter().map(|key| key[t]).fold(f32::INFINITY, f32::min);
                 let mx = keys
                     .iter()
                     .map(|key| key[t])
                     .fold(f32::NEG_INFINITY, f32::max);
-                score += (qt * mn).max(qt * mx);
+                score += (st * mn).max(st * mx);
             }
             Some((score, beta))
         })
@@ -568,10 +578,10 @@ fn oracle_chosen_blocks(
     chosen
 }
 
-/// Causal §8 in f64 for one (b, h): per query, its visible sinks, window, chosen blocks,
-/// round-0 cluster keys in its middle (and every other middle key when sampling) as one
-/// softmax; rounds ≥ 1 over their cluster's middle keys outside the chosen blocks; all
-/// merged by log-sum-exp, with the last visible key when nothing was seen.
+/// Causal §8 in f64 for one (b, h): per query, its visible sinks, its tile's window span up
+/// to its position, its tile's chosen blocks (and every other middle key when sampling) as
+/// one softmax; each round over its cluster's keys in its tile's middle that the tile did
+/// not take; all merged by log-sum-exp, with the last visible key when nothing was seen.
 #[allow(clippy::too_many_arguments)]
 fn oracle_causal_blocks(
     qf: &[Vec<f32>],
@@ -611,50 +621,36 @@ fn oracle_causal_blocks(
             }
         }
     }
+    let seen = |i: usize| valid.iter().filter(|&&j| j <= offset + i).count();
+    let to_keys = |ranks: &[usize]| -> Vec<usize> { ranks.iter().map(|&s| valid[s]).collect() };
     (0..nq)
         .map(|i| {
-            let seen = valid.iter().filter(|&&j| j <= offset + i).count();
-            let sinks = p.sinks.min(seen);
-            let middle_end = sinks.max(seen.saturating_sub(p.window));
+            let (i0, i1) = (i / p.tile * p.tile, ((i / p.tile + 1) * p.tile).min(nq) - 1);
+            let sinks = p.sinks.min(seen(i1));
+            let middle_end = sinks.max(seen(i0).saturating_sub(p.window));
             let middle: Vec<usize> = (sinks..middle_end).collect();
             let chosen = if p.n_blocks > 0 && !middle.is_empty() {
-                oracle_chosen_blocks(&qf[i], kf, valid, &middle, p)
+                oracle_chosen_blocks(&qf[i0..=i1], kf, valid, &middle, p)
             } else {
                 vec![]
             };
-            let free = |s: usize| !chosen.contains(&(valid[s] / p.block_size));
-            let mut fused: Vec<usize> = (0..sinks).chain(middle_end..seen).collect();
-            for &s in &middle {
-                if !free(s) || k_cluster[0][s] == q_cluster[0][i] || p.samples > 0 {
-                    fused.push(s);
-                }
-            }
+            let is_chosen = |s: usize| chosen.contains(&(valid[s] / p.block_size));
+            let taken = |s: usize| is_chosen(s) || p.samples > 0;
+            let mut fused: Vec<usize> =
+                (0..sinks.min(seen(i))).chain(middle_end..seen(i)).collect();
+            fused.extend(middle.iter().copied().filter(|&s| taken(s)));
             let mut parts = vec![];
-            let ranks_to_keys =
-                |ranks: &[usize]| -> Vec<usize> { ranks.iter().map(|&s| valid[s]).collect() };
             if !fused.is_empty() {
-                parts.push(oracle_dense_query(
-                    &q[i],
-                    &k,
-                    v,
-                    &ranks_to_keys(&fused),
-                    scale,
-                ));
+                parts.push(oracle_dense_query(&q[i], &k, v, &to_keys(&fused), scale));
             }
-            for r in 1..rounds {
+            for r in 0..rounds {
                 let keys: Vec<usize> = middle
                     .iter()
                     .copied()
-                    .filter(|&s| free(s) && k_cluster[r][s] == q_cluster[r][i])
+                    .filter(|&s| !taken(s) && k_cluster[r][s] == q_cluster[r][i])
                     .collect();
                 if !keys.is_empty() {
-                    parts.push(oracle_dense_query(
-                        &q[i],
-                        &k,
-                        v,
-                        &ranks_to_keys(&keys),
-                        scale,
-                    ));
+                    parts.push(oracle_dense_query(&q[i], &k, v, &to_keys(&keys), scale));
                 }
             }
             if parts.is_empty() {
@@ -727,8 +723,8 @@ fn check_blocks(case: &Case, rounds: usize, cq: usize, blocks: Blocks) {
             )
             .unwrap();
             let what = format!(
-                "blocks s={} w={} nb={} P={} samples={} R={rounds} c={cq} {isa} {threads} threads",
-                blocks.sinks, blocks.window, blocks.n_blocks, blocks.block_size, blocks.samples
+                "blocks s={} w={} nb={} P={} T={} samples={} R={rounds} c={cq} {isa} {threads} threads",
+                blocks.sinks, blocks.window, blocks.n_blocks, blocks.block_size, blocks.tile, blocks.samples
             );
             compare(
                 case,
@@ -751,6 +747,7 @@ const MIX: Blocks = Blocks {
     window: 9,
     n_blocks: 3,
     block_size: 8,
+    tile: 1,
     samples: 0,
 };
 
@@ -762,6 +759,7 @@ fn causal_blocks_each_alone_match_the_oracle() {
         window: 0,
         n_blocks: 0,
         block_size: 8,
+        tile: 1,
         samples: 0,
     };
     check_blocks(&case, 1, 1, Blocks { sinks: 3, ..none });
@@ -791,8 +789,12 @@ fn causal_blocks_each_alone_match_the_oracle() {
 #[test]
 fn causal_blocks_together_match_the_oracle() {
     check_blocks(&Case::new(100, 100), 1, 1, MIX);
-    // Rounds ≥ 1 over larger clusters drop each query's window, blocks and future.
+    // No cluster rounds: the blocks alone.
+    check_blocks(&Case::new(100, 100), 0, 1, Blocks { tile: 16, ..MIX });
+    check_blocks(&Case::new(1, 100), 0, 1, MIX);
+    // Rounds over larger clusters drop each query's future and what its tile took.
     check_blocks(&Case::new(96, 96), 3, 12, MIX);
+    check_blocks(&Case::new(96, 96), 2, 12, Blocks { tile: 16, ..MIX });
     // Chunked prefill (bottom-right), an explicit offset with queries past the last key.
     check_blocks(&Case::new(37, 150), 2, 6, MIX);
     check_blocks(
@@ -818,6 +820,7 @@ fn causal_blocks_together_match_the_oracle() {
         10,
         Blocks {
             block_size: 5,
+            tile: 4,
             ..MIX
         },
     );
@@ -832,6 +835,7 @@ fn causal_blocks_with_every_eligible_key_sampled_are_causal_dense() {
         ..MIX
     };
     check_blocks(&Case::new(70, 70), 1, 4, all);
+    check_blocks(&Case::new(70, 70), 2, 4, Blocks { tile: 8, ..all });
     check_blocks(
         &Case {
             masked: true,

@@ -564,8 +564,11 @@ struct PlanInfo {
     /// Keys its design §8 blocks may add per query (sinks, window, selected keys, samples),
     /// for the work estimate.
     extra_keys: usize,
-    /// Whether it has a design §8 block (a causal call is then refused).
-    blocks: bool,
+    /// Whether it has selected keys or mean-query sinks (a causal call is then refused).
+    no_causal: bool,
+    /// Whether it has key blocks or no hash rounds (a call that is not causal is then
+    /// refused).
+    needs_causal: bool,
 }
 
 /// One plan: created one of several ways, checked, returned (or NULL when refused).
@@ -618,15 +621,22 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         config.sample_group = input.pick(&[0, 1, 3, 64, u32::MAX]);
         config.n_selected = input.pick(&[0, 0, 1, 4, 300]);
         config.select_dims = input.pick(&[0, 1, 3, 100]);
+        config.n_blocks = input.pick(&[0, 0, 1, 3, 300]);
+        config.block_size = input.pick(&[0, 1, 5, 16, u32::MAX]);
+        config.block_tile = input.pick(&[0, 1, 3, 16, u32::MAX]);
+    }
+    // The reserved field, rarely set: refused.
+    if input.rare(64) {
+        config.reserved = input.pick(&[1, u32::MAX]);
     }
     // Keep allocations bounded: a large head dim only with few rounds.
     if head_dim > 64 && config.n_hashes > 4 {
         config.n_hashes = 4;
     }
     // The caller's struct size: an older one leaves the fields past it at their defaults.
-    // The released layouts: the first (through `isa`), 0.2.0's (through `bf16_exact`) and
-    // this one.
-    let ends = field_ends!(smyrf_config: isa: u32, bf16_exact: u32);
+    // The released layouts: the first (through `isa`), 0.2.0's (through `bf16_exact`),
+    // 0.2.1's (through `select_dims`) and this one.
+    let ends = field_ends!(smyrf_config: isa: u32, bf16_exact: u32, select_dims: u32);
     let (size, dirty, size_ok) = struct_size(
         input,
         size_of::<smyrf_config>(),
@@ -640,9 +650,18 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
     let defaults = smyrf_config_default();
     if size < size_of::<smyrf_config>() {
         effective = smyrf_config {
+            n_blocks: defaults.n_blocks,
+            block_size: defaults.block_size,
+            block_tile: defaults.block_tile,
+            reserved: defaults.reserved,
+            ..config
+        };
+    }
+    if size < ends[2] {
+        effective = smyrf_config {
             n_selected: defaults.n_selected,
             select_dims: defaults.select_dims,
-            ..config
+            ..effective
         };
     }
     if size < ends[1] {
@@ -660,8 +679,10 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
 
     let c = &effective;
     let neon = c.isa == smyrf_isa::SMYRF_ISA_NEON as u32;
-    valid &= c.sink_selection <= 1 && c.bf16_exact <= 1;
-    valid &= c.n_hashes >= 1 && c.n_hashes <= 1024 && c.q_cluster_size >= 1;
+    valid &= c.sink_selection <= 1 && c.bf16_exact <= 1 && c.reserved == 0;
+    let has_blocks =
+        c.n_sinks > 0 || c.window > 0 || c.n_selected > 0 || c.n_samples > 0 || c.n_blocks > 0;
+    valid &= (c.n_hashes >= 1 || has_blocks) && c.n_hashes <= 1024 && c.q_cluster_size >= 1;
     valid &= c.scale == 0.0 || (c.scale.is_finite() && c.scale > 0.0);
     valid &= c.num_threads <= 1024 && c.isa <= 3 && !neon;
     valid &= match c.isa {
@@ -717,7 +738,8 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
             window: 0,
             rounds: 0,
             extra_keys: 0,
-            blocks: false,
+            no_causal: false,
+            needs_causal: false,
         };
     }
     assert!(
@@ -793,10 +815,21 @@ fn make_plan(input: &mut Input, head_dim: usize) -> PlanInfo {
         scale,
         window: c.window,
         rounds: c.n_hashes,
-        extra_keys: [c.n_sinks, c.window, c.n_selected, c.n_samples]
-            .into_iter()
-            .fold(0usize, |sum, x| sum.saturating_add(x as usize)),
-        blocks: c.n_sinks > 0 || c.window > 0 || c.n_selected > 0 || c.n_samples > 0,
+        extra_keys: [
+            c.n_sinks,
+            c.window,
+            c.n_selected,
+            c.n_samples,
+            c.n_blocks.saturating_mul(match c.block_size {
+                0 => 16,
+                p => p,
+            }),
+            c.block_tile,
+        ]
+        .into_iter()
+        .fold(0usize, |sum, x| sum.saturating_add(x as usize)),
+        no_causal: c.n_selected > 0 || (c.n_sinks > 1 && c.sink_selection == 1),
+        needs_causal: c.n_blocks > 0 || c.n_hashes == 0,
     }
 }
 
@@ -862,7 +895,6 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
         "unknown dtype",
     );
     valid &= plan.is_none_or(|p| !p.plan.is_null() && d == head_dim);
-    valid &= plan.is_none_or(|p| p.window == 0 || nq == nk);
 
     let extents = [qs.extent(), ks.extent(), vs.extent(), os.extent()];
     // Keep every case small (a few milliseconds under AddressSanitizer): buffers (sizes and
@@ -1103,8 +1135,18 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     );
     deny(
         &mut valid,
-        causal != 0 && plan.is_some_and(|p| p.blocks),
-        "causal with design §8 blocks",
+        causal != 0 && plan.is_some_and(|p| p.no_causal),
+        "causal with selected keys or mean-query sinks",
+    );
+    deny(
+        &mut valid,
+        causal == 0 && plan.is_some_and(|p| p.needs_causal),
+        "key blocks without causal",
+    );
+    deny(
+        &mut valid,
+        causal == 0 && plan.is_some_and(|p| p.window > 0) && qs.seq_len != ks.seq_len,
+        "window with Nq != Nk",
     );
     let causal_offset = match causal {
         1 => Some(ks.seq_len.wrapping_sub(qs.seq_len)),
@@ -1234,7 +1276,7 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
         plan.is_none() || qs.dim == head_dim,
         "{function}: wrong head dim"
     );
-    assert!(plan.is_none_or(|p| p.window == 0 || qs.seq_len == ks.seq_len));
+    assert!(plan.is_none_or(|p| p.window == 0 || qs.seq_len == ks.seq_len || causal != 0));
     assert!(ks.heads == vs.heads && qs.heads == os.heads && qs.heads.is_multiple_of(ks.heads));
     assert!(ks.seq_len == vs.seq_len && qs.seq_len == os.seq_len);
     let mut covered = vec![false; out.len()];

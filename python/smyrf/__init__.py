@@ -92,7 +92,8 @@ class Plan:
     ``Plan(head_dim, **config)`` takes every field of the Rust ``Config`` by name:
     ``n_hashes, q_cluster_size, k_cluster_size, scale, seed, num_threads, isa`` ("auto",
     "portable", "avx2", "avx512" or "neon"), ``n_sinks, sink_selection`` ("first" or
-    "mean_query"), ``window, n_samples, sample_group, n_selected, select_dims, bf16_exact``. A plan is built once
+    "mean_query"), ``window, n_samples, sample_group, n_selected, select_dims, n_blocks,
+    block_size, block_tile, bf16_exact``. A plan is built once
     (projection matrix, kernels, threads) and may be called from any number of threads.
     """
 
@@ -112,6 +113,15 @@ class Plan:
         keys, half residual samples, clusters of one query), with any field overridden."""
         plan = cls.__new__(cls)
         plan._wrap(_smyrf.Plan.hybrid(head_dim, key_budget, overrides))
+        return plan
+
+    @classmethod
+    def causal(cls, head_dim, key_budget, **overrides):
+        """The causal preset for a budget of ``key_budget`` keys per query (sinks, a recent
+        window and key blocks chosen by the Quest bound; see ``Config::causal``), with any
+        field overridden. Its blocks serve causal calls only."""
+        plan = cls.__new__(cls)
+        plan._wrap(_smyrf.Plan.causal(head_dim, key_budget, overrides))
         return plan
 
     @property

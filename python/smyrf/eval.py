@@ -14,10 +14,14 @@ patched attention function, for smyrf and for exact dense attention routed the s
 
 Decoders (causal language models such as SmolLM2) are compared on perplexity instead: the
 same cut texts, the mean next-token loss over real tokens, and the ratio of the patched
-model's perplexity to the unmodified one's. Their layers run causal attention, which the
-library computes for plain SMYRF and exact attention (the hybrid blocks have no causal
-form), so the default config for a decoder is plain SMYRF at K = L/4 and ``--sweep`` runs the
-plain grid.
+model's perplexity to the unmodified one's, with each config's flops as a fraction of exact
+causal attention's (``causal_flops``; layers kept exact with ``--dense-layers`` count in
+full). The default config for a decoder is the causal preset ``causal=L/32``; ``--sweep``
+runs plain SMYRF and the block mixes. ``--decode M`` also reports the decode error per
+layer: on the first texts, each layer's attention inputs are captured from the unmodified
+model and the last M positions are attended one query at a time over the keys before them
+(as a decode step does), the relative L2 error of each output against exact attention
+averaged over positions and heads.
 """
 import argparse
 import importlib.metadata
@@ -33,6 +37,7 @@ DEFAULT_LENGTHS = (128, 256, 512)
 _INT_FIELDS = {
     "n_hashes", "q_cluster_size", "k_cluster_size", "seed", "num_threads",
     "n_sinks", "window", "n_samples", "sample_group", "n_selected", "select_dims",
+    "n_blocks", "block_size", "block_tile",
 }
 _FLOAT_FIELDS = {"scale"}
 _BOOL_FIELDS = {"bf16_exact"}
@@ -71,23 +76,24 @@ def _size(text, length, budget, field):
 class ConfigSpec:
     """One configuration as written on the command line, resolved per length L.
 
-    ``hybrid`` is the key-budget expression of ``smyrf.Plan.hybrid`` or None for a plain
-    Plan; ``fields`` maps Plan config fields to their written values (sizes may use L, and K
-    when hybrid is given).
+    ``preset`` is None for a plain Plan, or "hybrid" / "causal" for ``smyrf.Plan.hybrid`` /
+    ``smyrf.Plan.causal`` with the key-budget expression ``budget``; ``fields`` maps Plan
+    config fields to their written values (sizes may use L, and K when a preset is given).
     """
 
-    def __init__(self, hybrid, fields, label=None):
-        self.hybrid = hybrid
+    def __init__(self, budget, fields, label=None, preset="hybrid"):
+        self.preset = preset if budget is not None else None
+        self.hybrid = budget
         self.fields = fields
-        self.label = label or describe(hybrid, fields)
+        self.label = label or describe(budget, fields, self.preset)
 
     def resolve(self, length, num_threads=None):
         """The Plan factory ``(layer, head_dim) -> Plan`` and its keys per query at L."""
         from smyrf import Plan
 
-        budget = _size(self.hybrid, length, None, "hybrid") if self.hybrid is not None else None
+        budget = _size(self.hybrid, length, None, self.preset) if self.hybrid is not None else None
         if budget is not None and budget < 1:
-            raise UsageError(f"hybrid={self.hybrid} is below 1 at L={length}")
+            raise UsageError(f"{self.preset}={self.hybrid} is below 1 at L={length}")
         fields = {}
         for name, value in self.fields.items():
             if name in _INT_FIELDS:
@@ -102,37 +108,42 @@ class ConfigSpec:
             fields.setdefault("num_threads", num_threads)
 
         def make(_layer, head_dim):
-            if budget is not None:
+            if self.preset == "hybrid":
                 return Plan.hybrid(head_dim, budget, **fields)
+            if self.preset == "causal":
+                return Plan.causal(head_dim, budget, **fields)
             return Plan(head_dim, **fields)
 
         try:
             probe = make(0, 32)
         except (ValueError, TypeError) as error:
             raise UsageError(f"config {self.label} at L={length}: {error}") from None
+        make.config = probe.config
         return make, keys_per_query(probe.config, length)
 
 
-def describe(hybrid, fields):
+def describe(hybrid, fields, preset="hybrid"):
     """A short label for a configuration."""
-    parts = [f"hybrid={hybrid}"] if hybrid is not None else []
+    parts = [f"{preset}={hybrid}"] if hybrid is not None else []
     parts += [f"{name}={value}" for name, value in fields.items()]
     return ",".join(parts) or "default Plan"
 
 
 def parse_config(text):
-    """Parses ``key=value,...``; ``hybrid=K`` selects the hybrid preset with budget K."""
-    hybrid, fields = None, {}
+    """Parses ``key=value,...``; ``hybrid=K`` / ``causal=K`` select a preset with budget K."""
+    hybrid, fields, preset = None, {}, "hybrid"
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
             raise UsageError(f"--config: '{item}' is not key=value")
         name, value = (s.strip() for s in item.split("=", 1))
-        if name == "hybrid":
-            hybrid = value
+        if name in ("hybrid", "causal"):
+            if hybrid is not None:
+                raise UsageError("--config: give one of hybrid=... and causal=...")
+            hybrid, preset = value, name
         elif name in _FIELDS:
             fields[name] = value
         else:
-            raise UsageError(f"--config: unknown field '{name}' (known: hybrid, {', '.join(sorted(_FIELDS))})")
+            raise UsageError(f"--config: unknown field '{name}' (known: hybrid, causal, {', '.join(sorted(_FIELDS))})")
     for name, value in fields.items():
         if name in _FLOAT_FIELDS:
             try:
@@ -141,11 +152,11 @@ def parse_config(text):
                 raise UsageError(f"--config: {name}={value} is not a number") from None
         elif name in _INT_FIELDS:
             if "K" in value and hybrid is None:
-                raise UsageError(f"--config: {name}={value} uses K, which needs hybrid=...")
+                raise UsageError(f"--config: {name}={value} uses K, which needs hybrid=... or causal=...")
             _size(value, 1024, 1024, name)
     if hybrid is not None:
-        _size(hybrid, 1024, None, "hybrid")
-    return ConfigSpec(hybrid, fields)
+        _size(hybrid, 1024, None, preset)
+    return ConfigSpec(hybrid, fields, preset=preset)
 
 
 def keys_per_query(config, length):
@@ -156,7 +167,51 @@ def keys_per_query(config, length):
     band = 2 * (window // 2) + 1 if window else 0
     total = clusters + config.get("n_sinks", 0) + band + config.get("n_samples", 0)
     total += config.get("n_selected", 0)
+    total += config.get("n_blocks", 0) * (config.get("block_size") or 16)
     return min(total, length)
+
+
+def causal_flops(config, length, head_dim, value_dim=None):
+    """Floating-point operations of one query head's causal call at self-attention length
+    L, as a fraction of exact causal attention's, counting every one the blocks spend.
+
+    Exact causal attention: query t reads t + 1 keys at 2·d + 2·dv flops each. SMYRF with
+    the causal blocks (design §8), per tile of T queries: the tile's call computes every
+    query against its sinks, chosen blocks' keys, samples and window span (future columns
+    included: the kernels compute them, then mask); the tile scores its candidate blocks
+    (4·d flops each: two products, a max and an add per component, plus T·d adds for the
+    sum of its queries) when it has more than n_blocks; every key's block bounds cost 2·d
+    comparisons; each query and key is hashed (2·(d + 2) flops per round) and each query
+    computes every key of its cluster in every round.
+    """
+    d = head_dim
+    dv = value_dim or head_dim
+    per_key = 2 * d + 2 * dv
+    rounds = config["n_hashes"]
+    cluster = config.get("k_cluster_size") or config["q_cluster_size"]
+    p = config.get("block_size") or 16
+    tile = config.get("block_tile") or 16
+    n_blocks = config.get("n_blocks", 0)
+    n_sinks, window, samples = (config.get(f, 0) for f in ("n_sinks", "window", "n_samples"))
+    dense = sum((t + 1) * per_key for t in range(length))
+    spent = length * (2 * d + 2 * 2 * (d + 2) * rounds + rounds * min(cluster, length) * per_key)
+    for i0 in range(0, length, tile):
+        i1 = min(i0 + tile, length) - 1
+        queries = i1 - i0 + 1
+        sinks = min(n_sinks, i1 + 1)
+        middle_end = max(sinks, i0 + 1 - window)
+        middle = middle_end - sinks
+        keys = sinks + (i1 + 1 - middle_end)
+        if n_blocks and middle:
+            candidates = -(-middle // p) + 1
+            if candidates > n_blocks:
+                spent += candidates * 4 * d + queries * d
+            taken = min(middle, n_blocks * p)
+            keys += taken
+            middle -= taken
+        keys += min(middle, samples)
+        spent += queries * keys * per_key
+    return spent / dense
 
 
 def sweep_specs():
@@ -191,7 +246,7 @@ def decoder_sweep_specs():
     ]
 
 
-DECODER_DEFAULT_CONFIG = "n_hashes=2,q_cluster_size=L/8"
+DECODER_DEFAULT_CONFIG = "causal=L/32"
 
 
 # ----- model and texts ------------------------------------------------------------------
@@ -340,6 +395,57 @@ def run_patched_nll(model, plan_for_layer, batches):
     return total, count, state.seconds
 
 
+def capture_layers(model, ids):
+    """Every attention layer's (query, key, value, scaling) of one forward pass, as float32
+    numpy arrays, from the unmodified model's own attention routed through the patch."""
+    import numpy as np
+    import torch
+    from smyrf import hf
+
+    captured = {}
+
+    def observe(layer, query, key, value, scaling):
+        captured[layer] = tuple(t.detach().float().contiguous().numpy().astype(np.float32)
+                                for t in (query, key, value)) + (scaling,)
+
+    state = hf.patch(model, lambda _layer, _head_dim: None)
+    state.observer = observe
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids)
+    finally:
+        hf.unpatch(model)
+    return captured
+
+
+def decode_errors(captured, plan_for_layer, last):
+    """Per layer: the mean relative L2 error of the last ``last`` positions attended one at a
+    time over the keys at or before them, against exact causal attention."""
+    import numpy as np
+    import smyrf
+
+    errors = {}
+    for layer, (q, k, v, scaling) in sorted(captured.items()):
+        n = q.shape[2]
+        plan = plan_for_layer(layer, q.shape[3])
+        positions = range(max(0, n - last), n)
+        total, count = 0.0, 0
+        for t in positions:
+            query = np.ascontiguousarray(q[:, :, t : t + 1])
+            keys = np.ascontiguousarray(k[:, :, : t + 1])
+            values = np.ascontiguousarray(v[:, :, : t + 1])
+            exact = smyrf.dense_attention(query, keys, values, scale=scaling, causal=True)
+            if plan is None:
+                continue
+            approx = plan.attention(query, keys, values, causal=True)
+            diff = np.linalg.norm((approx - exact).astype(np.float64), axis=-1)
+            norm = np.linalg.norm(exact.astype(np.float64), axis=-1)
+            total += float((diff / np.maximum(norm, 1e-30)).sum())
+            count += diff.size
+        errors[layer] = total / count if count else 0.0
+    return errors
+
+
 def cosines(a, b):
     """Row-wise cosine of two sets of unit vectors."""
     return (a * b).sum(-1)
@@ -361,9 +467,17 @@ def parse_args(argv):
                         "(default: the dev texts shipped in smyrf/data/dev)")
     parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
                         help="comma-separated sequence lengths L (default: %(default)s)")
-    parser.add_argument("--config", default=None,
-                        help="Plan fields key=value,...; sizes may use L (and K with hybrid=K), e.g. "
-                        "n_hashes=2,q_cluster_size=L/8 or hybrid=L/4 (default: hybrid=L/4)")
+    parser.add_argument("--config", action="append", default=None,
+                        help="Plan fields key=value,...; sizes may use L (and K with hybrid=K or "
+                        "causal=K), e.g. n_hashes=2,q_cluster_size=L/8 or hybrid=L/4; repeat the "
+                        "option to compare several (default: hybrid=L/4, causal=L/32 for decoders)")
+    parser.add_argument("--decode", type=int, default=0, metavar="M",
+                        help="decoders: also report the decode error per layer over the last M "
+                        "positions of the first texts (default: off)")
+    parser.add_argument("--decode-texts", type=int, default=4,
+                        help="texts the decode error averages over (default: %(default)s)")
+    parser.add_argument("--dense-layers", default="",
+                        help="comma-separated layer indices that keep exact attention (default: none)")
     parser.add_argument("--sweep", action="store_true", help="run a grid of configurations at each length")
     parser.add_argument("--target", type=float, default=0.99,
                         help="mean cosine a sweep configuration must reach (default: %(default)s)")
@@ -391,9 +505,13 @@ def parse_args(argv):
     if args.sweep and args.config is not None:
         parser.error("--sweep and --config are exclusive: the sweep has its own grid")
     try:
-        args.specs = sweep_specs() if args.sweep else [parse_config(args.config or "hybrid=L/4")]
+        args.dense_layers = {int(x) for x in args.dense_layers.split(",") if x.strip()}
+    except ValueError:
+        parser.error(f"--dense-layers {args.dense_layers!r}: expected comma-separated integers")
+    try:
+        args.specs = sweep_specs() if args.sweep else [parse_config(c) for c in args.config or ["hybrid=L/4"]]
         args.decoder_specs = (decoder_sweep_specs() if args.sweep
-                              else [parse_config(args.config or DECODER_DEFAULT_CONFIG)])
+                              else [parse_config(c) for c in args.config or [DECODER_DEFAULT_CONFIG]])
     except UsageError as error:
         parser.error(str(error))
     args.parser = parser
@@ -528,28 +646,42 @@ def evaluate_decoder(args, model_dir, gguf_file, load, texts, reason):
         print(f"  unmodified model: perplexity {base:.4f}")
         print(f"  dense via smyrf: perplexity ratio {math.exp((dense - reference) / tokens):.6f}, "
               f"attention {dense_seconds:.3f} s")
-        headers = ["config", "keys/query", "perplexity", "ratio", "attn s", "vs dense"]
+        headers = ["config", "flops", "perplexity", "ratio", "attn s", "vs dense"]
+        layers = getattr(config, "num_hidden_layers", None) or 1
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        exact = len({i for i in args.dense_layers if 0 <= i < layers})
         rows = []
         for spec in args.decoder_specs:
             try:
                 make, keys = spec.resolve(length, args.threads)
             except UsageError as error:
                 args.parser.error(str(error))
+            dense_layers = args.dense_layers
+
+            def plan_for_layer(layer, head_dim, make=make):
+                return None if layer in dense_layers else make(layer, head_dim)
+
+            # Every layer's share of exact causal attention's flops, the dense ones at 1.
+            flops = (exact + (layers - exact) * causal_flops(make.config, length, head_dim)) / layers
             try:
-                total, _, seconds = run_patched_nll(model, make, batches)
+                total, _, seconds = run_patched_nll(model, plan_for_layer, batches)
             except ValueError as error:
                 print(f"  {spec.label}: refused: {error}")
                 continue
             ratio = math.exp((total - reference) / tokens)
-            rows.append((spec.label, keys, math.exp(total / tokens), ratio, seconds))
+            rows.append((spec.label, flops, math.exp(total / tokens), ratio, seconds))
         if not rows:
             continue
-        widths = [max(len(headers[0]), *(len(r[0]) for r in rows)), 10, 10, 8, 8, 8]
+        if exact:
+            print(f"  exact attention in layers {sorted(args.dense_layers)}; flops count them at 100 %")
+        widths = [max(len(headers[0]), *(len(r[0]) for r in rows)), 7, 10, 8, 8, 8]
         print("  " + _row(headers, widths))
-        for label, keys, ppl, ratio, seconds in rows:
-            cells = [label, f"{keys} ({keys / length:.0%})", f"{ppl:.4f}", f"{ratio:.4f}",
+        for label, flops, ppl, ratio, seconds in rows:
+            cells = [label, f"{flops:.1%}", f"{ppl:.4f}", f"{ratio:.4f}",
                      f"{seconds:.3f}", f"{seconds / dense_seconds:.2f}x"]
             print("  " + _row(cells, widths))
+        if args.decode:
+            report_decode(args, model, tokenizer, texts, length)
         if args.sweep:
             target = 1.0 / args.target
             meeting = [r for r in rows if r[3] <= target]
@@ -564,6 +696,44 @@ def evaluate_decoder(args, model_dir, gguf_file, load, texts, reason):
                 summary.append((length, None))
         sys.stdout.flush()
     return 0
+
+
+def report_decode(args, model, tokenizer, texts, length):
+    """Prints the decode error per layer of every decoder config at length L."""
+    import torch
+
+    chosen = []
+    for text in texts:
+        ids = tokenizer(text, truncation=True, max_length=length)["input_ids"]
+        if len(ids) >= min(length, args.decode + 1):
+            chosen.append(ids)
+        if len(chosen) == args.decode_texts:
+            break
+    if not chosen:
+        print(f"  decode error: no text holds {args.decode + 1} tokens")
+        return
+    captures = [capture_layers(model, torch.tensor([ids])) for ids in chosen]
+    print(f"  decode error (relative L2 of each output against exact attention; last "
+          f"{args.decode} positions of {len(chosen)} texts of {min(map(len, chosen))}.."
+          f"{max(map(len, chosen))} tokens, one query per call):")
+    for spec in args.decoder_specs:
+        make, _ = spec.resolve(length, args.threads)
+        scale_free = {}
+        for captured in captures:
+            for layer, error in decode_errors(
+                captured,
+                lambda layer, hd: None if layer in args.dense_layers else make(layer, hd),
+                args.decode,
+            ).items():
+                scale_free.setdefault(layer, []).append(error)
+        per_layer = {layer: sum(e) / len(e) for layer, e in scale_free.items()}
+        values = list(per_layer.values())
+        print(f"    {spec.label}: mean {sum(values) / len(values):.4f}, worst "
+              f"{max(values):.4f} (layer {max(per_layer, key=per_layer.get)})")
+        cells = [f"{layer}:{error:.3f}" for layer, error in sorted(per_layer.items())]
+        for start in range(0, len(cells), 10):
+            print("      " + " ".join(cells[start : start + 10]))
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ class PatchState:
     """What ``patch`` changed on one model, and the attention time spent since.
 
     ``seconds`` and ``calls`` count every call of the patched attention function (mask
-    conversion included), so a caller can time attention alone.
+    conversion included), so a caller can time attention alone. ``observer``, when set, is
+    called as ``observer(layer, query, key, value, scaling)`` with each call's inputs before
+    attention runs (the eval tool captures decode inputs this way).
     """
 
     def __init__(self, name, previous, plan_for_layer, layer_of_module):
@@ -41,6 +43,7 @@ class PatchState:
         self.plans = {}
         self.seconds = 0.0
         self.calls = 0
+        self.observer = None
 
     def reset_timer(self):
         """Sets the attention time and call count back to zero."""
@@ -230,6 +233,8 @@ def _make_attention_function(state):
         if causal is None:
             causal = getattr(module, "is_causal", False)
         layer = state.layer_of_module.get(id(module), getattr(module, "layer_idx", None))
+        if state.observer is not None:
+            state.observer(layer, query, key, value, scaling)
         head_dim = query.shape[-1]
         cache_key = (layer, head_dim)
         if cache_key not in state.plans:
@@ -270,8 +275,9 @@ def patch(model, plan_or_config):
 
     Causal layers (``module.is_causal``) run causal attention, so decoders work for the
     prompt and for generation with a K/V cache (each step's queries are the last positions).
-    The library's causal calls take plain SMYRF or exact attention; a plan with hybrid
-    blocks is refused at the first causal call (ValueError). Raises ValueError if the model
+    Causal calls take plain SMYRF, the causal §8 blocks (``smyrf.Plan.causal``) or exact
+    attention; a plan with selected keys (``smyrf.Plan.hybrid``) is refused at the first
+    causal call (ValueError). Raises ValueError if the model
     is already patched. The model must be on the CPU; call ``unpatch`` to restore it.
     """
     if getattr(model, _PATCH_ATTRIBUTE, None) is not None:

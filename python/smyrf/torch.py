@@ -171,6 +171,9 @@ def _attention_op(
     sample_group: int,
     n_selected: int,
     select_dims: int,
+    n_blocks: int,
+    block_size: int,
+    block_tile: int,
     bf16_exact: bool,
 ) -> torch.Tensor:
     config = dict(
@@ -189,6 +192,9 @@ def _attention_op(
         sample_group=sample_group,
         n_selected=n_selected,
         select_dims=select_dims,
+        n_blocks=n_blocks,
+        block_size=block_size,
+        block_tile=block_tile,
         bf16_exact=bf16_exact,
     )
     plan = _cached_plan(query.shape[3], **config)
@@ -229,6 +235,9 @@ def _(
     sample_group,
     n_selected,
     select_dims,
+    n_blocks,
+    block_size,
+    block_tile,
     bf16_exact,
 ):
     return query.new_empty(query.shape[:3] + value.shape[3:])

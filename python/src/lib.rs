@@ -460,6 +460,9 @@ fn apply_overrides(mut config: Config, overrides: Option<&Bound<'_, PyDict>>) ->
             "sample_group" => config.sample_group = field(&key, &value, INT)?,
             "n_selected" => config.n_selected = field(&key, &value, INT)?,
             "select_dims" => config.select_dims = field(&key, &value, INT)?,
+            "n_blocks" => config.n_blocks = field(&key, &value, INT)?,
+            "block_size" => config.block_size = field(&key, &value, INT)?,
+            "block_tile" => config.block_tile = field(&key, &value, INT)?,
             "bf16_exact" => {
                 if !value.is_instance_of::<pyo3::types::PyBool>() {
                     return Err(PyTypeError::new_err(format!(
@@ -582,6 +585,20 @@ impl PyPlan {
         )
     }
 
+    /// The causal preset for a key budget, with overrides.
+    #[staticmethod]
+    #[pyo3(signature = (head_dim, key_budget, config=None))]
+    fn causal(
+        head_dim: usize,
+        key_budget: usize,
+        config: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyPlan> {
+        build_plan(
+            apply_overrides(Config::causal(key_budget), config)?,
+            head_dim,
+        )
+    }
+
     #[getter]
     fn head_dim(&self) -> usize {
         self.plan.head_dim()
@@ -618,6 +635,9 @@ impl PyPlan {
         d.set_item("sample_group", c.sample_group)?;
         d.set_item("n_selected", c.n_selected)?;
         d.set_item("select_dims", c.select_dims)?;
+        d.set_item("n_blocks", c.n_blocks)?;
+        d.set_item("block_size", c.block_size)?;
+        d.set_item("block_tile", c.block_tile)?;
         d.set_item("bf16_exact", c.bf16_exact)?;
         Ok(d)
     }

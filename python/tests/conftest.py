@@ -32,6 +32,10 @@ class Config(ctypes.Structure):
         ("bf16_exact", c_u32),
         ("n_selected", c_u32),
         ("select_dims", c_u32),
+        ("n_blocks", c_u32),
+        ("block_size", c_u32),
+        ("block_tile", c_u32),
+        ("reserved", c_u32),
     ]
 
 
@@ -81,8 +85,9 @@ class CLib:
         for name in ("smyrf_config_init", "smyrf_call_args_init"):
             getattr(L, name).argtypes = [ctypes.c_void_p, c_size]
             getattr(L, name).restype = c_u32
-        L.smyrf_config_hybrid_init.argtypes = [ctypes.c_void_p, c_size, c_size]
-        L.smyrf_config_hybrid_init.restype = c_u32
+        for name in ("smyrf_config_hybrid_init", "smyrf_config_causal_init"):
+            getattr(L, name).argtypes = [ctypes.c_void_p, c_size, c_u32]
+            getattr(L, name).restype = c_u32
         L.smyrf_plan_create.argtypes = [ctypes.c_void_p, c_size, ctypes.c_void_p]
         L.smyrf_plan_create.restype = c_u32
         L.smyrf_plan_destroy.argtypes = [ctypes.c_void_p]
@@ -100,9 +105,13 @@ class CLib:
         if status != 0:
             raise RuntimeError(self.lib.smyrf_last_error_message().decode())
 
-    def config(self, hybrid=None, **fields):
+    def config(self, hybrid=None, causal_preset=None, **fields):
         c = Config()
-        if hybrid is None:
+        if causal_preset is not None:
+            self.check(
+                self.lib.smyrf_config_causal_init(ctypes.byref(c), ctypes.sizeof(c), causal_preset)
+            )
+        elif hybrid is None:
             self.check(self.lib.smyrf_config_init(ctypes.byref(c), ctypes.sizeof(c)))
         else:
             self.check(

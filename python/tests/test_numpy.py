@@ -113,6 +113,43 @@ def test_causal_equals_c_abi_bitwise_and_the_oracle(clib, offset):
     np.testing.assert_allclose(one, want, rtol=1e-5, atol=1e-5)
 
 
+def test_causal_blocks_equal_c_abi_bitwise_and_cover_every_key_once(clib):
+    rng = np.random.default_rng(13)
+    q, k, v = qkv(rng, nq=96, nk=96)
+    mask = rng.random((2, 96)) < 0.85
+    config = dict(n_hashes=2, q_cluster_size=8, n_sinks=2, window=8, n_blocks=3, block_size=8,
+                  n_samples=4)
+    out, lse = smyrf.Plan(16, **config).attention(q, k, v, key_mask=mask, causal=True,
+                                                   return_lse=True)
+    ref, ref_lse = np.empty_like(out), np.empty_like(lse)
+    clib.attention(q, k, v, ref, lse=ref_lse, key_mask=mask, causal=True, **config)
+    assert out.tobytes() == ref.tobytes() and lse.tobytes() == ref_lse.tobytes()
+    # Samples past the eligible count draw them all at weight one: exact causal attention.
+    every = dict(config, n_samples=1000)
+    got = smyrf.Plan(16, **every).attention(q, k, v, key_mask=mask, causal=True)
+    want, _ = oracle(q, k, v, key_mask=mask, query_offset=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(out - want).max() > 1e-4  # the partial draw is an estimate
+
+
+def test_causal_preset_equals_c_preset_and_refusals(clib):
+    plan = smyrf.Plan.causal(16, 256, seed=3)
+    c = clib.config(causal_preset=256)
+    for field in ("n_hashes", "q_cluster_size", "n_sinks", "window", "n_samples", "n_blocks",
+                  "block_size", "n_selected"):
+        assert plan.config[field] == getattr(c, field), field
+    assert plan.config["n_blocks"] > 0 and plan.config["seed"] == 3
+    rng = np.random.default_rng(14)
+    q, k, v = qkv(rng, nq=300, nk=300)
+    ref = np.empty((2, 4, 300, 8), dtype=np.float32)
+    clib.attention(q, k, v, ref, causal_preset=256, seed=3, causal=True)
+    assert plan.attention(q, k, v, causal=True).tobytes() == ref.tobytes()
+    with pytest.raises(ValueError, match="n_blocks needs a causal call"):
+        plan.attention(q, k, v)
+    with pytest.raises(ValueError, match="selected keys"):
+        smyrf.Plan.hybrid(16, 8).attention(q, k, v, causal=True)
+
+
 def test_one_cluster_is_dense_attention():
     rng = np.random.default_rng(3)
     q, k, v = qkv(rng, nq=50, nk=50)

@@ -105,7 +105,7 @@ pub enum smyrf_dtype {
 }
 
 /// How SMYRF attention is computed. Always start from `smyrf_config_default()` (or
-/// `smyrf_config_hybrid()`) and change the fields you need: the initialiser sets
+/// `smyrf_config_hybrid()`, `smyrf_config_causal()`) and change the fields you need: the initialiser sets
 /// `struct_size`, and the library reads only the fields that size covers, taking defaults
 /// for any appended later.
 #[repr(C)]
@@ -170,6 +170,14 @@ pub struct smyrf_config {
     pub n_blocks: u32,
     /// Consecutive positions per key block; 0 (default) means 16.
     pub block_size: u32,
+    /// Consecutive queries of a causal call with design §8 blocks that share one attention
+    /// call: one choice of key blocks (ranked by the bound of the sum of their queries), one
+    /// draw of samples, and one window span from the first query's window start to the last
+    /// query. 0 (default) means 16; 1 gives every query its own.
+    pub block_tile: u32,
+    /// Must be 0: it keeps the struct free of padding, and a later release may give it a
+    /// meaning (a nonzero value is refused, so no option is silently ignored).
+    pub reserved: u32,
 }
 
 /// A read-only view of a `[batch, heads, seq_len, dim]` tensor inside a caller buffer.
@@ -369,6 +377,36 @@ pub unsafe extern "C" fn smyrf_config_hybrid_init(
     })
 }
 
+/// Writes the causal preset for a key budget of `key_budget` keys per query into `*config`,
+/// as `smyrf_config_init` does (see `Config::causal` in the Rust documentation and
+/// docs/design.md §8): sinks, a window of the most recent keys and key blocks chosen per
+/// query, one hash round with clusters of one query. Its blocks serve causal calls only. A
+/// struct that ends before `n_blocks` (a 0.2.0 or 0.2.1 layout) is refused: it cannot hold
+/// the preset. The header's `smyrf_config_causal()` wraps it.
+///
+/// # Safety
+/// As for `smyrf_config_init`.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_config_causal_init(
+    config: *mut smyrf_config,
+    struct_size: usize,
+    key_budget: u32,
+) -> smyrf_status {
+    entry("smyrf_config_causal_init", || {
+        if !config.is_null()
+            && struct_size < size_of::<smyrf_config>()
+            && struct_size >= SMYRF_CONFIG_MIN_SIZE
+        {
+            return Err(Failure::invalid(format!(
+                "config->struct_size = {struct_size}: the causal preset needs a layout with n_blocks and block_size ({} bytes)",
+                size_of::<smyrf_config>()
+            )));
+        }
+        // SAFETY: forwarded.
+        unsafe { write_config(config, struct_size, smyrf_config_causal(key_budget)) }
+    })
+}
+
 /// Writes call options with every one off (no mask, no key lengths, no head sinks, no lse
 /// output, the plan's threads, no workspace) into `*args`, as `smyrf_config_init` does.
 /// The header's `smyrf_call_args_default()` wraps it.
@@ -438,6 +476,8 @@ pub fn smyrf_config_default() -> smyrf_config {
         select_dims: 0,
         n_blocks: 0,
         block_size: 0,
+        block_tile: 0,
+        reserved: 0,
     }
 }
 
@@ -462,6 +502,25 @@ pub fn smyrf_config_hybrid(key_budget: u32) -> smyrf_config {
         select_dims: narrow(config.select_dims),
         n_blocks: narrow(config.n_blocks),
         block_size: narrow(config.block_size),
+        block_tile: narrow(config.block_tile),
+        ..smyrf_config_default()
+    }
+}
+
+/// The causal preset, as `smyrf_config_causal_init` writes it.
+pub fn smyrf_config_causal(key_budget: u32) -> smyrf_config {
+    // As for the hybrid preset: integer arithmetic on a clamped budget, no panic.
+    let config = Config::causal(key_budget as usize);
+    let narrow = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    smyrf_config {
+        n_hashes: narrow(config.n_hashes),
+        q_cluster_size: narrow(config.q_cluster_size),
+        n_sinks: narrow(config.n_sinks),
+        window: narrow(config.window),
+        n_samples: narrow(config.n_samples),
+        n_blocks: narrow(config.n_blocks),
+        block_size: narrow(config.block_size),
+        block_tile: narrow(config.block_tile),
         ..smyrf_config_default()
     }
 }
@@ -1030,6 +1089,12 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
             )))
         }
     };
+    if c.reserved != 0 {
+        return Err(Failure::invalid(format!(
+            "config.reserved must be 0, got {}",
+            c.reserved
+        )));
+    }
     Ok(Config {
         n_hashes: c.n_hashes as usize,
         q_cluster_size: c.q_cluster_size as usize,
@@ -1047,6 +1112,7 @@ fn config_from_c(c: &smyrf_config) -> Result<Config, Failure> {
         select_dims: c.select_dims as usize,
         n_blocks: c.n_blocks as usize,
         block_size: c.block_size as usize,
+        block_tile: c.block_tile as usize,
         bf16_exact: match c.bf16_exact {
             0 => false,
             1 => true,

@@ -461,7 +461,7 @@ impl Plan {
             // The combined (max, sum) counts every round's softmax mass, R rounds of about
             // the same keys; the sink joins it once, as one logit seen in every round
             // (design §1), so that one cluster stays exact attention with a sink.
-            let sink = sink + (self.config.n_hashes as f32).ln();
+            let sink = sink + (self.config.n_hashes.max(1) as f32).ln();
             for i in 0..nq {
                 // SAFETY: this task alone owns the rows of (b, h).
                 let row = unsafe { out.row(b, h, i) };
@@ -515,8 +515,10 @@ impl Plan {
         } else {
             Par::Serial
         };
-        self.hash_sides(q, nq, k, shape.nk, valid, split, s);
-        self.sort_sides(nq, nv, split, s);
+        if rounds > 0 {
+            self.hash_sides(q, nq, k, shape.nk, valid, split, s);
+            self.sort_sides(nq, nv, split, s);
+        }
         let ck = config::key_cluster_size(&self.config, nq, shape.nk);
         let clusters = config::cluster_count(ck, nv, nq);
         // Steps 5–6 merge into each query's running result (`Running`): (max, sum) pairs in

@@ -1,59 +1,70 @@
 //! Design §8 blocks in causal form. Query i at position p sees the valid keys at or before p;
 //! in the order of those visible keys its sinks are the first `n_sinks`, its window the last
-//! `window` after them, and the rest is its middle, where the key blocks, the round-0 cluster
-//! and the samples find their keys. All of these are disjoint sets of one query's visible
-//! keys, so they run as one attention call per query (the samples' log-weight added to their
-//! logits by the hook); rounds ≥ 1 run per cluster with a hook that drops, per query, the
-//! future, the window and the chosen blocks (the sinks are out of every cluster's key list).
+//! `window` after them, and the rest is its middle.
 //!
-//! Each query's blocks are chosen in a fixed order on the task's thread, so the outputs do
+//! Queries run in tiles of `block_tile` consecutive queries. A tile's middle is the middle of
+//! its first query (every query of the tile sees all of it); its key blocks are chosen once
+//! for the tile and its samples drawn once from that middle; its window span runs from the
+//! first query's window start to the last query. Sinks, chosen blocks' keys, window span and
+//! samples are disjoint, so the tile runs as one attention call whose hook masks each row's
+//! future and adds the samples' log-weight. The cluster rounds follow, per cluster, with a
+//! hook that drops each query's future, its tile's window span, chosen blocks and samples
+//! (sinks are out of every cluster's key list).
+//!
+//! The blocks and samples are chosen in a fixed order on the task's thread, so the outputs do
 //! not depend on the thread count; only the attention calls run in parallel.
 
 use super::samples::{draw_samples_into, sample_seed};
 use super::{FusedBlock, HeadBlocks, HybridScratch, SAMPLE_BATCH, SAMPLE_KEYS};
-use crate::attention;
 use crate::plan::combine::Running;
 use crate::runtime::threads::for_each_index_with;
 use crate::sort::ordered_key;
 
-/// The key blocks chosen by every query of a (batch, head): query i's are
-/// `blocks[i·cap..i·cap + lens[i]]`, ascending, with the position where its window starts.
+/// What each tile of a (batch, head) took, for the cluster rounds to drop.
 #[derive(Clone, Copy)]
-struct Chosen<'a> {
+struct Taken<'a> {
+    /// Queries per tile.
+    tile: usize,
+    /// Tile g's chosen blocks: `blocks[g·cap..][..block_lens[g]]`, ascending.
     blocks: &'a [u32],
-    lens: &'a [u32],
-    cap: usize,
+    block_lens: &'a [u32],
+    block_cap: usize,
+    /// Tile g's samples: `samples[g·sample_cap..][..sample_lens[g]]`, by position.
+    samples: &'a [u32],
+    sample_lens: &'a [u32],
+    sample_cap: usize,
+    /// Where tile g's window span starts (`u32::MAX`: it has none).
     window_start: &'a [u32],
     block_size: u32,
 }
 
-impl Chosen<'_> {
-    fn of(&self, qi: u32) -> &[u32] {
-        let at = qi as usize * self.cap;
-        &self.blocks[at..at + self.lens[qi as usize] as usize]
-    }
-
-    /// Sets −∞ on each row's logits of keys past its position, in its window or in one of
-    /// its chosen blocks; `k_ids` are sorted by position, so one walk per row finds them.
+impl Taken<'_> {
+    /// Sets −∞ on each row's logits of keys past its position, in its tile's window span,
+    /// chosen blocks or samples; `k_ids` are sorted by position, so one walk per row finds
+    /// them.
     #[inline(always)]
     fn drop_columns(&self, offset: usize, q_ids: &[u32], k_ids: &[u32], s: &mut [f32], ldk: usize) {
         for (row, &qi) in s.chunks_exact_mut(ldk).zip(q_ids) {
+            let g = qi as usize / self.tile;
             let last = offset.saturating_add(qi as usize).min(u32::MAX as usize) as u32;
-            // Keys from the window's start on are the window's or the future's.
-            let end = last.saturating_add(1).min(self.window_start[qi as usize]);
+            // Keys from the window span on are the window's or the future's.
+            let end = last.saturating_add(1).min(self.window_start[g]);
             let cut = k_ids.partition_point(|&j| j < end);
             row[cut..k_ids.len()].fill(f32::NEG_INFINITY);
-            let chosen = self.of(qi);
-            let mut a = 0;
+            let blocks = &self.blocks[g * self.block_cap..][..self.block_lens[g] as usize];
+            let samples = &self.samples[g * self.sample_cap..][..self.sample_lens[g] as usize];
+            let (mut a, mut z) = (0, 0);
             for (x, &j) in row[..cut].iter_mut().zip(&k_ids[..cut]) {
                 let block = j / self.block_size;
-                while a < chosen.len() && chosen[a] < block {
+                while a < blocks.len() && blocks[a] < block {
                     a += 1;
                 }
-                if a == chosen.len() {
-                    break;
+                while z < samples.len() && samples[z] < j {
+                    z += 1;
                 }
-                if chosen[a] == block {
+                if (a < blocks.len() && blocks[a] == block)
+                    || (z < samples.len() && samples[z] == j)
+                {
                     *x = f32::NEG_INFINITY;
                 }
             }
@@ -63,73 +74,69 @@ impl Chosen<'_> {
 
 impl HeadBlocks<'_> {
     /// Every block of every query of (b, h) for a causal call whose query 0 sits at
-    /// `offset`; merge order per query: the fused call, then rounds 1 to R − 1.
+    /// `offset`; merge order per query: its tile's call, then rounds 0 to R − 1.
     pub(super) fn run_causal(&self, offset: usize, running: &Running<'_>, s: &mut HybridScratch) {
         if self.config.n_blocks > 0 {
             self.block_bounds(s);
         }
         let nq = self.nq;
-        let cap = self.config.n_blocks.min(s.block_count());
-        s.chosen_cap = cap;
-        s.chosen.resize(nq * cap, 0);
+        let tiles = nq.div_ceil(self.config.causal_tile());
+        s.chosen_cap = self.config.n_blocks.min(s.block_count());
+        s.chosen.resize(tiles * s.chosen_cap, 0);
         s.chosen_lens.clear();
-        s.chosen_lens.resize(nq, 0);
+        s.chosen_lens.resize(tiles, 0);
+        s.sample_cap = self.config.n_samples.min(self.nk);
+        s.tile_samples.resize(tiles * s.sample_cap, 0);
+        s.sample_lens.clear();
+        s.sample_lens.resize(tiles, 0);
         s.window_start.clear();
-        s.window_start.resize(nq, u32::MAX);
-        self.build_round(0, usize::MAX, s);
+        s.window_start.resize(tiles, u32::MAX);
+        s.query_ids.clear();
+        s.query_ids.extend(0..nq as u32);
         s.block_keys.clear();
         s.blocks.clear();
-        for i in 0..nq {
-            self.gather(offset, i, s);
+        for g in 0..tiles {
+            self.gather(offset, g, s);
             if s.blocks.len() == SAMPLE_BATCH || s.block_keys.len() >= SAMPLE_KEYS {
-                self.run_gathered(s, running);
+                self.run_gathered(offset, s, running);
                 s.block_keys.clear();
                 s.blocks.clear();
             }
         }
-        self.run_gathered(s, running);
-        for r in 1..self.config.n_hashes {
+        self.run_gathered(offset, s, running);
+        for r in 0..self.config.n_hashes {
             self.causal_round(offset, r, s, running);
         }
     }
 
-    /// Query i's fused call: its visible sinks, its window, the keys of its chosen blocks,
-    /// of its round-0 cluster and its samples, appended to `s.block_keys`.
-    fn gather(&self, offset: usize, i: usize, s: &mut HybridScratch) {
+    /// Tile g's call, appended to `s.block_keys` as `[k0, k1)` sinks and chosen blocks'
+    /// keys, `[k1, k2)` the window span (both by position), `[k2, k3)` samples.
+    fn gather(&self, offset: usize, g: usize, s: &mut HybridScratch) {
         let valid = self.valid;
-        let last = offset.saturating_add(i).min(u32::MAX as usize) as u32;
-        let seen = valid.partition_point(|&j| j <= last);
-        let sinks = s.sinks.len().min(seen);
-        let middle_end = sinks.max(seen.saturating_sub(self.config.window));
-        if middle_end < seen {
-            s.window_start[i] = valid[middle_end];
+        let tile = self.config.causal_tile();
+        let (i0, i1) = (g * tile, ((g + 1) * tile).min(self.nq) - 1);
+        let seen = |i: usize| {
+            let last = offset.saturating_add(i).min(u32::MAX as usize) as u32;
+            valid.partition_point(|&j| j <= last)
+        };
+        let (first_seen, last_seen) = (seen(i0), seen(i1));
+        let sinks = s.sinks.len().min(last_seen);
+        let middle_end = sinks.max(first_seen.saturating_sub(self.config.window));
+        if middle_end < last_seen {
+            s.window_start[g] = valid[middle_end];
         }
         let k0 = s.block_keys.len();
         s.block_keys.extend_from_slice(&valid[..sinks]);
-        s.block_keys.extend_from_slice(&valid[middle_end..seen]);
         let middle = sinks..middle_end;
-        if middle.is_empty() {
-            s.blocks.push(FusedBlock {
-                group: i,
-                k0,
-                k1: k0,
-                k2: s.block_keys.len(),
-                k3: s.block_keys.len(),
-                log_weight: 0.0,
-                pad: 0,
-            });
-            return;
-        }
         let p = self.config.key_block_size();
-        if s.chosen_cap > 0 {
-            self.choose_blocks(
-                i,
+        if s.chosen_cap > 0 && !middle.is_empty() {
+            let (lo, hi) = (
                 valid[middle.start] as usize / p,
                 valid[middle.end - 1] as usize / p,
-                s,
             );
-            let at = i * s.chosen_cap;
-            for &block in &s.chosen[at..at + s.chosen_lens[i] as usize] {
+            self.choose_blocks(g, i0..=i1, lo, hi, s);
+            let at = g * s.chosen_cap;
+            for &block in &s.chosen[at..at + s.chosen_lens[g] as usize] {
                 let (r0, r1) = s.block_ranks(block as usize);
                 let (r0, r1) = (r0.max(middle.start), r1.min(middle.end));
                 if r0 < r1 {
@@ -137,53 +144,45 @@ impl HeadBlocks<'_> {
                 }
             }
         }
-        let at = i * s.chosen_cap;
-        let chosen = &s.chosen[at..at + s.chosen_lens[i] as usize];
-        let not_chosen = |j: u32, a: &mut usize| {
-            let block = j as usize / p;
-            while *a < chosen.len() && (chosen[*a] as usize) < block {
-                *a += 1;
-            }
-            *a == chosen.len() || chosen[*a] as usize != block
-        };
-        // Round 0's cluster: its keys (no sinks, by position) in the query's middle.
-        let c = s.group_cluster[s.query_group[i] as usize] as usize;
-        let end = valid[middle.end - 1];
-        let mut a = 0;
-        for &j in &s.cluster_keys[s.cluster_bounds[c]..s.cluster_bounds[c + 1]] {
-            if j > end {
-                break;
-            }
-            if not_chosen(j, &mut a) {
-                s.block_keys.push(j);
-            }
-        }
+        let k1 = s.block_keys.len();
+        s.block_keys
+            .extend_from_slice(&valid[middle_end..last_seen]);
         let k2 = s.block_keys.len();
         let mut log_weight = 0.0;
-        if self.config.n_samples > 0 {
+        if s.sample_cap > 0 && !middle.is_empty() {
+            let at = g * s.chosen_cap;
+            let chosen = &s.chosen[at..at + s.chosen_lens[g] as usize];
             s.eligible.clear();
             let mut a = 0;
             for &j in &valid[middle] {
-                if s.key_cluster[j as usize] as usize != c && not_chosen(j, &mut a) {
+                let block = j as usize / p;
+                while a < chosen.len() && (chosen[a] as usize) < block {
+                    a += 1;
+                }
+                if a == chosen.len() || chosen[a] as usize != block {
                     s.eligible.push(j);
                 }
             }
-            let n = self.config.n_samples.min(s.eligible.len());
+            let n = s.sample_cap.min(s.eligible.len());
             if n > 0 {
                 log_weight = (s.eligible.len() as f64 / n as f64).ln() as f32;
                 draw_samples_into(
-                    sample_seed(self.config.seed, self.b, self.h, i),
+                    sample_seed(self.config.seed, self.b, self.h, g),
                     &mut s.eligible,
                     n,
                     &mut s.swaps,
                     &mut s.block_keys,
                 );
+                let row = &mut s.tile_samples[g * s.sample_cap..][..n];
+                row.copy_from_slice(&s.block_keys[k2..k2 + n]);
+                row.sort_unstable();
+                s.sample_lens[g] = n as u32;
             }
         }
         s.blocks.push(FusedBlock {
-            group: i,
+            group: g,
             k0,
-            k1: k0,
+            k1,
             k2,
             k3: s.block_keys.len(),
             log_weight,
@@ -191,32 +190,47 @@ impl HeadBlocks<'_> {
         });
     }
 
-    /// Query i's key blocks among `lo..=hi` (those holding its middle): all of them when
+    /// Tile g's key blocks among `lo..=hi` (those holding its middle): all of them when
     /// they are few enough, else the `n_blocks` holding valid keys with the largest upper
-    /// bound of its logits (ties: the lower block), ascending.
-    fn choose_blocks(&self, i: usize, lo: usize, hi: usize, s: &mut HybridScratch) {
-        let (cap, at) = (s.chosen_cap, i * s.chosen_cap);
+    /// bound of the logits of the sum of its queries (ties: the lower block), ascending.
+    fn choose_blocks(
+        &self,
+        g: usize,
+        queries: std::ops::RangeInclusive<usize>,
+        lo: usize,
+        hi: usize,
+        s: &mut HybridScratch,
+    ) {
+        let (cap, at) = (s.chosen_cap, g * s.chosen_cap);
         let count = hi - lo + 1;
         if count <= cap {
             for (slot, block) in s.chosen[at..].iter_mut().zip(lo..=hi) {
                 *slot = block as u32;
             }
-            s.chosen_lens[i] = count as u32;
+            s.chosen_lens[g] = count as u32;
             return;
         }
         let d = self.q.dim;
-        let query = match self.q.row_f32(i) {
-            Some(query) => query,
-            None => {
-                s.sel_query.resize(d, 0.0);
-                self.loads.convert.load(self.q.row(i), &mut s.sel_query);
-                &s.sel_query[..]
+        // The queries summed in order, in f32: the same bits on every tier.
+        s.sel_query.clear();
+        s.sel_query.resize(d, 0.0);
+        s.wide.resize(d, 0.0);
+        for i in queries {
+            let query = match self.q.row_f32(i) {
+                Some(query) => query,
+                None => {
+                    self.loads.convert.load(self.q.row(i), &mut s.wide);
+                    &s.wide[..]
+                }
+            };
+            for (sum, &x) in s.sel_query.iter_mut().zip(query) {
+                *sum += x;
             }
-        };
+        }
         let nb = s.block_count();
         s.sel_scores.clear();
         s.sel_scores.resize(count, 0.0);
-        for (t, &qt) in query.iter().enumerate() {
+        for (t, &qt) in s.sel_query.iter().enumerate() {
             let (lower, upper) = (&s.bound_min[t * nb + lo..], &s.bound_max[t * nb + lo..]);
             // Multiplies, max and adds in component order, never fused: every tier gets the
             // same scores.
@@ -240,7 +254,7 @@ impl HeadBlocks<'_> {
             *slot = key as u32;
         }
         row.sort_unstable();
-        s.chosen_lens[i] = m as u32;
+        s.chosen_lens[g] = m as u32;
     }
 
     /// Each key block's first valid rank and the element-wise minimum and maximum of its
@@ -281,40 +295,50 @@ impl HeadBlocks<'_> {
         }
     }
 
-    /// The fused calls gathered so far, one query each, in parallel.
-    fn run_gathered(&self, s: &HybridScratch, running: &Running<'_>) {
+    /// The tile calls gathered so far, in parallel.
+    fn run_gathered(&self, offset: usize, s: &HybridScratch, running: &Running<'_>) {
+        let tile = self.config.causal_tile();
         for_each_index_with(self.parallel, s.blocks.len(), self.tiles, |tiles, at| {
             let block = s.blocks[at];
             let keys = &s.block_keys[block.k0..block.k3];
-            let query = [block.group as u32];
-            let weigh = |_: &[u32], from: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
-                // `from`: where this key tile starts in `keys`; samples are its tail.
-                let c = (block.k2 - block.k0).saturating_sub(from).min(k_ids.len());
-                for row in t.chunks_exact_mut(ldk) {
-                    for x in &mut row[c..k_ids.len()] {
-                        *x += block.log_weight;
+            let g = block.group;
+            let members = &s.query_ids[g * tile..((g + 1) * tile).min(self.nq)];
+            let hook = |q_ids: &[u32], from: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
+                // `from`: where this key tile starts in `keys`; its columns split into the
+                // by-position part [0, c) and the samples [c, n).
+                let n = k_ids.len();
+                let c = (block.k2 - block.k0).saturating_sub(from).min(n);
+                crate::call::mask_future(offset, q_ids, &k_ids[..c], t, ldk);
+                if block.log_weight != 0.0 {
+                    for row in t.chunks_exact_mut(ldk) {
+                        for x in &mut row[c..n] {
+                            *x += block.log_weight;
+                        }
                     }
                 }
             };
-            let hook = (block.log_weight != 0.0).then_some(&weigh as attention::TileAdjust<'_>);
-            self.block(tiles, &query, keys, hook, running);
+            self.block(tiles, members, keys, Some(&hook), running);
         });
     }
 
-    /// Round r ≥ 1: each cluster's keys (no sinks) with, per query, the future, the window
-    /// and the chosen blocks dropped.
+    /// Round r: each cluster's keys (no sinks) with, per query, the future and what its
+    /// tile took dropped.
     fn causal_round(&self, offset: usize, r: usize, s: &mut HybridScratch, running: &Running<'_>) {
         self.build_round(r, usize::MAX, s);
         let s = &*s;
-        let chosen = Chosen {
+        let taken = Taken {
+            tile: self.config.causal_tile(),
             blocks: &s.chosen,
-            lens: &s.chosen_lens,
-            cap: s.chosen_cap,
+            block_lens: &s.chosen_lens,
+            block_cap: s.chosen_cap,
+            samples: &s.tile_samples,
+            sample_lens: &s.sample_lens,
+            sample_cap: s.sample_cap,
             window_start: &s.window_start,
             block_size: self.config.key_block_size().min(u32::MAX as usize) as u32,
         };
         let drop = move |q_ids: &[u32], _: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
-            chosen.drop_columns(offset, q_ids, k_ids, t, ldk);
+            taken.drop_columns(offset, q_ids, k_ids, t, ldk);
         };
         for_each_index_with(self.parallel, self.clusters, self.tiles, |tiles, c| {
             let members = &s.group_members[s.group_bounds[c]..s.group_bounds[c + 1]];

@@ -57,6 +57,12 @@ pub(crate) fn check_call(config: &Config, nq: usize, nk: usize, causal: bool) ->
             needs: "a causal call",
         });
     }
+    if config.n_hashes == 0 {
+        return Err(Error::OptionNeeds {
+            option: "n_hashes = 0",
+            needs: "a causal call",
+        });
+    }
     Ok(())
 }
 
@@ -69,10 +75,11 @@ pub(crate) fn largest_block_queries(config: &Config, nq: usize) -> usize {
     if config.n_samples > 0 {
         m = m.max(sample_group(config).min(nq));
     }
-    if config.n_selected > 0 || config.n_blocks > 0 || config.n_sinks > 0 {
+    if config.n_selected > 0 {
         m = m.max(1);
     }
-    m
+    // A causal call's tiles, whichever blocks are on.
+    m.max(config.causal_tile().min(nq))
 }
 
 /// Bytes of the §8 scratch of one (batch, head) task.
@@ -122,7 +129,8 @@ fn selection_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
 }
 
 /// Bytes of the causal blocks' scratch: each key block's ranks and bounds, their scores and
-/// sort keys, a widened row, and every query's chosen blocks and window start.
+/// sort keys, a widened row, and every tile's chosen blocks, samples and window start (at
+/// most one tile per query).
 fn key_block_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
     let nb = key_block_count(config, nk);
     [
@@ -131,7 +139,9 @@ fn key_block_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
         nb.saturating_mul(4 + 8),
         d.saturating_mul(8),
         nq.saturating_mul(config.n_blocks.min(nb)).saturating_mul(4),
-        nq.saturating_mul(8),
+        nq.saturating_mul(config.n_samples.min(nk))
+            .saturating_mul(4),
+        nq.saturating_mul(12),
     ]
     .into_iter()
     .fold(0, usize::saturating_add)
@@ -207,11 +217,15 @@ pub(crate) struct HybridScratch {
     bound_min: Buf<f32>,
     bound_max: Buf<f32>,
     wide: Buf<f32>,
-    /// Query i's chosen blocks: `chosen[i·chosen_cap..][..chosen_lens[i]]`, ascending; the
-    /// position where its causal window starts (`u32::MAX`: no window).
+    /// Causal tile g's chosen blocks, `chosen[g·chosen_cap..][..chosen_lens[g]]`, ascending;
+    /// its samples, `tile_samples[g·sample_cap..][..sample_lens[g]]`, by position; the
+    /// position where its window span starts (`u32::MAX`: none).
     chosen: Buf<u32>,
     chosen_lens: Buf<u32>,
     chosen_cap: usize,
+    tile_samples: Buf<u32>,
+    sample_lens: Buf<u32>,
+    sample_cap: usize,
     window_start: Buf<u32>,
 }
 
@@ -230,8 +244,7 @@ impl HybridScratch {
             return HybridScratch::default();
         }
         let on = |yes: bool, n: usize| if yes { n } else { 0 };
-        let (window, sampling, mean, selecting) = (
-            config.window > 0,
+        let (sampling, mean, selecting) = (
             config.n_samples > 0,
             config.sinks_use_mean_query(),
             config.n_selected > 0,
@@ -242,7 +255,7 @@ impl HybridScratch {
         // least one key.
         let (groups, clusters) = (nq, nq.min(nk));
         HybridScratch {
-            query_ids: arena.buf(on(window, nq)),
+            query_ids: arena.buf(nq),
             sinks: arena.buf(config.n_sinks.min(nk)),
             is_sink: arena.buf(nk),
             sinks_of: None,
@@ -279,6 +292,9 @@ impl HybridScratch {
             chosen: arena.buf(nq.saturating_mul(config.n_blocks.min(nb))),
             chosen_lens: arena.buf(on(blocking, nq)),
             chosen_cap: 0,
+            tile_samples: arena.buf(nq.saturating_mul(config.n_samples.min(nk))),
+            sample_lens: arena.buf(on(sampling, nq)),
+            sample_cap: 0,
             window_start: arena.buf(nq),
         }
     }
