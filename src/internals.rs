@@ -37,7 +37,7 @@ pub fn merge(
     sum: f32,
 ) -> Result<()> {
     let kern = attention::kernels(tier(isa)?);
-    crate::plan::combine::merge_row(kern, row, run_max, run_sum, acc, max, sum);
+    crate::attention::merge::merge_row(kern, row, run_max, run_sum, acc, max, sum);
     Ok(())
 }
 

@@ -184,7 +184,7 @@ fn last_error_is_cleared_by_the_next_call() {
     assert_eq!(status, smyrf_status::SMYRF_ERROR_INVALID_ARGUMENT);
     assert_eq!(
         last_error(),
-        "smyrf_plan_create: config.n_hashes: must be at least 1"
+        "smyrf_plan_create: config.n_hashes: must be at least 1 (0 only with design §8 blocks, in causal calls)"
     );
     config.n_hashes = 1;
     // SAFETY: valid pointers.

@@ -2,6 +2,7 @@
 //! partial softmaxes kept as (max, sum) pairs, and a head sink joining a final result.
 
 use super::exp::exp_nonpositive;
+use super::AttentionKernels;
 
 /// The weights of a round merge (the pipeline's `merge_row`): with top = max(run_max, max),
 /// a = run_sum·e^(run_max − top), b = sum·e^(max − top) and total = a + b, returns
@@ -27,6 +28,30 @@ pub(crate) fn merge_weights(
     };
     let total = run_sum * e_old + sum * e_new;
     Some((run_sum * e_old / total, e_new / total, top, total))
+}
+
+/// The round merge (design §1 step 6): the log-sum-exp merge of a round's result into a
+/// query's running result, kept as a (max, sum) pair (log-sum-exp `run_max + ln(run_sum)`),
+/// with the round's result as its unnormalised row `acc` and its softmax's `max` and `sum`
+/// (output `acc / sum`): `row = row·w_old + acc·w_new` by the tier's [`BlendFn`](super::BlendFn), one exp
+/// and no logarithm per row. Rows with no finite max on either side are left as they are.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn merge_row(
+    kern: &AttentionKernels,
+    row: &mut [f32],
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    acc: &[f32],
+    max: f32,
+    sum: f32,
+) {
+    assert_eq!(row.len(), acc.len(), "merge extents");
+    let Some((w_old, w_new, top, total)) = merge_weights(*run_max, *run_sum, max, sum) else {
+        return;
+    };
+    (kern.blend)(row, acc, w_old, w_new);
+    (*run_max, *run_sum) = (top, total);
 }
 
 /// Merges a head sink, a logit with no value, into a query's final result: the row is scaled

@@ -3,9 +3,7 @@
 //! log-sum-exp `max + ln(sum)` is taken once, at the end. Keeping the pair instead of the
 //! log-sum-exp makes a merge cost one exp and no logarithm per row.
 
-pub(crate) use crate::attention::merge::{merge_sink, merge_weights};
-#[cfg(doc)]
-use crate::attention::BlendFn;
+pub(crate) use crate::attention::merge::{merge_row, merge_sink};
 use crate::attention::{AttentionKernels, RowResult};
 use crate::call::SharedSlice;
 
@@ -90,26 +88,3 @@ pub(crate) fn log_sum_exp(max: &[f32], sum: &[f32], lse: &mut [f32]) {
     }
 }
 
-/// The round merge (design §1 step 6): the log-sum-exp merge of a round's result into a
-/// query's running result, kept as a (max, sum) pair (log-sum-exp `run_max + ln(run_sum)`),
-/// with the round's result as its unnormalised row `acc` and its softmax's `max` and `sum`
-/// (output `acc / sum`): `row = row·w_old + acc·w_new` by the tier's [`BlendFn`], one exp
-/// and no logarithm per row. Rows with no finite max on either side are left as they are.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn merge_row(
-    kern: &AttentionKernels,
-    row: &mut [f32],
-    run_max: &mut f32,
-    run_sum: &mut f32,
-    acc: &[f32],
-    max: f32,
-    sum: f32,
-) {
-    assert_eq!(row.len(), acc.len(), "merge extents");
-    let Some((w_old, w_new, top, total)) = merge_weights(*run_max, *run_sum, max, sum) else {
-        return;
-    };
-    (kern.blend)(row, acc, w_old, w_new);
-    (*run_max, *run_sum) = (top, total);
-}
