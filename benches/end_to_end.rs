@@ -12,7 +12,8 @@
 //! needs about 9 GiB of memory) times every element-type combination of the engine case
 //! against the all-f32 call of the same run, with the projection's read bandwidth for
 //! 16-bit rows. A fourth (`-- --causal` alone; `SMYRF_BENCH_CAUSAL_N`, default 4096,16384)
-//! times causal self-attention: exact causal dense against non-causal dense, and causal
+//! times causal self-attention: exact causal dense against non-causal dense, the causal
+//! preset (design §8 blocks, `Config::causal(N/32)`) and causal
 //! SMYRF against both.
 //!
 //! Tensors start on a 64-byte boundary, as inference engines allocate them (PyTorch's CPU
@@ -23,7 +24,7 @@
 use criterion::{black_box, Criterion};
 use half::{bf16, f16};
 use smyrf::internals::{self as testing, profile_stages};
-use smyrf::{detected_isa, CallOptions, Config, Element, Plan, TensorView, TensorViewMut};
+use smyrf::{detected_isa, CallOptions, Config, Element, KvIndex, Plan, TensorView, TensorViewMut};
 use std::time::Instant;
 
 const HEADS: usize = 8;
@@ -283,8 +284,8 @@ fn causal() {
         "\ncausal self-attention, 8 heads, d = dv = 64, tier {}",
         detected_isa()
     );
-    println!("| N | threads | dense ms | causal dense ms | causal / dense | causal SMYRF R=2 c=64 ms | SMYRF ms | causal SMYRF speed-up over causal dense |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| N | threads | dense ms | causal dense ms | causal / dense | causal SMYRF R=2 c=64 ms | SMYRF ms | causal SMYRF speed-up over causal dense | causal preset K=N/32 ms | preset speed-up over causal dense |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let lengths: Vec<usize> = std::env::var("SMYRF_BENCH_CAUSAL_N")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -307,14 +308,18 @@ fn causal() {
             let causal_dense = best_time(runs, || inputs.causal(&p, true));
             let causal_smyrf = best_time(5, || inputs.causal(&p, false));
             let smyrf = best_time(5, || inputs.smyrf(&p));
+            let preset = Plan::new(Config::causal(n / 32).num_threads(threads), D).unwrap();
+            let causal_preset = best_time(5, || inputs.causal(&preset, false));
             println!(
-                "| {n} | {threads} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1}x |",
+                "| {n} | {threads} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1}x | {:.2} | {:.1}x |",
                 dense * 1e3,
                 causal_dense * 1e3,
                 causal_dense / dense,
                 causal_smyrf * 1e3,
                 smyrf * 1e3,
-                causal_dense / causal_smyrf
+                causal_dense / causal_smyrf,
+                causal_preset * 1e3,
+                causal_dense / causal_preset
             );
         }
     }
@@ -588,7 +593,109 @@ element types, 8 heads, d = dv = 64, R = 2, c = 64, {threads} threads, tier {}; 
     }
 }
 
+/// Streaming-read bandwidth in GB/s on `threads` threads: each sums its share of a 2 GiB
+/// buffer, beyond the last-level cache.
+fn read_bandwidth(threads: usize) -> f64 {
+    let words = 512 << 20;
+    let data: Vec<u32> = (0..words as u32).collect();
+    let share = words / threads;
+    let t = best_time(3, || {
+        std::thread::scope(|scope| {
+            for part in data.chunks(share) {
+                scope.spawn(move || {
+                    black_box(part.iter().fold(0u32, |acc, &x| acc.wrapping_add(x)));
+                });
+            }
+        });
+    });
+    (words * 4) as f64 / t / 1e9
+}
+
+/// Decode, one new token over an f16 K/V cache: exact dense decode against the machine's
+/// streaming-read bandwidth (same run), and the causal preset at K = N/64 through a KV-cache
+/// index (built once, outside the timing) against it.
+fn decode() {
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    let bandwidth: Vec<f64> = (1..=cores).map(read_bandwidth).collect();
+    println!(
+        "\ndecode, one query per head over an f16 K/V cache, tier {}; streaming read: {}",
+        detected_isa(),
+        bandwidth
+            .iter()
+            .enumerate()
+            .map(|(t, b)| format!("{b:.1} GB/s on {} thread(s)", t + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("| shape | context N | threads | exact decode ms | K/V read GB/s | of streaming read | index decode K=N/64 ms | speed-up | index bytes per key (of the f16 K/V cache) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let contexts: Vec<usize> = std::env::var("SMYRF_BENCH_DECODE_N")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![32768, 131072]);
+    for (name, hq, hkv, d) in [
+        ("SmolLM2-like 9/3, d=64", 9, 3, 64),
+        ("Llama-8B-like 32/8, d=128", 32, 8, 128),
+    ] {
+        for &n in &contexts {
+            let gen = |len: usize, seed: usize| -> Vec<f16> {
+                (0..len)
+                    .map(|i| {
+                        f16::from_f32((((i * 2654435761 + seed) >> 7) % 2001) as f32 / 1000.0 - 1.0)
+                    })
+                    .collect()
+            };
+            let q: Vec<f32> = gen(hq * d, 1).iter().map(|x| x.to_f32()).collect();
+            let (k, v) = (gen(hkv * n * d, 2), gen(hkv * n * d, 3));
+            let mut out = vec![0.0f32; hq * d];
+            let bytes = 2.0 * (hkv * n * d * 2) as f64;
+            for threads in 1..=cores {
+                let dense = Plan::new(Config::default().num_threads(threads), d).unwrap();
+                let preset = Plan::new(Config::causal(n / 64).num_threads(threads), d).unwrap();
+                let mut index = KvIndex::new(&preset, 1, hkv, n).unwrap();
+                index
+                    .append(&TensorView::bhnd(&k, 1, hkv, n, d).unwrap(), &[n as u32])
+                    .unwrap();
+                // The index decode takes under a millisecond: more runs find its best.
+                let mut time = |plan: &Plan, exact: bool| {
+                    best_time(if exact { 5 } else { 50 }, || {
+                        let qv = TensorView::bhnd(&q, 1, hq, 1, d).unwrap();
+                        let kv = TensorView::bhnd(&k, 1, hkv, n, d).unwrap();
+                        let vv = TensorView::bhnd(&v, 1, hkv, n, d).unwrap();
+                        let mut ov = TensorViewMut::bhnd(&mut out, 1, hq, 1, d).unwrap();
+                        if exact {
+                            let options = CallOptions::new().causal();
+                            plan.dense_attention_with(&qv, &kv, &vv, &mut ov, options)
+                        } else {
+                            plan.decode(&index, &qv, &kv, &vv, &mut ov, CallOptions::new())
+                        }
+                        .unwrap();
+                    })
+                };
+                let exact = time(&dense, true);
+                let approx = time(&preset, false);
+                let rate = bytes / exact / 1e9;
+                let per_key = index.memory_bytes() as f64 / (hkv * n) as f64;
+                println!(
+                    "| {name} | {n} | {threads} | {:.3} | {rate:.1} | {:.0} % | {:.3} | {:.1}x | {per_key:.1} (1/{:.0}) |",
+                    exact * 1e3,
+                    100.0 * rate / bandwidth[threads - 1],
+                    approx * 1e3,
+                    exact / approx,
+                    (4 * d) as f64 / per_key
+                );
+            }
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--decode") {
+        decode();
+        return;
+    }
     if std::env::args().any(|a| a == "--types") {
         element_types();
         return;
@@ -611,5 +718,6 @@ fn main() {
     summary();
     crossover();
     causal();
+    decode();
     element_types();
 }

@@ -195,6 +195,15 @@ typedef uint32_t smyrf_status;
 #endif // __cplusplus
 
 /**
+ * A KV-cache index (design §10): the bf16 key-block bounds of an engine's K cache, for
+ * `smyrf_decode` with the plan it was created for. Created by `smyrf_kv_index_create`,
+ * grown by `smyrf_kv_index_append`, released by `smyrf_kv_index_destroy`. It copies no key
+ * or value. Appends and resets need the index to themselves; decode calls only read it, so
+ * any number may share it between appends.
+ */
+typedef struct smyrf_kv_index smyrf_kv_index;
+
+/**
  * An attention plan: the configuration, the head dimension, the projection matrix, the
  * chosen kernels and the threads. Created by `smyrf_plan_create` or
  * `smyrf_plan_create_with_projections`, released by `smyrf_plan_destroy`. A plan is
@@ -713,6 +722,89 @@ smyrf_status smyrf_dense_attention(const struct smyrf_tensor *q,
                                    float scale,
                                    const struct smyrf_tensor_mut *out,
                                    const struct smyrf_call_args *args);
+
+/**
+ * Creates an empty index for `batch` sequences of `kv_heads` key/value heads, each up to
+ * `capacity` keys, with the head dim and `block_size` of `plan` (it holds
+ * `4 * head_dim / block_size` bytes per key of capacity). On success stores it in
+ * `*out_index`; on error leaves that unchanged.
+ *
+ * # Safety
+ * `plan` must be NULL or a live plan; `out_index` NULL or writable for one pointer.
+ */
+smyrf_status smyrf_kv_index_create(const struct smyrf_plan *plan,
+                                   size_t batch,
+                                   size_t kv_heads,
+                                   size_t capacity,
+                                   struct smyrf_kv_index **out_index);
+
+/**
+ * Releases an index. NULL is a no-op. No other thread may be using it.
+ *
+ * # Safety
+ * `index` must be NULL or an index from `smyrf_kv_index_create` not destroyed yet.
+ */
+void smyrf_kv_index_destroy(struct smyrf_kv_index *index);
+
+/**
+ * Indexes the keys of each batch element b from its current length up to `lengths[b]`
+ * (`n_lengths` = the index's batch), reading them from the K cache `k`
+ * (`[batch, kv_heads, >= lengths[b], head_dim]`, key j at position j; f32, f16 or bf16).
+ * A length below the current one (positions out of order), past the capacity or past
+ * `k->seq_len` is refused, and the index is unchanged.
+ *
+ * # Safety
+ * `index` must be NULL or a live index no other thread uses; `k` NULL or a valid tensor
+ * whose buffer holds what its sizes and strides name; `lengths` NULL or `n_lengths`
+ * readable, 4-byte aligned values.
+ */
+smyrf_status smyrf_kv_index_append(struct smyrf_kv_index *index,
+                                   const struct smyrf_tensor *k,
+                                   const uint32_t *lengths,
+                                   size_t n_lengths);
+
+/**
+ * Empties batch element `batch_index` of the index (a new sequence in that slot).
+ *
+ * # Safety
+ * `index` must be NULL or a live index no other thread uses.
+ */
+smyrf_status smyrf_kv_index_reset(struct smyrf_kv_index *index, size_t batch_index);
+
+/**
+ * Copies the keys indexed per batch element into `out` (`len` must equal the batch), and
+ * the bytes the index holds into `*out_bytes` (if not NULL).
+ *
+ * # Safety
+ * `index` must be NULL or a live index; `out` NULL or writable for `len` aligned values;
+ * `out_bytes` NULL or writable.
+ */
+smyrf_status smyrf_kv_index_lengths(const struct smyrf_kv_index *index,
+                                    uint32_t *out,
+                                    size_t len,
+                                    size_t *out_bytes);
+
+/**
+ * Decode attention through a KV-cache index (design §10): the `Nq` queries of each batch
+ * element b (q `[B, Hq, Nq, d]`) sit at the last `Nq` of its indexed positions and attend
+ * causally to those keys of the cache (k, v `[B, Hkv, >= length, d]`, the views the index
+ * was appended from) by the plan's sinks, window and key blocks, exactly as the causal
+ * prefill's tile of those queries does. The plan must have no hash rounds or samples
+ * (`smyrf_config_causal` has neither) and the index's block size. `args` may carry head
+ * sinks, `lse_out` and `parallel_for`; a mask, key lengths, causal fields or a workspace
+ * are refused. On error nothing is written.
+ *
+ * # Safety
+ * As for `smyrf_attention`; `index` must be NULL or a live index no thread appends to
+ * during the call.
+ */
+smyrf_status smyrf_decode(const struct smyrf_plan *plan,
+                          const struct smyrf_kv_index *index,
+                          const struct smyrf_tensor *q,
+                          const struct smyrf_tensor *k,
+                          const struct smyrf_tensor *v,
+                          const struct smyrf_tensor_mut *out,
+                          const struct smyrf_call_args *args);
 
 /**
  * A static, NUL-terminated description of a status code; unknown codes get a text too.

@@ -313,6 +313,8 @@ pub const DEFAULT_BLOCK_TILE: usize = 16;
 /// Largest `n_sinks`, `window`, `n_samples`, `sample_group`, `n_selected`, `select_dims`,
 /// `n_blocks`, `block_size` and `block_tile` a plan accepts (positions are 32-bit).
 pub const MAX_BLOCK_SIZE: usize = u32::MAX as usize;
+/// Queries per tile in `Config::causal`: smaller tiles choose key blocks closer to each query.
+const PRESET_BLOCK_TILE: usize = 4;
 
 impl Config {
     /// The §8 hybrid preset for a key budget of K keys per query (each key costs d + dv
@@ -350,6 +352,7 @@ impl Config {
             n_sinks: sinks.min(k),
             window,
             n_blocks: (k - sinks.min(k) - window) / p,
+            block_tile: PRESET_BLOCK_TILE,
             ..Config::default()
         }
     }

@@ -129,6 +129,24 @@ pub enum Error {
         /// Bytes given.
         given: usize,
     },
+    /// A KV-cache index append would shorten a sequence: positions are appended in order.
+    IndexOrder {
+        /// The batch element.
+        batch: usize,
+        /// The length asked for.
+        length: usize,
+        /// The keys already indexed.
+        indexed: usize,
+    },
+    /// A KV-cache index append past the index's capacity.
+    IndexCapacity {
+        /// The batch element.
+        batch: usize,
+        /// The length asked for.
+        length: usize,
+        /// The keys per batch element the index holds.
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -186,6 +204,22 @@ impl fmt::Display for Error {
             Error::CausalBlocks => write!(
                 f,
                 "causal attention takes neither selected keys (n_selected must be 0; key blocks, n_blocks, are the causal selection) nor mean-query sinks (sink_selection must be first)"
+            ),
+            Error::IndexOrder {
+                batch,
+                length,
+                indexed,
+            } => write!(
+                f,
+                "index lengths[{batch}] = {length} is below the {indexed} keys already indexed: positions are appended in order (reset the sequence to start over)"
+            ),
+            Error::IndexCapacity {
+                batch,
+                length,
+                capacity,
+            } => write!(
+                f,
+                "index lengths[{batch}] = {length} is past the index's capacity of {capacity} keys"
             ),
             Error::WorkspaceTooSmall { needed, given } => write!(
                 f,

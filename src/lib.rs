@@ -68,5 +68,5 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use isa::{detected_isa, Isa};
-pub use plan::{gaussian_projections, Plan};
+pub use plan::{gaussian_projections, KvIndex, Plan};
 pub use view::{DType, Element, Shape, TensorView, TensorViewMut};

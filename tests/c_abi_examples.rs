@@ -311,6 +311,80 @@ fn check_engine(work: &Work, exe: &Path) {
     );
 }
 
+/// What `decode.c` computes, through the Rust API: each step's decode output `[Hq][D]`.
+fn decode_reference(isa: Isa) -> Vec<f32> {
+    let (hq, hkv, d, prompt, steps, capacity) = (4, 2, 32, 1000, 24, 1024);
+    let mut k = vec![f16::ZERO; hkv * capacity * d];
+    let mut v = k.clone();
+    let topic =
+        |h: usize, t: usize, x: usize| example_value(((h * capacity + t / 48) * d + x) as u32, 2);
+    let write = |k: &mut [f16], v: &mut [f16], t: usize| {
+        for h in 0..hkv {
+            for x in 0..d {
+                let i = (h * capacity + t) * d + x;
+                k[i] = f16::from_f32(topic(h, t, x) + 0.25 * example_value(i as u32, 4));
+                v[i] = f16::from_f32(example_value(i as u32, 3));
+            }
+        }
+    };
+    for t in 0..prompt {
+        write(&mut k, &mut v, t);
+    }
+    let plan = Plan::new(Config::causal(128).isa(isa), d).unwrap();
+    let mut index = smyrf::KvIndex::new(&plan, 1, hkv, capacity).unwrap();
+    let mut length = prompt;
+    index
+        .append(
+            &TensorView::bhnd(&k, 1, hkv, capacity, d).unwrap(),
+            &[length as u32],
+        )
+        .unwrap();
+    let mut outputs = Vec::new();
+    for step in 0..steps {
+        write(&mut k, &mut v, length);
+        length += 1;
+        let kv = TensorView::bhnd(&k, 1, hkv, capacity, d).unwrap();
+        index.append(&kv, &[length as u32]).unwrap();
+        let mut q = vec![0.0f32; hq * d];
+        for h in 0..hq {
+            let target = (step * 7919 + h * 104729) % (length - 200);
+            for x in 0..d {
+                let j = ((step * hq + h) * d + x) as u32;
+                q[h * d + x] = 3.0 * topic(h / (hq / hkv), target, x) + 0.25 * example_value(j, 1);
+            }
+        }
+        let mut out = vec![0.0f32; hq * d];
+        plan.decode(
+            &index,
+            &TensorView::bhnd(&q, 1, hq, 1, d).unwrap(),
+            &kv,
+            &TensorView::bhnd(&v, 1, hkv, capacity, d).unwrap(),
+            &mut TensorViewMut::bhnd(&mut out, 1, hq, 1, d).unwrap(),
+            CallOptions::new(),
+        )
+        .unwrap();
+        outputs.extend(out);
+    }
+    outputs
+}
+
+#[test]
+fn c_decode_loop_matches_the_rust_api() {
+    let work = work("decode");
+    let exe = build(&work, "decode.c", Link::Shared, &["-O2"], "decode");
+    let file = work.dir.join("decode.out");
+    let stdout = run(&work, &exe, &file);
+    assert!(stdout.contains("decoded 24 tokens"), "{stdout}");
+    assert!(stdout.contains("append out of order: "), "{stdout}");
+    let want = decode_reference(reported_isa(&stdout));
+    compare_parts(
+        &exe,
+        &read_floats(&file),
+        &want,
+        &[("decode outputs", want.len())],
+    );
+}
+
 #[test]
 fn c_example_matches_the_rust_api_shared_and_static() {
     let work = work("basic");

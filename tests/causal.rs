@@ -521,10 +521,32 @@ impl Blocks {
     }
 }
 
+/// The largest bf16 value at or below `x`, as f32: round to nearest, then step down if that
+/// went up.
+fn bf16_floor(x: f32) -> f32 {
+    let r = half::bf16::from_f32(x);
+    if r.to_f32() <= x {
+        return r.to_f32();
+    }
+    let bits = r.to_bits();
+    let down = match bits {
+        0 => 0x8001,
+        b if b & 0x8000 == 0 => b - 1,
+        b => b + 1,
+    };
+    half::bf16::from_bits(down).to_f32()
+}
+
+/// The smallest bf16 value at or above `x`, as f32.
+fn bf16_ceil(x: f32) -> f32 {
+    -bf16_floor(-x)
+}
+
 /// A tile's key blocks among those holding its middle (design §8, causal): all of them when
 /// they are few, else the `n_blocks` with the largest f32 upper bound
 /// Σ_t max(s_t·min_t, s_t·max_t) of the sum s of the tile's queries (summed in query order,
-/// the bound in component order), ties to the lower block.
+/// the bound in component order), the bounds rounded outward to bf16, ties to the lower
+/// block.
 fn oracle_chosen_blocks(
     queries: &[Vec<f32>],
     k: &[Vec<f32>],
@@ -563,7 +585,7 @@ fn oracle_chosen_blocks(
                     .iter()
                     .map(|key| key[t])
                     .fold(f32::NEG_INFINITY, f32::max);
-                score += (st * mn).max(st * mx);
+                score += (st * bf16_floor(mn)).max(st * bf16_ceil(mx));
             }
             Some((score, beta))
         })

@@ -387,6 +387,28 @@ pub(crate) unsafe fn blend<S: SimdF32>(x: &mut [f32], y: &[f32], a: f32, b: f32)
     }
 }
 
+/// `x += a·y` elementwise, y bf16 bit patterns ([`super::AddScaledFn`]): a product, rounded,
+/// then a sum (never fused), in the vector loop and the scalar tail alike, so every tier
+/// gives the same bits.
+#[inline(always)]
+pub(crate) unsafe fn add_scaled<S: SimdF32>(x: &mut [f32], y: &[u16], a: f32) {
+    assert_eq!(x.len(), y.len(), "add_scaled extents");
+    let whole = x.len() / S::LANES * S::LANES;
+    let (x_ptr, y_ptr) = (x.as_mut_ptr(), y.as_ptr());
+    // SAFETY: at + LANES ≤ whole ≤ the common length; the tier is the caller's.
+    unsafe {
+        let av = S::splat(a);
+        for at in (0..whole).step_by(S::LANES) {
+            let xv = S::load(x_ptr.add(at));
+            let yv = S::load_bf16(y_ptr.add(at));
+            S::store(x_ptr.add(at), S::add(xv, S::mul(yv, av)));
+        }
+    }
+    for (x, &y) in x[whole..].iter_mut().zip(&y[whole..]) {
+        *x += f32::from_bits(u32::from(y) << 16) * a;
+    }
+}
+
 /// `row = o · scale` ([`super::ScaleStoreFn`]): non-temporal stores when `stream` is set and
 /// the row lies on whole cache lines, plain stores otherwise.
 #[inline(always)]
@@ -502,6 +524,12 @@ macro_rules! attention_tier {
         }
 
         $(#[$attr])*
+        unsafe fn add_scaled_impl(x: &mut [f32], y: &[u16], a: f32) {
+            // SAFETY: as above.
+            unsafe { generic::add_scaled::<S>(x, y, a) }
+        }
+
+        $(#[$attr])*
         unsafe fn scale_store_impl(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {
             // SAFETY: as above.
             unsafe { generic::scale_store::<S>(row, o, scale, stream) }
@@ -567,6 +595,11 @@ macro_rules! attention_tier {
         pub(super) fn blend(x: &mut [f32], y: &[f32], a: f32, b: f32) {
             // SAFETY: as for the Q·Kᵀ entry.
             unsafe { blend_impl(x, y, a, b) }
+        }
+
+        pub(super) fn add_scaled(x: &mut [f32], y: &[u16], a: f32) {
+            // SAFETY: as for the Q·Kᵀ entry.
+            unsafe { add_scaled_impl(x, y, a) }
         }
 
         pub(super) fn scale_store(row: &mut [f32], o: &[f32], scale: f32, stream: bool) {

@@ -86,6 +86,10 @@ pub(crate) type ExpFn = fn(values: &mut [f32]);
 /// `x = x·a + y·b` elementwise, with two products and a sum per element in every tier (the
 /// same bits everywhere): the vector part of the pipeline's round merge.
 pub(crate) type BlendFn = fn(x: &mut [f32], y: &[f32], a: f32, b: f32);
+/// `x += a·y` elementwise for bf16 bit patterns y, the product rounded before the sum in
+/// every tier (the same bits everywhere): one component's term of the key blocks' logit
+/// bounds.
+pub(crate) type AddScaledFn = fn(x: &mut [f32], y: &[u16], a: f32);
 /// `row = o · scale` (a round's first output, normalised on the way), with streaming stores
 /// when `stream` is set and the row lies on whole cache lines (`crate::runtime::stream::can_stream`);
 /// the caller fences (`crate::runtime::stream::fence`) after streaming.
@@ -123,6 +127,7 @@ pub(crate) struct AttentionKernels {
     #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub(crate) exp: ExpFn,
     pub(crate) blend: BlendFn,
+    pub(crate) add_scaled: AddScaledFn,
     pub(crate) scale_store: ScaleStoreFn,
     pub(crate) transpose16: Option<Transpose16Fn>,
     /// Multiply-adds per register-tile step of the Q·Kᵀ kernel.
@@ -135,6 +140,7 @@ const PORTABLE: AttentionKernels = AttentionKernels {
     pv: portable::pv_portable_4x16,
     exp: portable::exp_in_place,
     blend: portable::blend,
+    add_scaled: portable::add_scaled,
     scale_store: portable::scale_store,
     transpose16: None,
     macs_per_step: portable::MACS_PER_STEP,
@@ -147,6 +153,7 @@ const AVX2: AttentionKernels = AttentionKernels {
     pv: avx2::pv_avx2_6x16,
     exp: avx2::exp_in_place,
     blend: avx2::blend,
+    add_scaled: avx2::add_scaled,
     scale_store: avx2::scale_store,
     transpose16: None,
     macs_per_step: avx2::MACS_PER_STEP,
@@ -159,6 +166,7 @@ const AVX512: AttentionKernels = AttentionKernels {
     pv: avx512::pv_avx512_6x64,
     exp: avx512::exp_in_place,
     blend: avx512::blend,
+    add_scaled: avx512::add_scaled,
     scale_store: avx512::scale_store,
     transpose16: Some(avx512::transpose16),
     macs_per_step: avx512::MACS_PER_STEP,
@@ -171,6 +179,7 @@ const NEON: AttentionKernels = AttentionKernels {
     pv: neon::pv_neon_8x8,
     exp: neon::exp_in_place,
     blend: neon::blend,
+    add_scaled: neon::add_scaled,
     scale_store: neon::scale_store,
     transpose16: None,
     macs_per_step: neon::MACS_PER_STEP,

@@ -20,7 +20,7 @@ use crate::call::{CallOptions, ParallelFor};
 use crate::config::{Config, SinkSelection};
 use crate::error::Error;
 use crate::isa::{detected_isa, Isa};
-use crate::plan::Plan;
+use crate::plan::{KvIndex, Plan};
 use crate::view::{AnyView, DType, Element, OutRows, Shape, TensorView, TensorViewMut};
 use half::{bf16, f16};
 use std::cell::RefCell;
@@ -835,6 +835,212 @@ pub unsafe extern "C" fn smyrf_dense_attention(
             },
             options,
         )?;
+        engine.as_ref().map_or(Ok(()), CEngine::check)
+    })
+}
+
+/// A KV-cache index (design §10): the bf16 key-block bounds of an engine's K cache, for
+/// `smyrf_decode` with the plan it was created for. Created by `smyrf_kv_index_create`,
+/// grown by `smyrf_kv_index_append`, released by `smyrf_kv_index_destroy`. It copies no key
+/// or value. Appends and resets need the index to themselves; decode calls only read it, so
+/// any number may share it between appends.
+pub struct smyrf_kv_index {
+    index: KvIndex,
+}
+
+/// Creates an empty index for `batch` sequences of `kv_heads` key/value heads, each up to
+/// `capacity` keys, with the head dim and `block_size` of `plan` (it holds
+/// `4 * head_dim / block_size` bytes per key of capacity). On success stores it in
+/// `*out_index`; on error leaves that unchanged.
+///
+/// # Safety
+/// `plan` must be NULL or a live plan; `out_index` NULL or writable for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_kv_index_create(
+    plan: *const smyrf_plan,
+    batch: usize,
+    kv_heads: usize,
+    capacity: usize,
+    out_index: *mut *mut smyrf_kv_index,
+) -> smyrf_status {
+    entry("smyrf_kv_index_create", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live plan.
+        let plan = &unsafe { plan.as_ref() }
+            .ok_or_else(|| Failure::null("plan"))?
+            .plan;
+        if out_index.is_null() {
+            return Err(Failure::null("out_index"));
+        }
+        let index = KvIndex::new(plan, batch, kv_heads, capacity)?;
+        let handle = Box::into_raw(Box::new(smyrf_kv_index { index }));
+        // SAFETY: `out_index` is non-NULL and, by the caller's contract, writable.
+        unsafe { out_index.write(handle) };
+        Ok(())
+    })
+}
+
+/// Releases an index. NULL is a no-op. No other thread may be using it.
+///
+/// # Safety
+/// `index` must be NULL or an index from `smyrf_kv_index_create` not destroyed yet.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_kv_index_destroy(index: *mut smyrf_kv_index) {
+    if index.is_null() {
+        return;
+    }
+    // A panic while dropping cannot be reported (no status); it is contained, not unwound.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the pointer came from `Box::into_raw` in `smyrf_kv_index_create` and, by
+        // the caller's contract, is destroyed once.
+        drop(unsafe { Box::from_raw(index) });
+    }));
+}
+
+/// Indexes the keys of each batch element b from its current length up to `lengths[b]`
+/// (`n_lengths` = the index's batch), reading them from the K cache `k`
+/// (`[batch, kv_heads, >= lengths[b], head_dim]`, key j at position j; f32, f16 or bf16).
+/// A length below the current one (positions out of order), past the capacity or past
+/// `k->seq_len` is refused, and the index is unchanged.
+///
+/// # Safety
+/// `index` must be NULL or a live index no other thread uses; `k` NULL or a valid tensor
+/// whose buffer holds what its sizes and strides name; `lengths` NULL or `n_lengths`
+/// readable, 4-byte aligned values.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_kv_index_append(
+    index: *mut smyrf_kv_index,
+    k: *const smyrf_tensor,
+    lengths: *const u32,
+    n_lengths: usize,
+) -> smyrf_status {
+    entry("smyrf_kv_index_append", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live, unshared index.
+        let index = &mut unsafe { index.as_mut() }
+            .ok_or_else(|| Failure::null("index"))?
+            .index;
+        // SAFETY: NULL is refused; otherwise the caller guarantees a valid struct (copied).
+        let k = TensorParts::of("k", &unsafe { read_tensor("k", k) }?)?;
+        if lengths.is_null() && n_lengths > 0 {
+            return Err(Failure::null("lengths"));
+        }
+        span("lengths", lengths, n_lengths)?;
+        let (_, k_len) = k.extent()?;
+        // SAFETY: `extent` checked the view's pointer and extent, readable by the contract.
+        let keys = unsafe { k.view(k_len) }?;
+        let lengths = if n_lengths == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-NULL and aligned (checked by `span`), `n_lengths` readable values.
+            unsafe { std::slice::from_raw_parts(lengths, n_lengths) }
+        };
+        index.append_erased(keys, lengths)?;
+        Ok(())
+    })
+}
+
+/// Empties batch element `batch_index` of the index (a new sequence in that slot).
+///
+/// # Safety
+/// `index` must be NULL or a live index no other thread uses.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_kv_index_reset(
+    index: *mut smyrf_kv_index,
+    batch_index: usize,
+) -> smyrf_status {
+    entry("smyrf_kv_index_reset", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live, unshared index.
+        let index = &mut unsafe { index.as_mut() }
+            .ok_or_else(|| Failure::null("index"))?
+            .index;
+        Ok(index.reset(batch_index)?)
+    })
+}
+
+/// Copies the keys indexed per batch element into `out` (`len` must equal the batch), and
+/// the bytes the index holds into `*out_bytes` (if not NULL).
+///
+/// # Safety
+/// `index` must be NULL or a live index; `out` NULL or writable for `len` aligned values;
+/// `out_bytes` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_kv_index_lengths(
+    index: *const smyrf_kv_index,
+    out: *mut u32,
+    len: usize,
+    out_bytes: *mut usize,
+) -> smyrf_status {
+    entry("smyrf_kv_index_lengths", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live index.
+        let index = &unsafe { index.as_ref() }
+            .ok_or_else(|| Failure::null("index"))?
+            .index;
+        let lengths = index.lengths();
+        if len != lengths.len() {
+            return Err(Error::ShapeMismatch {
+                what: "len (must equal the index's batch)",
+                expected: lengths.len(),
+                found: len,
+            }
+            .into());
+        }
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        span("out", out.cast_const(), len)?;
+        // SAFETY: non-NULL and aligned (checked by `span`), writable for `len` values.
+        unsafe { std::slice::from_raw_parts_mut(out, len) }.copy_from_slice(lengths);
+        if !out_bytes.is_null() {
+            // SAFETY: non-NULL, writable by the caller's contract.
+            unsafe { out_bytes.write(index.memory_bytes()) };
+        }
+        Ok(())
+    })
+}
+
+/// Decode attention through a KV-cache index (design §10): the `Nq` queries of each batch
+/// element b (q `[B, Hq, Nq, d]`) sit at the last `Nq` of its indexed positions and attend
+/// causally to those keys of the cache (k, v `[B, Hkv, >= length, d]`, the views the index
+/// was appended from) by the plan's sinks, window and key blocks, exactly as the causal
+/// prefill's tile of those queries does. The plan must have no hash rounds or samples
+/// (`smyrf_config_causal` has neither) and the index's block size. `args` may carry head
+/// sinks, `lse_out` and `parallel_for`; a mask, key lengths, causal fields or a workspace
+/// are refused. On error nothing is written.
+///
+/// # Safety
+/// As for `smyrf_attention`; `index` must be NULL or a live index no thread appends to
+/// during the call.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_decode(
+    plan: *const smyrf_plan,
+    index: *const smyrf_kv_index,
+    q: *const smyrf_tensor,
+    k: *const smyrf_tensor,
+    v: *const smyrf_tensor,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
+) -> smyrf_status {
+    entry("smyrf_decode", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live plan.
+        let plan = &unsafe { plan.as_ref() }
+            .ok_or_else(|| Failure::null("plan"))?
+            .plan;
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live index.
+        let index = &unsafe { index.as_ref() }
+            .ok_or_else(|| Failure::null("index"))?
+            .index;
+        // SAFETY: forwarded caller contract for every pointer.
+        let call = unsafe { CallBuffers::from_c(q, k, v, out, args) }?;
+        let CallBuffers {
+            q,
+            k,
+            v,
+            call,
+            mut out,
+            engine,
+        } = call;
+        let options = call.options(engine.as_ref());
+        let (shape, rows) = out.writer();
+        plan.run_decode(index, q, k, v, shape, rows, options)?;
         engine.as_ref().map_or(Ok(()), CEngine::check)
     })
 }

@@ -87,4 +87,3 @@ pub(crate) fn log_sum_exp(max: &[f32], sum: &[f32], lse: &mut [f32]) {
         *lse = max + sum.ln();
     }
 }
-

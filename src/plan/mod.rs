@@ -20,10 +20,13 @@ use crate::simd::Tier;
 use crate::sort::{self, SortKernels};
 use crate::view::{AnyView, DType, Element, OutRows, RowWriter, Shape, TensorView, TensorViewMut};
 use combine::Running;
+pub(crate) mod bounds;
 mod cluster;
 pub(crate) mod combine;
 mod hash;
 pub(crate) mod hybrid;
+mod index;
+pub use index::KvIndex;
 mod scratch;
 
 pub(crate) use cluster::cut;
@@ -54,6 +57,8 @@ pub struct Plan {
     tiles: Pool<TileScratch>,
     /// Buffers of each running dense task: at most one per thread.
     dense: Pool<dense::DenseScratch>,
+    /// Buffers of each running decode task: at most one per thread.
+    decode: Pool<index::DecodeScratch>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -124,6 +129,7 @@ impl Plan {
             scratch: Pool::default(),
             tiles: Pool::default(),
             dense: Pool::default(),
+            decode: Pool::default(),
         })
     }
 

@@ -45,6 +45,15 @@ impl SimdF32 for Avx2 {
         unsafe { _mm256_loadu_ps(p) }
     }
     #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> __m256 {
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's
+        // note); `p` is valid for 8 values.
+        unsafe {
+            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+        }
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m256) {
         // SAFETY: `p` is valid for a whole vector (the caller's contract).
         unsafe { _mm256_storeu_ps(p, v) }

@@ -54,6 +54,14 @@ impl SimdF32 for Avx512 {
         unsafe { _mm512_loadu_ps(p) }
     }
     #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> __m512 {
+        // SAFETY: `p` is valid for a whole vector of u16 (the caller's contract).
+        unsafe {
+            let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+        }
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m512) {
         // SAFETY: `p` is valid for a whole vector (the caller's contract).
         unsafe { _mm512_storeu_ps(p, v) }

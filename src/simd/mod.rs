@@ -10,6 +10,8 @@ pub(crate) trait SimdF32 {
     unsafe fn splat(x: f32) -> Self::V;
     /// Unaligned load of `LANES` values.
     unsafe fn load(p: *const f32) -> Self::V;
+    /// Unaligned load of `LANES` bf16 bit patterns, widened exactly (`bits << 16`).
+    unsafe fn load_bf16(p: *const u16) -> Self::V;
     /// Unaligned store of `LANES` values.
     unsafe fn store(p: *mut f32, v: Self::V);
     /// Non-temporal store of `LANES` values at `p`, aligned to a whole vector; a plain store

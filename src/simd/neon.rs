@@ -22,6 +22,12 @@ impl SimdF32 for Neon {
         unsafe { vld1q_f32(p) }
     }
     #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> float32x4_t {
+        // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's
+        // note); `p` is valid for 4 values.
+        unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p))) }
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: float32x4_t) {
         // SAFETY: this tier's intrinsics, inside code that enables its features (the impl's note).
         unsafe { vst1q_f32(p, v) }

@@ -22,6 +22,12 @@ impl SimdF32 for Portable {
         f32x8::new(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
     }
     #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> f32x8 {
+        // SAFETY: `p` is valid for 8 values (the caller's contract); unaligned read.
+        let bits = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+        f32x8::new(bits.map(|b| f32::from_bits(u32::from(b) << 16)))
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: f32x8) {
         // SAFETY: `p` is valid for 8 values (the caller's contract); unaligned write.
         unsafe { p.cast::<[f32; 8]>().write_unaligned(v.to_array()) }

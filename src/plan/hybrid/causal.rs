@@ -16,6 +16,7 @@
 
 use super::samples::{draw_samples_into, sample_seed};
 use super::{FusedBlock, HeadBlocks, HybridScratch, SAMPLE_BATCH, SAMPLE_KEYS};
+use crate::plan::bounds::{bound_scores, widen_bounds, BF16_INF, BF16_NEG_INF};
 use crate::plan::combine::Running;
 use crate::runtime::threads::for_each_index_with;
 use crate::sort::ordered_key;
@@ -219,8 +220,8 @@ impl HeadBlocks<'_> {
             let query = match self.q.row_f32(i) {
                 Some(query) => query,
                 None => {
-                    self.loads.convert.load(self.q.row(i), &mut s.wide);
-                    &s.wide[..]
+                    self.loads.convert.load(self.q.row(i), &mut s.wide[..d]);
+                    &s.wide[..d]
                 }
             };
             for (sum, &x) in s.sel_query.iter_mut().zip(query) {
@@ -230,14 +231,14 @@ impl HeadBlocks<'_> {
         let nb = s.block_count();
         s.sel_scores.clear();
         s.sel_scores.resize(count, 0.0);
-        for (t, &qt) in s.sel_query.iter().enumerate() {
-            let (lower, upper) = (&s.bound_min[t * nb + lo..], &s.bound_max[t * nb + lo..]);
-            // Multiplies, max and adds in component order, never fused: every tier gets the
-            // same scores.
-            for ((score, &mn), &mx) in s.sel_scores.iter_mut().zip(lower).zip(upper) {
-                *score += (qt * mn).max(qt * mx);
-            }
-        }
+        bound_scores(
+            self.kern,
+            &s.sel_query,
+            &s.bound_min[lo..],
+            &s.bound_max[lo..],
+            nb,
+            &mut s.sel_scores,
+        );
         s.sel_pool.clear();
         let (ranks, scores) = (&s.ranks, &s.sel_scores);
         s.sel_pool.extend(
@@ -258,7 +259,7 @@ impl HeadBlocks<'_> {
     }
 
     /// Each key block's first valid rank and the element-wise minimum and maximum of its
-    /// valid keys, component-major; the query heads of one key/value head share them.
+    /// valid keys, rounded outward to bf16, component-major; the query heads of one key/value head share them.
     fn block_bounds(&self, s: &mut HybridScratch) {
         let kv_head = (self.b, self.h / self.group);
         if s.bounds_of == Some(kv_head) {
@@ -273,23 +274,24 @@ impl HeadBlocks<'_> {
             (0..=nb).map(|block| valid.partition_point(|&j| (j as usize) < block * p) as u32),
         );
         s.bound_min.clear();
-        s.bound_min.resize(nb * d, f32::INFINITY);
+        s.bound_min.resize(nb * d, BF16_INF);
         s.bound_max.clear();
-        s.bound_max.resize(nb * d, f32::NEG_INFINITY);
+        s.bound_max.resize(nb * d, BF16_NEG_INF);
         s.wide.resize(d, 0.0);
         for block in 0..nb {
             for &j in &valid[s.ranks[block] as usize..s.ranks[block + 1] as usize] {
                 let key = match self.k.row_f32(j as usize) {
                     Some(key) => key,
                     None => {
-                        self.loads.convert.load(self.k.row(j as usize), &mut s.wide);
-                        &s.wide[..]
+                        self.loads
+                            .convert
+                            .load(self.k.row(j as usize), &mut s.wide[..d]);
+                        &s.wide[..d]
                     }
                 };
                 for (t, &x) in key.iter().enumerate() {
                     let at = t * nb + block;
-                    s.bound_min[at] = s.bound_min[at].min(x);
-                    s.bound_max[at] = s.bound_max[at].max(x);
+                    widen_bounds(&mut s.bound_min[at], &mut s.bound_max[at], x);
                 }
             }
         }

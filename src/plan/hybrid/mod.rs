@@ -128,14 +128,14 @@ fn selection_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
     .fold(0, usize::saturating_add)
 }
 
-/// Bytes of the causal blocks' scratch: each key block's ranks and bounds, their scores and
-/// sort keys, a widened row, and every tile's chosen blocks, samples and window start (at
+/// Bytes of the causal blocks' scratch: each key block's ranks and bf16 bounds, their scores
+/// and sort keys, a widened row and the tile's query sum, and every tile's chosen blocks, samples and window start (at
 /// most one tile per query).
 fn key_block_bytes(config: &Config, nq: usize, nk: usize, d: usize) -> usize {
     let nb = key_block_count(config, nk);
     [
         nb.saturating_add(1).saturating_mul(4),
-        nb.saturating_mul(d).saturating_mul(8),
+        nb.saturating_mul(d).saturating_mul(4),
         nb.saturating_mul(4 + 8),
         d.saturating_mul(8),
         nq.saturating_mul(config.n_blocks.min(nb)).saturating_mul(4),
@@ -214,8 +214,9 @@ pub(crate) struct HybridScratch {
     /// `bound_min[t·nb + β]`, `bound_max[t·nb + β]`.
     bounds_of: Option<(usize, usize)>,
     ranks: Buf<u32>,
-    bound_min: Buf<f32>,
-    bound_max: Buf<f32>,
+    bound_min: Buf<u16>,
+    bound_max: Buf<u16>,
+    /// One key widened to f32.
     wide: Buf<f32>,
     /// Causal tile g's chosen blocks, `chosen[g·chosen_cap..][..chosen_lens[g]]`, ascending;
     /// its samples, `tile_samples[g·sample_cap..][..sample_lens[g]]`, by position; the
