@@ -340,12 +340,21 @@ impl Config {
         }
     }
 
-    /// The causal preset for a key budget of K keys per query: PRESET_DOC
+    /// The causal preset for a key budget of K keys per query: `max(1, K/256)` sinks, a
+    /// recent window of `max(1, K/8)` keys, `(K − sinks − window)/16` key blocks of 16
+    /// positions chosen by their logit bound, in tiles of 4 queries, and no hash rounds or
+    /// samples (so it also serves `Plan::decode`).
+    ///
+    /// Measured end to end (`python -m smyrf.eval`, SmolLM2-135M with every attention layer
+    /// replaced, BENCHMARKS.md): at N = 4096, K = 256 the perplexity is 1.089× dense at
+    /// 12.4 % of dense causal attention's flops; K = 128 gives 1.26× at 6.4 %.
     pub fn causal(key_budget: usize) -> Config {
         let k = key_budget.clamp(1, MAX_BLOCK_SIZE);
         let p = DEFAULT_BLOCK_SIZE;
-        let sinks = (k / 64).max(1);
-        let window = (k / 4).max(1).min(k - sinks.min(k));
+        // One sink token is the sink on the models measured; keys go to blocks before
+        // the window.
+        let sinks = (k / 256).max(1);
+        let window = (k / 8).max(1).min(k - sinks.min(k));
         Config {
             n_hashes: 0,
             q_cluster_size: 1,

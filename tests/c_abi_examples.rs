@@ -537,7 +537,7 @@ fn install_script_pkg_config_and_makefile() {
         .arg(&libdir)
         .arg(&out)
         .env_remove("MAKEFLAGS"));
-    assert_eq!(ran.matches("isa: ").count(), 3, "{ran}");
+    assert_eq!(ran.matches("isa: ").count(), 4, "{ran}");
 
     sh(Command::new("make")
         .arg("-C")

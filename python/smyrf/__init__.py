@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _smyrf
 
-__all__ = ["Plan", "dense_attention", "detected_isa", "active_isa", "__version__"]
+__all__ = ["Plan", "KvIndex", "dense_attention", "detected_isa", "active_isa", "__version__"]
 
 __version__ = _smyrf.__version__
 detected_isa = _smyrf.detected_isa
@@ -178,6 +178,17 @@ class Plan:
             causal, query_offset,
         )
 
+    def decode(self, index, q, k, v, *, head_sinks=None, out=None, return_lse=False):
+        """Decode through a ``KvIndex``: the Nq queries of each sequence b (q
+        ``[B, Hq, Nq, D]``) sit at its last Nq indexed positions and attend causally to
+        those keys of the cache (k, v ``[B, Hkv, >= length, D]``) by the plan's sinks,
+        window and key blocks, as the causal prefill of those queries does. The plan needs
+        no hash rounds or samples (``Plan.causal`` has neither). Returns out, or
+        ``(out, lse)``."""
+        out = _output(q, v, out)
+        lse = self._plan.decode(index._index, q, k, v, out, _head_sinks(head_sinks), return_lse)
+        return (out, lse) if return_lse else out
+
     def dense_attention(
         self,
         q,
@@ -206,6 +217,43 @@ class Plan:
             causal,
             query_offset,
         )
+
+
+class KvIndex:
+    """The key-block bounds of a K cache ``[B, Hkv, capacity, D]`` for ``Plan.decode``
+    (design §10): 4·D/block_size bytes per key, no copy of K or V.
+
+    ``KvIndex(plan, batch, kv_heads, capacity)`` starts empty; ``append(k, lengths)``
+    indexes each sequence's keys up to ``lengths[b]`` from the cache ``k`` (the prompt's
+    keys, then each new token's); positions go in order, within the capacity.
+    """
+
+    __slots__ = ("_index",)
+
+    def __init__(self, plan, batch, kv_heads, capacity):
+        self._index = _smyrf.KvIndex(plan._plan, batch, kv_heads, capacity)
+
+    def append(self, k, lengths):
+        """Indexes the keys of sequence b up to ``lengths[b]`` from ``k``."""
+        self._index.append(k, _key_lengths(lengths))
+
+    def reset(self, b):
+        """Empties sequence ``b`` (a new sequence in that slot)."""
+        self._index.reset(int(b))
+
+    @property
+    def lengths(self):
+        """Keys indexed per sequence."""
+        return list(self._index.lengths)
+
+    @property
+    def capacity(self):
+        return self._index.capacity
+
+    @property
+    def memory_bytes(self):
+        """Bytes the index holds."""
+        return self._index.memory_bytes
 
 
 _plans = {}

@@ -179,8 +179,8 @@ def causal_flops(config, length, head_dim, value_dim=None):
     the causal blocks (design §8), per tile of T queries: the tile's call computes every
     query against its sinks, chosen blocks' keys, samples and window span (future columns
     included: the kernels compute them, then mask); the tile scores its candidate blocks
-    (4·d flops each: two products, a max and an add per component, plus T·d adds for the
-    sum of its queries) when it has more than n_blocks; every key's block bounds cost 2·d
+    (2·d flops each: a product and an add per component, the bound on the side the
+    component's sign picks, plus T·d adds for the sum of its queries) when it has more than n_blocks; every key's block bounds cost 2·d
     comparisons; each query and key is hashed (2·(d + 2) flops per round) and each query
     computes every key of its cluster in every round.
     """
@@ -205,7 +205,7 @@ def causal_flops(config, length, head_dim, value_dim=None):
         if n_blocks and middle:
             candidates = -(-middle // p) + 1
             if candidates > n_blocks:
-                spent += candidates * 4 * d + queries * d
+                spent += candidates * 2 * d + queries * d
             taken = min(middle, n_blocks * p)
             keys += taken
             middle -= taken
@@ -238,12 +238,24 @@ def sweep_specs():
 
 
 def decoder_sweep_specs():
-    """The --sweep grid for decoders: plain SMYRF (the configs causal calls take)."""
-    return [
+    """The --sweep grid for decoders: plain SMYRF, then the causal block mixes at key
+    budgets K = L/32 and L/16 (sinks and window alone, the preset, blocks without a window,
+    the preset in tiles of 16)."""
+    specs = [
         ConfigSpec(None, {"n_hashes": str(rounds), "q_cluster_size": cluster})
         for rounds in (1, 2)
-        for cluster in ("L/8", "L/4", "L/2")
+        for cluster in ("L/8", "L/4")
     ]
+    for budget in ("L/32", "L/16"):
+        specs += [
+            ConfigSpec(budget, {"n_blocks": "0", "n_sinks": "K/8", "window": "7K/8"},
+                       label=f"K={budget}: sinks K/8, window 7K/8", preset="causal"),
+            ConfigSpec(budget, {}, preset="causal"),
+            ConfigSpec(budget, {"window": "0", "n_sinks": "1", "n_blocks": "K/16"},
+                       label=f"K={budget}: 1 sink, K/16 blocks", preset="causal"),
+            ConfigSpec(budget, {"block_tile": "16"}, preset="causal"),
+        ]
+    return specs
 
 
 DECODER_DEFAULT_CONFIG = "causal=L/32"

@@ -17,7 +17,7 @@ use numpy::{
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use smyrf::{CallOptions, Config, DType, Error, Isa, Plan, Shape, SinkSelection};
+use smyrf::{CallOptions, Config, DType, Error, Isa, KvIndex, Plan, Shape, SinkSelection};
 use smyrf::{TensorView, TensorViewMut};
 
 /// The library's refusal as the Python exception that fits it.
@@ -707,6 +707,124 @@ impl PyPlan {
             query_offset,
         )
     }
+
+    /// Decode through a KV-cache index into `out`; see `smyrf.Plan.decode`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (index, q, k, v, out, head_sinks=None, return_lse=false))]
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        index: PyRef<'py, PyKvIndex>,
+        q: &Bound<'py, PyAny>,
+        k: &Bound<'py, PyAny>,
+        v: &Bound<'py, PyAny>,
+        out: &Bound<'py, PyAny>,
+        head_sinks: Option<PyReadonlyArray1<'py, f32>>,
+        return_lse: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let qd = describe("q", q, false)?;
+        let kd = describe("k", k, false)?;
+        let vd = describe("v", v, false)?;
+        let od = describe("out", out, true)?;
+        check_disjoint(&od, [("q", &qd), ("k", &kd), ("v", &vd)])?;
+        let sinks = head_sinks.map(|s| s.as_array().to_vec());
+        let (b, hq, nq) = (qd.shape.batch, qd.shape.heads, qd.shape.seq_len);
+        let mut lse = if return_lse {
+            let n = b
+                .checked_mul(hq)
+                .and_then(|x| x.checked_mul(nq))
+                .ok_or_else(|| PyValueError::new_err("lse: size overflows"))?;
+            Some(vec![0.0f32; n])
+        } else {
+            None
+        };
+        let (plan, index) = (&self.plan, &index.index);
+        let result = py.detach(|| {
+            let mut options = CallOptions::new();
+            if let Some(sinks) = &sinks {
+                options = options.head_sinks(sinks);
+            }
+            if let Some(lse) = lse.as_deref_mut() {
+                options = options.lse(lse);
+            }
+            // SAFETY: as in `PyPlan::call`: checked descriptors of the caller's live
+            // arguments, the output disjoint from every input.
+            let (qv, kv, vv, ov) =
+                unsafe { (view_in(&qd), view_in(&kd), view_in(&vd), view_out(&od)) };
+            let (qv, kv, vv, ov) = (qv?, kv?, vv?, ov?);
+            each_in!(qv, qv => each_in!(kv, kv => each_in!(vv, vv => each_out!(ov, ov => {
+                plan.decode(index, &qv, &kv, &vv, &mut ov, options)
+            }))))
+        });
+        result.map_err(py_err)?;
+        match lse {
+            None => Ok(None),
+            Some(lse) => Ok(Some(
+                PyArray1::from_vec(py, lse).reshape([b, hq, nq])?.into_any(),
+            )),
+        }
+    }
+}
+
+/// A KV-cache index for decode calls of one plan (`smyrf.KvIndex` wraps it). Appends need
+/// it to themselves: a decode running on another thread holds it borrowed, and an append
+/// meanwhile is refused by PyO3's borrow check.
+#[pyclass(name = "KvIndex", module = "smyrf._smyrf")]
+struct PyKvIndex {
+    index: KvIndex,
+}
+
+#[pymethods]
+impl PyKvIndex {
+    #[new]
+    fn new(
+        plan: PyRef<'_, PyPlan>,
+        batch: usize,
+        kv_heads: usize,
+        capacity: usize,
+    ) -> PyResult<Self> {
+        Ok(PyKvIndex {
+            index: KvIndex::new(&plan.plan, batch, kv_heads, capacity).map_err(py_err)?,
+        })
+    }
+
+    /// Indexes each sequence's keys up to `lengths[b]`, read from the K cache `k`.
+    fn append(&mut self, k: &Bound<'_, PyAny>, lengths: Vec<i64>) -> PyResult<()> {
+        let kd = describe("k", k, false)?;
+        let mut checked = Vec::with_capacity(lengths.len());
+        for (batch, &length) in lengths.iter().enumerate() {
+            let length = u32::try_from(length).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "lengths[{batch}] = {length}: must be in 0..=4294967295"
+                ))
+            })?;
+            checked.push(length);
+        }
+        // SAFETY: `describe` checked the descriptor (see `PyPlan::call`); the array is the
+        // caller's argument, alive for the call, and read with the GIL held.
+        let kv = unsafe { view_in(&kd) }.map_err(py_err)?;
+        each_in!(kv, kv => self.index.append(&kv, &checked)).map_err(py_err)
+    }
+
+    /// Empties sequence `b`.
+    fn reset(&mut self, b: usize) -> PyResult<()> {
+        self.index.reset(b).map_err(py_err)
+    }
+
+    #[getter]
+    fn lengths(&self) -> Vec<u32> {
+        self.index.lengths().to_vec()
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.index.capacity()
+    }
+
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
+    }
 }
 
 /// The best tier of this CPU.
@@ -725,6 +843,7 @@ fn active_isa() -> PyResult<&'static str> {
 #[pymodule]
 fn _smyrf(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPlan>()?;
+    m.add_class::<PyKvIndex>()?;
     m.add_function(wrap_pyfunction!(detected_isa, m)?)?;
     m.add_function(wrap_pyfunction!(active_isa, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

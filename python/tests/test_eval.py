@@ -127,7 +127,7 @@ def test_module_entry_point_on_a_decoder_prints_perplexity_ratios():
     # Exact attention through the patch reproduces the model's perplexity.
     dense = re.search(r"dense via smyrf: perplexity ratio (\S+),", out)
     assert dense and abs(float(dense.group(1)) - 1.0) < 1e-3, out
-    row = re.search(r"n_hashes=1,q_cluster_size=L/8\s+6 \(12%\)\s+(\S+)\s+(\S+)", out)
+    row = re.search(r"n_hashes=1,q_cluster_size=L/8\s+\d+\.\d%\s+(\S+)\s+(\S+)", out)
     assert row, out
     # Clusters of 6 keys lose context: the perplexity rises, and the ratio is its quotient.
     unmodified = float(re.search(r"unmodified model: perplexity (\S+)", out).group(1))

@@ -223,7 +223,7 @@ def test_llama_patch_with_clusters_changes_outputs_and_refuses_hybrid_blocks():
     torch.testing.assert_close(got[:, 0], want[:, 0], atol=1e-5, rtol=1e-5)
     hf.patch(model, lambda _layer, head_dim: smyrf.Plan.hybrid(head_dim, 16))
     try:
-        with pytest.raises(ValueError, match="causal SMYRF attention supports no design"):
+        with pytest.raises(ValueError, match="causal attention takes neither selected keys"):
             with torch.inference_mode():
                 model(input_ids=ids)
     finally:

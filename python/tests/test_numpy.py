@@ -389,6 +389,9 @@ def test_plan_properties_round_trip():
         bf16_exact=True,
         n_selected=4,
         select_dims=7,
+        n_blocks=0,
+        block_size=8,
+        block_tile=3,
     )
     plan = smyrf.Plan(24, **config)
     assert plan.config == config
@@ -429,3 +432,33 @@ def test_numpy_api_needs_no_torch():
     code = "import sys, smyrf; smyrf.Plan(8); print('torch' in sys.modules)"
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "False"
+
+
+def test_decode_through_the_index_equals_the_causal_prefill():
+    rng = np.random.default_rng(21)
+    q, k, v = qkv(rng, b=1, nq=200, nk=200)
+    plan = smyrf.Plan.causal(16, 64, block_tile=1, block_size=8)
+    full = plan.attention(q, k, v, causal=True)
+    k16, v16 = k.astype(np.float16), v.astype(np.float16)
+    index = smyrf.KvIndex(plan, 1, 2, 256)
+    index.append(k, [150])
+    index.append(k, [200])
+    assert index.lengths == [200] and index.capacity == 256
+    assert 0 < index.memory_bytes < k16.nbytes
+    out, lse = plan.decode(index, q[:, :, -1:], k, v, return_lse=True)
+    assert out.tobytes() == full[:, :, -1:].tobytes()
+    assert lse.shape == (1, 4, 1) and np.isfinite(lse).all()
+    # Over an f16 cache, the f16 prefill's bits.
+    index16 = smyrf.KvIndex(plan, 1, 2, 200)
+    index16.append(k16, [200])
+    full16 = plan.attention(q, k16, v16, causal=True)
+    assert (plan.decode(index16, q[:, :, -1:], k16, v16).tobytes()
+            == full16[:, :, -1:].tobytes())
+    with pytest.raises(ValueError, match="appended in order"):
+        index.append(k, [10])
+    with pytest.raises(ValueError, match="capacity"):
+        index16.append(np.zeros((1, 2, 300, 16), np.float32), [250])
+    with pytest.raises(ValueError, match="n_hashes"):
+        smyrf.Plan(16, block_size=8, n_blocks=2).decode(index, q[:, :, -1:], k, v)
+    index.reset(0)
+    assert index.lengths == [0]
