@@ -208,7 +208,7 @@ impl CallShape {
     }
 }
 
-fn expect(what: &'static str, expected: usize, found: usize) -> Result<()> {
+pub(crate) fn expect(what: &'static str, expected: usize, found: usize) -> Result<()> {
     if expected == found {
         Ok(())
     } else {

@@ -372,6 +372,18 @@ impl Extras {
     }
 }
 
+/// The `[B, Hq, Nq]` lse output of a call, when asked for.
+fn lse_buffer(wanted: bool, b: usize, hq: usize, nq: usize) -> PyResult<Option<Vec<f32>>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let n = b
+        .checked_mul(hq)
+        .and_then(|x| x.checked_mul(nq))
+        .ok_or_else(|| PyValueError::new_err("lse: size overflows"))?;
+    Ok(Some(vec![0.0f32; n]))
+}
+
 /// A compiled SMYRF plan (`smyrf.Plan` wraps it).
 #[pyclass(name = "Plan", module = "smyrf._smyrf", frozen)]
 struct PyPlan {
@@ -521,15 +533,7 @@ impl PyPlan {
             query_offset,
         )?;
         let (b, hq, nq) = (qd.shape.batch, qd.shape.heads, qd.shape.seq_len);
-        let mut lse = if return_lse {
-            let n = b
-                .checked_mul(hq)
-                .and_then(|x| x.checked_mul(nq))
-                .ok_or_else(|| PyValueError::new_err("lse: size overflows"))?;
-            Some(vec![0.0f32; n])
-        } else {
-            None
-        };
+        let mut lse = lse_buffer(return_lse, b, hq, nq)?;
         let plan = &self.plan;
         let result = py.detach(|| {
             let options = extras.options(lse.as_deref_mut());
@@ -729,15 +733,7 @@ impl PyPlan {
         check_disjoint(&od, [("q", &qd), ("k", &kd), ("v", &vd)])?;
         let sinks = head_sinks.map(|s| s.as_array().to_vec());
         let (b, hq, nq) = (qd.shape.batch, qd.shape.heads, qd.shape.seq_len);
-        let mut lse = if return_lse {
-            let n = b
-                .checked_mul(hq)
-                .and_then(|x| x.checked_mul(nq))
-                .ok_or_else(|| PyValueError::new_err("lse: size overflows"))?;
-            Some(vec![0.0f32; n])
-        } else {
-            None
-        };
+        let mut lse = lse_buffer(return_lse, b, hq, nq)?;
         let (plan, index) = (&self.plan, &index.index);
         let result = py.detach(|| {
             let mut options = CallOptions::new();

@@ -11,7 +11,7 @@ use super::bounds::{bound_scores, widen_bounds, BF16_INF, BF16_NEG_INF};
 use super::combine::{log_sum_exp, merge_sink};
 use super::Plan;
 use crate::attention::{self, TileScratch};
-use crate::call::{mask_future, CallOptions, CallSizes, SharedSlice};
+use crate::call::{expect, mask_future, CallOptions, CallSizes, SharedSlice};
 use crate::config::MAX_BLOCK_SIZE;
 use crate::convert::ConvertKernels;
 use crate::error::{Error, Result};
@@ -230,18 +230,6 @@ impl KvIndex {
             self.head_dim,
             shape.dim,
         )
-    }
-}
-
-fn expect(what: &'static str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            what,
-            expected,
-            found,
-        })
     }
 }
 
