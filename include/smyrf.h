@@ -195,8 +195,8 @@ typedef uint32_t smyrf_status;
 #endif // __cplusplus
 
 /**
- * A KV-cache index (design §10): the bf16 key-block bounds of an engine's K cache, for
- * `smyrf_decode` with the plan it was created for. Created by `smyrf_kv_index_create`,
+ * A KV-cache index (design §10): the bf16 key-block bounds of an engine's K cache and its
+ * keys sorted by hash per round, for `smyrf_decode` with the plan it was created for. Created by `smyrf_kv_index_create`,
  * grown by `smyrf_kv_index_append`, released by `smyrf_kv_index_destroy`. It copies no key
  * or value. Appends and resets need the index to themselves; decode calls only read it, so
  * any number may share it between appends.
@@ -725,9 +725,10 @@ smyrf_status smyrf_dense_attention(const struct smyrf_tensor *q,
 
 /**
  * Creates an empty index for `batch` sequences of `kv_heads` key/value heads, each up to
- * `capacity` keys, with the head dim and `block_size` of `plan` (it holds
- * `4 * head_dim / block_size` bytes per key of capacity). On success stores it in
- * `*out_index`; on error leaves that unchanged.
+ * `capacity` keys, with the head dim, `block_size`, hash rounds and projection of `plan`
+ * (per key of capacity it holds `4 * head_dim / block_size` bytes when the plan has key
+ * blocks and 8 bytes per hash round). On success stores it in `*out_index`; on error
+ * leaves that unchanged.
  *
  * # Safety
  * `plan` must be NULL or a live plan; `out_index` NULL or writable for one pointer.
@@ -788,11 +789,12 @@ smyrf_status smyrf_kv_index_lengths(const struct smyrf_kv_index *index,
  * Decode attention through a KV-cache index (design §10): the `Nq` queries of each batch
  * element b (q `[B, Hq, Nq, d]`) sit at the last `Nq` of its indexed positions and attend
  * causally to those keys of the cache (k, v `[B, Hkv, >= length, d]`, the views the index
- * was appended from) by the plan's sinks, window and key blocks, exactly as the causal
- * prefill's tile of those queries does. The plan must have no hash rounds or samples
- * (`smyrf_config_causal` has neither) and the index's block size. `args` may carry head
- * sinks, `lse_out` and `parallel_for`; a mask, key lengths, causal fields or a workspace
- * are refused. On error nothing is written.
+ * was appended from) by the plan's sinks, window, key blocks and samples, exactly as the
+ * causal prefill's tile of those queries does, then by each hash round's keys nearest
+ * each query's hash. The plan must be the index's (head dim, hash rounds, projection, and
+ * block size when it has key blocks). `args` may carry head sinks, `lse_out` and
+ * `parallel_for`; a mask, key lengths, causal fields or a workspace are refused. On error
+ * nothing is written.
  *
  * # Safety
  * As for `smyrf_attention`; `index` must be NULL or a live index no thread appends to

@@ -1,7 +1,8 @@
 //! Decode through the KV-cache index (design §10): against the causal prefill's tile of the
-//! same queries (bitwise, every tier, f32 and f16 caches, GQA, head sinks, lse), against the
-//! f64 oracle when every block is taken, appends against one rebuild (bitwise), any thread
-//! count the same bits, and every bad input refused with nothing written.
+//! same queries (bitwise, every tier, f32 and f16 caches, GQA, head sinks, lse, samples),
+//! against the f64 oracle when every block is taken and for hash rounds (the decode form of
+//! §1 clusters), appends against one rebuild (bitwise, re-hashes included), any thread count
+//! the same bits, and every bad input refused with nothing written.
 
 mod common;
 use common::bits::same_bits;
@@ -127,6 +128,10 @@ fn decode_equals_the_prefill_of_the_same_queries() {
     check_against_prefill(blocks(1).window(1000), &d, 1, true);
     // More blocks than the middle holds: all of them.
     check_against_prefill(blocks(1).n_blocks(40), &d, 1, false);
+    // Samples: the same draw as the prefill's tile, with and without blocks.
+    check_against_prefill(blocks(1).n_samples(5), &d, 1, false);
+    check_against_prefill(blocks(4).n_samples(11), &d, 4, true);
+    check_against_prefill(blocks(2).n_blocks(0).n_samples(300), &d, 2, false);
     // Partial last block, head dim not a multiple of any vector.
     check_against_prefill(
         blocks(3).block_size(7),
@@ -263,10 +268,18 @@ fn index_memory_is_a_sixteenth_of_an_f16_cache() {
     let index = KvIndex::new(&plan, 1, 3, 32768).unwrap();
     let cache = 3 * 32768 * 64 * 2 * 2;
     assert!(
-        index.memory_bytes() * 16 <= cache + 64,
+        index.memory_bytes() <= cache / 16 + 64,
         "{}",
         index.memory_bytes()
     );
+    // Two hash rounds add 16 bytes per key: 1/8 of the cache with the bounds.
+    let plan = Plan::new(Config::causal(256).n_hashes(2), 64).unwrap();
+    let mut index = KvIndex::new(&plan, 1, 3, 32768).unwrap();
+    let keys = Tensor::random(&mut Rng(3), 1, 3, 32768, 64, false);
+    index.append(&keys.view(), &[32768]).unwrap();
+    let bytes = index.memory_bytes();
+    assert!(bytes <= cache / 8 + 1024, "{bytes}");
+    assert!(bytes >= cache / 16 + 3 * 32768 * 16, "{bytes}");
 }
 
 #[test]
@@ -325,13 +338,33 @@ fn bad_input_is_refused_and_nothing_changes() {
             Err(Error::OptionNeeds { .. })
         ));
     }
-    for config in [blocks(1).n_hashes(1), blocks(1).n_samples(4)] {
-        let plan = Plan::new(config, 8).unwrap();
-        assert!(matches!(
-            decode(&plan, &index, &q, CallOptions::new()),
-            Err(Error::OptionNeeds { .. })
-        ));
-    }
+    // A plan of other hash rounds, another projection, or key blocks over an index
+    // built without them.
+    let rounds = Plan::new(blocks(1).n_hashes(1), 8).unwrap();
+    assert!(matches!(
+        decode(&rounds, &index, &q, CallOptions::new()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut hashed = KvIndex::new(&rounds, 1, 1, 64).unwrap();
+    hashed.append(&d.k.view(), &[32]).unwrap();
+    let reseeded = Plan::new(blocks(1).n_hashes(1).seed(99), 8).unwrap();
+    assert!(matches!(
+        decode(&reseeded, &hashed, &q, CallOptions::new()),
+        Err(Error::InvalidConfig {
+            field: "projection",
+            ..
+        })
+    ));
+    let bare = Plan::new(blocks(1).n_blocks(0), 8).unwrap();
+    let mut bare_index = KvIndex::new(&bare, 1, 1, 64).unwrap();
+    bare_index.append(&d.k.view(), &[32]).unwrap();
+    assert!(matches!(
+        decode(&plan, &bare_index, &q, CallOptions::new()),
+        Err(Error::OptionNeeds {
+            option: "n_blocks",
+            ..
+        })
+    ));
     // An index of another block size or head dim.
     let other = Plan::new(blocks(1).block_size(4), 8).unwrap();
     assert!(matches!(
@@ -364,4 +397,253 @@ fn bad_input_is_refused_and_nothing_changes() {
     // Zero sizes.
     assert!(KvIndex::new(&plan, 0, 1, 8).is_err());
     assert!(KvIndex::new(&plan, 1, 1, 0).is_err());
+}
+
+/// Causal hash rounds: sinks and window, then `rounds` rounds of clusters of `ck` keys.
+fn hashed(rounds: usize, ck: usize, nq: usize) -> Config {
+    Config::default()
+        .n_hashes(rounds)
+        .k_cluster_size(ck)
+        .n_sinks(1)
+        .window(6)
+        .block_tile(nq)
+        .seed(rounds as u64 * 31 + ck as u64)
+}
+
+/// The f64 decode form of one hash round for the query `q` at position `pos`: the `ck` keys
+/// of the middle `[lo, hi)` nearest its hash, or `None` when a hash near a cut is too close
+/// to call (the f32 library may order it either way).
+fn oracle_round(
+    queries: &[Vec<f64>],
+    i: usize,
+    keys: &[Vec<f64>],
+    (projections, rounds, r): (&[f32], usize, usize),
+    (lo, hi): (usize, usize),
+    ck: usize,
+) -> Option<Vec<usize>> {
+    let q = &queries[i][..];
+    let d = q.len();
+    let a = |t: usize| projections[t * rounds + r] as f64;
+    let norm = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>();
+    // The key-norm bound: the least power of two at or above every key's squared norm.
+    let largest = keys.iter().map(|k| norm(k)).fold(0.0, f64::max);
+    let bound = 2f64.powi(largest.log2().ceil() as i32);
+    let hash = |x: &[f64], lift: f64, column: usize| {
+        (0..d).map(|t| a(t) * x[t]).sum::<f64>() + a(column) * lift.max(0.0).sqrt()
+    };
+    // The query side's bound: the largest squared norm of the call's queries of this head.
+    let m_q = queries.iter().map(|x| norm(x)).fold(0.0, f64::max);
+    let hq = hash(q, m_q - norm(q), d + 1);
+    let mut order: Vec<(f64, usize)> = (lo..hi)
+        .map(|j| (hash(&keys[j], bound - norm(&keys[j]), d), j))
+        .collect();
+    order.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap().then(x.1.cmp(&y.1)));
+    let m = order.partition_point(|x| x.0 <= hq);
+    let n = order.len();
+    let take = ck.min(n);
+    let start = m.saturating_sub(ck / 2).min(n - take);
+    let scale = order.iter().map(|x| x.0.abs()).fold(1.0, f64::max);
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-5 * scale;
+    // The probe and both ends of the segment must sit clearly apart from their neighbours.
+    for at in [m, start, start + take] {
+        if at > 0 && at < n && close(order[at - 1].0, order[at].0) {
+            return None;
+        }
+    }
+    if (m > 0 && close(order[m - 1].0, hq)) || (m < n && close(order[m].0, hq)) {
+        return None;
+    }
+    Some(order[start..start + take].iter().map(|x| x.1).collect())
+}
+
+/// Softmax over keys counted with multiplicities, in f64.
+fn oracle_counted(
+    q: &[f64],
+    keys: &[Vec<f64>],
+    values: &[Vec<f64>],
+    counted: &[usize],
+) -> Vec<f64> {
+    let scale = 1.0 / (q.len() as f64).sqrt();
+    let logits: Vec<f64> = counted
+        .iter()
+        .map(|&j| scale * q.iter().zip(&keys[j]).map(|(a, b)| a * b).sum::<f64>())
+        .collect();
+    let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = logits.iter().map(|&s| (s - top).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut out = vec![0.0; values[0].len()];
+    for (&j, &w) in counted.iter().zip(&weights) {
+        for (o, &x) in out.iter_mut().zip(&values[j]) {
+            *o += w / total * x;
+        }
+    }
+    out
+}
+
+/// Hash rounds in decode against the f64 oracle: per query, sinks, window span and each
+/// round's cluster of the middle, keys counted once per block that holds them.
+#[test]
+fn decode_hash_rounds_match_the_oracle() {
+    let (b, hq, hkv, n, d) = (2, 4, 2, 200, 12);
+    let data = data(21, b, hq, hkv, n, d);
+    let mut checked = 0;
+    let mut cases = 0;
+    for (rounds, ck, nq) in [(1, 16, 1), (3, 9, 1), (2, 40, 3), (4, 1, 2), (1, 500, 1)] {
+        let config = hashed(rounds, ck, nq);
+        let q = Tensor::random(&mut Rng(rounds as u64 + 40), b, hq, nq, d, false);
+        let lengths = [n as u32, 131];
+        for isa in smyrf::internals::supported_tiers() {
+            let mut outs = Vec::new();
+            for threads in [1, 3] {
+                let plan = Plan::new(config.clone().isa(isa).num_threads(threads), d).unwrap();
+                let mut index = KvIndex::new(&plan, b, hkv, n).unwrap();
+                index.append(&data.k.view(), &lengths).unwrap();
+                let mut out = Tensor::zeros(b, hq, nq, data.v.d, false);
+                plan.decode(
+                    &index,
+                    &q.view(),
+                    &data.k.view(),
+                    &data.v.view(),
+                    &mut out.view_mut(),
+                    CallOptions::new(),
+                )
+                .unwrap();
+                outs.push(out);
+            }
+            assert!(same_bits(&outs[0].data, &outs[1].data), "{isa}: threads");
+            let out = &outs[0];
+            let plan = Plan::new(config.clone().isa(isa), d).unwrap();
+            for (bb, &len) in lengths.iter().enumerate() {
+                let len = len as usize;
+                let offset = len - nq;
+                let (sinks, middle_end) = (1, (offset + 1).saturating_sub(6).max(1));
+                for h in 0..hq {
+                    let (qh, kh, vh) = (
+                        head_f64(&q, bb, h),
+                        head_f64(&data.k, bb, h / (hq / hkv)),
+                        head_f64(&data.v, bb, h / (hq / hkv)),
+                    );
+                    let keys = &kh[..len];
+                    for i in 0..nq {
+                        cases += 1;
+                        let mut counted: Vec<usize> = (0..sinks).collect();
+                        counted.extend(middle_end..=offset + i);
+                        let mut separated = true;
+                        for r in 0..rounds {
+                            match oracle_round(
+                                &qh,
+                                i,
+                                keys,
+                                (plan.projections(), rounds, r),
+                                (sinks, middle_end),
+                                ck,
+                            ) {
+                                Some(cluster) => counted.extend(cluster),
+                                None => separated = false,
+                            }
+                        }
+                        if !separated {
+                            continue;
+                        }
+                        checked += 1;
+                        let want = oracle_counted(&qh[i], &kh, &vh, &counted);
+                        let err = rel_err(out.row(bb, h, i), &want);
+                        assert!(
+                            err < 1e-5,
+                            "{isa} R {rounds} ck {ck}: b {bb} h {h} query {i}: {err:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked * 10 >= cases * 9, "{checked} of {cases} checked");
+}
+
+/// Key blocks plus one round whose cluster holds the whole middle: the round adds exactly
+/// the middle keys the blocks did not take, so the decode is exact causal attention.
+#[test]
+fn a_round_over_the_whole_middle_completes_the_blocks() {
+    let data = data(22, 1, 2, 1, 150, 8);
+    for isa in smyrf::internals::supported_tiers() {
+        let config = blocks(1).n_hashes(1).k_cluster_size(1000).isa(isa);
+        let plan = Plan::new(config, 8).unwrap();
+        let index = index_of(&plan, &data, 150);
+        let q = last_rows(&data.q, 1);
+        let mut out = Tensor::zeros(1, 2, 1, data.v.d, false);
+        plan.decode(
+            &index,
+            &q.view(),
+            &data.k.view(),
+            &data.v.view(),
+            &mut out.view_mut(),
+            CallOptions::new(),
+        )
+        .unwrap();
+        for h in 0..2 {
+            let (qh, kh, vh) = (
+                head_f64(&q, 0, h),
+                head_f64(&data.k, 0, 0),
+                head_f64(&data.v, 0, 0),
+            );
+            let seen: Vec<usize> = (0..150).collect();
+            let (want, _) = oracle_dense_head(&qh, &kh, &vh, &seen, 1.0 / 8f64.sqrt());
+            let err = rel_err(out.row(0, h, 0), &want[0]);
+            assert!(err < 1e-5, "{isa}: head {h}: {err:e}");
+        }
+    }
+}
+
+/// Hash orders grown token by token, through merges of the recent keys and re-hashes as
+/// the largest key norm doubles, are the orders of one append of every key.
+#[test]
+fn appends_with_rounds_equal_rebuild_bitwise() {
+    let mut data = data(23, 1, 2, 2, 700, 16);
+    // Later keys grow, so the key-norm bound rises several times.
+    for h in 0..2 {
+        for j in 0..700 {
+            let grow = 1.0 + (j / 100) as f32;
+            for x in data.k.row_mut(0, h, j) {
+                *x *= grow;
+            }
+        }
+    }
+    let config = hashed(2, 24, 1).n_blocks(2).block_size(16).n_samples(3);
+    let plan = Plan::new(config, 16).unwrap();
+    let rebuilt = index_of(&plan, &data, 700);
+    let mut grown = KvIndex::new(&plan, 1, 2, 700).unwrap();
+    grown.append(&data.k.view(), &[5]).unwrap();
+    for len in 6..=700u32 {
+        grown.append(&data.k.view(), &[len]).unwrap();
+    }
+    let q = Tensor::random(&mut Rng(24), 1, 2, 1, 16, false);
+    let decode = |index: &KvIndex| {
+        let mut out = Tensor::zeros(1, 2, 1, data.v.d, false);
+        plan.decode(
+            index,
+            &q.view(),
+            &data.k.view(),
+            &data.v.view(),
+            &mut out.view_mut(),
+            CallOptions::new(),
+        )
+        .unwrap();
+        out.data
+    };
+    let want = decode(&rebuilt);
+    assert!(same_bits(&decode(&grown), &want));
+    // Without the rounds the output differs: they take part.
+    let plain = Plan::new(hashed(0, 24, 1).n_blocks(2).block_size(16).n_samples(3), 16).unwrap();
+    let mut out = Tensor::zeros(1, 2, 1, data.v.d, false);
+    plain
+        .decode(
+            &index_of(&plain, &data, 700),
+            &q.view(),
+            &data.k.view(),
+            &data.v.view(),
+            &mut out.view_mut(),
+            CallOptions::new(),
+        )
+        .unwrap();
+    assert!(!same_bits(&out.data, &want));
 }

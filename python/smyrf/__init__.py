@@ -182,9 +182,9 @@ class Plan:
         """Decode through a ``KvIndex``: the Nq queries of each sequence b (q
         ``[B, Hq, Nq, D]``) sit at its last Nq indexed positions and attend causally to
         those keys of the cache (k, v ``[B, Hkv, >= length, D]``) by the plan's sinks,
-        window and key blocks, as the causal prefill of those queries does. The plan needs
-        no hash rounds or samples (``Plan.causal`` has neither). Returns out, or
-        ``(out, lse)``."""
+        window, key blocks and samples, as the causal prefill of those queries does, then by
+        each hash round's keys nearest each query's hash. The plan must be the one the
+        index was built for. Returns out, or ``(out, lse)``."""
         out = _output(q, v, out)
         lse = self._plan.decode(index._index, q, k, v, out, _head_sinks(head_sinks), return_lse)
         return (out, lse) if return_lse else out
@@ -220,8 +220,9 @@ class Plan:
 
 
 class KvIndex:
-    """The key-block bounds of a K cache ``[B, Hkv, capacity, D]`` for ``Plan.decode``
-    (design §10): 4·D/block_size bytes per key, no copy of K or V.
+    """The key-block bounds and per-round hash orders of a K cache ``[B, Hkv, capacity, D]``
+    for ``Plan.decode`` (design §10): 4·D/block_size bytes per key with key blocks, 8 per
+    hash round, no copy of K or V.
 
     ``KvIndex(plan, batch, kv_heads, capacity)`` starts empty; ``append(k, lengths)``
     indexes each sequence's keys up to ``lengths[b]`` from the cache ``k`` (the prompt's

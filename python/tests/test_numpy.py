@@ -460,5 +460,17 @@ def test_decode_through_the_index_equals_the_causal_prefill():
         index16.append(np.zeros((1, 2, 300, 16), np.float32), [250])
     with pytest.raises(ValueError, match="n_hashes"):
         smyrf.Plan(16, block_size=8, n_blocks=2).decode(index, q[:, :, -1:], k, v)
+    # Hash rounds and samples: the index keeps each round's order; a round over the whole
+    # middle completes sinks and window, so the decode is exact causal attention.
+    whole = smyrf.Plan(16, n_hashes=1, k_cluster_size=1000, n_sinks=1, window=8, block_tile=1)
+    hashed = smyrf.KvIndex(whole, 1, 2, 200)
+    hashed.append(k16, [120])
+    hashed.append(k16, [200])
+    dense = whole.dense_attention(q[:, :, -1:], k16, v16, causal=True)
+    np.testing.assert_allclose(
+        whole.decode(hashed, q[:, :, -1:], k16, v16), dense, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="projection"):
+        smyrf.Plan(16, n_hashes=1, k_cluster_size=1000, n_sinks=1, window=8, seed=5).decode(
+            hashed, q[:, :, -1:], k16, v16)
     index.reset(0)
     assert index.lengths == [0]

@@ -1,15 +1,19 @@
 //! The KV-cache index for decoding (design §10): per (batch element, key/value head) the bf16
-//! bounds of every key block of the engine's cache, grown as keys are appended. It copies no
-//! key or value: a decode call reads the cache through views and the index.
+//! bounds of every key block of the engine's cache and, per hash round, its keys sorted by
+//! hash, grown as keys are appended. It copies no key or value: a decode call reads the cache
+//! through views and the index.
 //!
 //! A decode call runs the causal §8 blocks of its queries (sinks, window span, key blocks
-//! chosen by their bounds) exactly as the causal prefill runs one tile of them: the same
-//! candidates, scores, choice and attention call, so its outputs are the prefill's bits for
-//! the same queries.
+//! chosen by their bounds, samples) exactly as the causal prefill runs one tile of them: the
+//! same candidates, scores, choice, draw and attention call, so without hash rounds its
+//! outputs are the prefill's bits for the same queries. Each hash round then adds, per query,
+//! the middle keys nearest its hash in that round's order (the decode form of §1 clusters).
 
 use super::bounds::{bound_scores, widen_bounds, BF16_INF, BF16_NEG_INF};
-use super::combine::{log_sum_exp, merge_sink};
+use super::combine::{log_sum_exp, merge_row, merge_sink};
+use super::hybrid::samples::{draw_samples_into, sample_seed};
 use super::Plan;
+use crate::alsh::{self, ProjectFn};
 use crate::attention::{self, TileScratch};
 use crate::call::{expect, mask_future, CallOptions, CallSizes, SharedSlice};
 use crate::config::MAX_BLOCK_SIZE;
@@ -21,26 +25,43 @@ use crate::runtime::threads::{for_each_index_with, Par};
 use crate::sort::ordered_key;
 use crate::view::{AnyView, Element, OutRows, RowWriter, Shape, TensorView, TensorViewMut};
 
-/// The key-block bounds of an engine's K cache, `[batch][kv_heads][capacity]` keys of the
-/// plan's head dim, for decode calls of that plan (design §10).
+/// The key-block bounds and hash orders of an engine's K cache, `[batch][kv_heads][capacity]`
+/// keys of the plan's head dim, for decode calls of that plan (design §10).
 ///
 /// Built empty, it grows by [`KvIndex::append`]: the prefill's keys, then each decoded
-/// token's. Per key it holds `4·d / block_size` bytes (bf16 lower and upper bounds), 1/16 of
-/// an f16 K/V cache at the default block size; it never copies keys or values.
+/// token's. Per key it holds `4·d / block_size` bytes of bf16 block bounds when the plan has
+/// key blocks (1/16 of an f16 K/V cache at the default block size), and 8 bytes per hash
+/// round (the key's hash and position, kept sorted); it never copies keys or values.
 pub struct KvIndex {
     batch: usize,
     kv_heads: usize,
     head_dim: usize,
     block_size: usize,
     capacity: usize,
-    /// Key blocks per (batch element, key/value head).
+    /// Key blocks per (batch element, key/value head); 0 when the plan has no key blocks.
     blocks: usize,
     lengths: Vec<u32>,
     /// Component t of block β of (b, h) at `((b·kv_heads + h)·d + t)·blocks + β`, bf16 bits.
     lower: Vec<u16>,
     upper: Vec<u16>,
+    /// The plan's projection, transposed (`R × (d + 2)`): the hashes are the plan's.
+    projections_t: Vec<f32>,
+    rounds: usize,
+    /// Per (b, h): the key-norm bound M_k of the lift, a power of two at least every
+    /// indexed key's squared norm (0 before the first key).
+    key_bound: Vec<f32>,
+    /// Per (b, h, round): every indexed key as `ordered_key(hash) << 32 | position`, in
+    /// one allocation of the capacity: the first `merged` ascending, the recent keys after
+    /// them ascending too. Recent keys are merged in `MERGE_EVERY` at a time, so an append
+    /// costs no move of the whole order.
+    orders: Vec<Vec<u64>>,
+    merged: Vec<usize>,
     convert: &'static ConvertKernels,
+    project: ProjectFn,
 }
+
+/// Recent keys a hash order holds before they are merged into its sorted part.
+const MERGE_EVERY: usize = 256;
 
 impl std::fmt::Debug for KvIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +71,7 @@ impl std::fmt::Debug for KvIndex {
             .field("head_dim", &self.head_dim)
             .field("block_size", &self.block_size)
             .field("capacity", &self.capacity)
+            .field("rounds", &self.rounds)
             .field("lengths", &self.lengths)
             .finish_non_exhaustive()
     }
@@ -65,9 +87,35 @@ fn filled(len: usize, value: u16) -> Result<Vec<u16>> {
     Ok(v)
 }
 
+/// The least power of two at or above `x` (0 for 0, +∞ for +∞): the key-norm bound is a
+/// function of the largest norm alone, so any history of appends gives the same hashes.
+fn power_of_two_at_least(x: f32) -> f32 {
+    if x.is_nan() || x <= 0.0 {
+        return 0.0;
+    }
+    if x == f32::INFINITY {
+        return x;
+    }
+    let bits = x.to_bits();
+    if bits & 0x007F_FFFF == 0 && bits >= 0x0080_0000 {
+        return x;
+    }
+    let exponent = (bits >> 23).max(1);
+    // The next binade's first value (+∞ past the largest finite binade).
+    f32::from_bits((exponent + 1) << 23)
+}
+
+/// Whether position `j` lies in `[lo, hi)`.
+#[inline(always)]
+fn within(key: u64, lo: usize, hi: usize) -> bool {
+    let j = key as u32 as usize;
+    lo <= j && j < hi
+}
+
 impl KvIndex {
     /// An empty index for `batch` sequences of `kv_heads` key/value heads, each up to
-    /// `capacity` keys, with the head dim and block size of `plan`.
+    /// `capacity` keys, for decode calls of `plan` (its head dim, block size, hash rounds
+    /// and projection).
     pub fn new(plan: &Plan, batch: usize, kv_heads: usize, capacity: usize) -> Result<KvIndex> {
         for (what, n) in [
             ("index batch", batch),
@@ -85,7 +133,11 @@ impl KvIndex {
             });
         }
         let (head_dim, block_size) = (plan.head_dim, plan.config.key_block_size());
-        let blocks = capacity.div_ceil(block_size);
+        let blocks = if plan.config.n_blocks > 0 {
+            capacity.div_ceil(block_size)
+        } else {
+            0
+        };
         let len = batch
             .checked_mul(kv_heads)
             .and_then(|n| n.checked_mul(head_dim))
@@ -94,6 +146,18 @@ impl KvIndex {
             .ok_or(Error::SizeOverflow {
                 what: "KV-cache index",
             })?;
+        let rounds = plan.config.n_hashes;
+        let lists = batch * kv_heads * rounds;
+        let mut orders = Vec::with_capacity(lists);
+        for _ in 0..lists {
+            let mut order = Vec::new();
+            order
+                .try_reserve_exact(capacity)
+                .map_err(|_| Error::OutOfMemory {
+                    what: "KV-cache index",
+                })?;
+            orders.push(order);
+        }
         Ok(KvIndex {
             batch,
             kv_heads,
@@ -104,7 +168,13 @@ impl KvIndex {
             lengths: vec![0; batch],
             lower: filled(len, BF16_INF)?,
             upper: filled(len, BF16_NEG_INF)?,
+            projections_t: plan.projections_t.clone(),
+            rounds,
+            key_bound: vec![0.0; batch * kv_heads],
+            orders,
+            merged: vec![0; lists],
             convert: plan.loads.convert,
+            project: plan.alsh.project,
         })
     }
 
@@ -123,9 +193,20 @@ impl KvIndex {
         self.block_size
     }
 
-    /// Bytes the index holds for its capacity (the bounds and the lengths).
+    /// Hash rounds the index keeps (the plan's `n_hashes`).
+    pub fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    /// Bytes the index holds: the bounds for its capacity, the hash orders as allocated and
+    /// the lengths.
     pub fn memory_bytes(&self) -> usize {
-        (self.lower.len() + self.upper.len()) * 2 + self.lengths.len() * 4
+        let orders: usize = self.orders.iter().map(|list| list.capacity() * 8).sum();
+        (self.lower.len() + self.upper.len()) * 2
+            + orders
+            + self.merged.len() * std::mem::size_of::<usize>()
+            + (self.lengths.len() + self.key_bound.len()) * 4
+            + self.projections_t.len() * 4
     }
 
     /// Indexes the keys of each batch element b from its current length up to `lengths[b]`,
@@ -166,29 +247,120 @@ impl KvIndex {
         }
         let (d, p, blocks) = (self.head_dim, self.block_size, self.blocks);
         let mut wide = vec![0.0f32; d];
+        let mut hashing = Hashing::default();
         for (b, &new) in lengths.iter().enumerate() {
-            let old = self.lengths[b] as usize;
+            let (old, new) = (self.lengths[b] as usize, new as usize);
             for h in 0..self.kv_heads {
                 let rows = keys.head_rows(b, h);
-                let base = (b * self.kv_heads + h) * d * blocks;
-                for j in old..new as usize {
-                    let key = match rows.row_f32(j) {
-                        Some(key) => key,
-                        None => {
-                            self.convert.load(rows.row(j), &mut wide);
-                            &wide[..]
+                if blocks > 0 {
+                    let base = (b * self.kv_heads + h) * d * blocks;
+                    for j in old..new {
+                        let key = match rows.row_f32(j) {
+                            Some(key) => key,
+                            None => {
+                                self.convert.load(rows.row(j), &mut wide);
+                                &wide[..]
+                            }
+                        };
+                        let at = base + j / p;
+                        for (t, &x) in key.iter().enumerate() {
+                            let i = at + t * blocks;
+                            widen_bounds(&mut self.lower[i], &mut self.upper[i], x);
                         }
-                    };
-                    let at = base + j / p;
-                    for (t, &x) in key.iter().enumerate() {
-                        let i = at + t * blocks;
-                        widen_bounds(&mut self.lower[i], &mut self.upper[i], x);
                     }
                 }
+                if self.rounds > 0 && new > old {
+                    self.hash_keys(rows, b, h, old, new, &mut hashing);
+                }
             }
-            self.lengths[b] = new;
+            self.lengths[b] = new as u32;
         }
         Ok(())
+    }
+
+    /// The hash orders' slot of (b, h, round r).
+    fn list(&self, b: usize, h: usize, r: usize) -> usize {
+        (b * self.kv_heads + h) * self.rounds + r
+    }
+
+    /// Hashes the keys `old..new` of (b, h) into every round's order: the key side of the
+    /// XBOX+ lift with the key-norm bound M_k. A key whose squared norm passes M_k raises it
+    /// to the next power of two and re-hashes every key of (b, h); powers of two keep that
+    /// to one re-hash per doubling of the largest norm.
+    fn hash_keys(
+        &mut self,
+        rows: crate::view::Rows<'_>,
+        b: usize,
+        h: usize,
+        old: usize,
+        new: usize,
+        s: &mut Hashing,
+    ) {
+        let bh = b * self.kv_heads + h;
+        let raw = |from: usize, s: &mut Hashing| {
+            s.ids.clear();
+            s.ids.extend(from as u32..new as u32);
+            let n = s.ids.len();
+            s.norms.clear();
+            s.norms.resize(n, 0.0);
+            s.hashes.clear();
+            s.hashes.resize(self.rounds * n, 0.0);
+            alsh::project_rows(
+                self.project,
+                self.convert,
+                rows,
+                Some(&s.ids),
+                &self.projections_t,
+                &mut s.norms,
+                &mut s.hashes,
+                &mut s.stage,
+            );
+        };
+        raw(old, s);
+        let largest = s.norms.iter().copied().fold(0.0f32, f32::max);
+        let mut from = old;
+        if largest > self.key_bound[bh] {
+            self.key_bound[bh] = power_of_two_at_least(largest);
+            if old > 0 {
+                from = 0;
+                raw(0, s);
+            }
+        }
+        let width = self.head_dim + 2;
+        let lift = alsh::lift_column(alsh::Side::Key, self.head_dim);
+        alsh::apply_lift(
+            &mut s.hashes,
+            &s.norms,
+            self.key_bound[bh],
+            &self.projections_t,
+            width,
+            lift,
+        );
+        let n = new - from;
+        for r in 0..self.rounds {
+            let at = self.list(b, h, r);
+            let order = &mut self.orders[at];
+            if from == 0 {
+                order.clear();
+                self.merged[at] = 0;
+            }
+            // Within the capacity reserved at creation: no allocation.
+            order.extend(
+                s.hashes[r * n..(r + 1) * n]
+                    .iter()
+                    .zip(from as u32..)
+                    .map(|(&x, j)| (u64::from(ordered_key(x)) << 32) | u64::from(j)),
+            );
+            let merged = self.merged[at];
+            if order.len() - merged <= MERGE_EVERY {
+                order[merged..].sort_unstable();
+            } else {
+                order[merged..].sort_unstable();
+                // Two ascending runs: the stable sort merges them in linear time.
+                order.sort();
+                self.merged[at] = order.len();
+            }
+        }
     }
 
     /// Empties batch element `b` (a new sequence in its slot).
@@ -202,11 +374,21 @@ impl KvIndex {
         }
         let used = (self.lengths[b] as usize).div_ceil(self.block_size);
         let (d, blocks) = (self.head_dim, self.blocks);
+        if blocks > 0 {
+            for h in 0..self.kv_heads {
+                for t in 0..d {
+                    let at = ((b * self.kv_heads + h) * d + t) * blocks;
+                    self.lower[at..at + used].fill(BF16_INF);
+                    self.upper[at..at + used].fill(BF16_NEG_INF);
+                }
+            }
+        }
         for h in 0..self.kv_heads {
-            for t in 0..d {
-                let at = ((b * self.kv_heads + h) * d + t) * blocks;
-                self.lower[at..at + used].fill(BF16_INF);
-                self.upper[at..at + used].fill(BF16_NEG_INF);
+            self.key_bound[b * self.kv_heads + h] = 0.0;
+            for r in 0..self.rounds {
+                let at = self.list(b, h, r);
+                self.orders[at].clear();
+                self.merged[at] = 0;
             }
         }
         self.lengths[b] = 0;
@@ -233,6 +415,15 @@ impl KvIndex {
     }
 }
 
+/// Buffers of the hashing of appended keys.
+#[derive(Default)]
+struct Hashing {
+    ids: Vec<u32>,
+    norms: Vec<f32>,
+    hashes: Vec<f32>,
+    stage: Buf<f32>,
+}
+
 /// Buffers of one decode task, reused across calls.
 #[derive(Default)]
 pub(crate) struct DecodeScratch {
@@ -246,8 +437,73 @@ pub(crate) struct DecodeScratch {
     members: Buf<u32>,
     run_max: Buf<f32>,
     run_sum: Buf<f32>,
-    /// f32 rows of a 16-bit output.
+    /// f32 rows of a 16-bit output, or of the projection of 16-bit queries.
     stage: Buf<f32>,
+    proj_stage: Buf<f32>,
+    eligible: Buf<u32>,
+    swaps: Buf<u32>,
+    /// The drawn samples by position.
+    samples: Buf<u32>,
+    q_norms: Buf<f32>,
+    q_hashes: Buf<f32>,
+    below: Buf<u64>,
+    above: Buf<u64>,
+}
+
+/// The `ck` keys of `middle` nearest `probe` in the union of two ascending orders, into
+/// `s.keys` as positions: up to ⌊ck/2⌋ below the probe and the rest above, more below where
+/// too few lie above and the other way round.
+fn nearest(
+    sorted: &[u64],
+    recent: &[u64],
+    probe: u64,
+    middle: &std::ops::Range<usize>,
+    ck: usize,
+    s: &mut DecodeScratch,
+) {
+    let (lo, hi) = (middle.start, middle.end);
+    let (a0, z0) = (
+        sorted.partition_point(|&x| x < probe),
+        recent.partition_point(|&x| x < probe),
+    );
+    s.below.clear();
+    let (mut a, mut z) = (a0, z0);
+    while s.below.len() < ck && (a > 0 || z > 0) {
+        let key = if z == 0 || (a > 0 && sorted[a - 1] > recent[z - 1]) {
+            a -= 1;
+            sorted[a]
+        } else {
+            z -= 1;
+            recent[z]
+        };
+        if within(key, lo, hi) {
+            s.below.push(key);
+        }
+    }
+    s.above.clear();
+    let (mut a, mut z) = (a0, z0);
+    while s.above.len() < ck && (a < sorted.len() || z < recent.len()) {
+        let key = if z == recent.len() || (a < sorted.len() && sorted[a] < recent[z]) {
+            a += 1;
+            sorted[a - 1]
+        } else {
+            z += 1;
+            recent[z - 1]
+        };
+        if within(key, lo, hi) {
+            s.above.push(key);
+        }
+    }
+    let mut take_below = s.below.len().min(ck / 2);
+    let take_above = s.above.len().min(ck - take_below);
+    take_below = s.below.len().min(ck - take_above);
+    s.keys.clear();
+    s.keys.extend(
+        s.below[..take_below]
+            .iter()
+            .chain(&s.above[..take_above])
+            .map(|&key| key as u32),
+    );
 }
 
 /// What every task of one decode call shares.
@@ -316,30 +572,43 @@ impl Plan {
         if c.n_selected > 0 || c.sinks_use_mean_query() {
             return Err(Error::CausalBlocks);
         }
-        if c.n_hashes > 0 || c.n_samples > 0 {
-            return Err(Error::OptionNeeds {
-                option: if c.n_hashes > 0 {
-                    "n_hashes"
-                } else {
-                    "n_samples"
-                },
-                needs:
-                    "a prefill call (a decode call runs sinks, window and key blocks; set it to 0)",
+        if index.rounds != c.n_hashes {
+            return Err(Error::ShapeMismatch {
+                what: "index hash rounds (must equal the plan's n_hashes)",
+                expected: c.n_hashes,
+                found: index.rounds,
             });
         }
-        // A plan without rounds has some block on (`Config::validate`): after the refusals
-        // above, sinks, a window or key blocks, so every query sees a key.
+        let same_projection = index
+            .projections_t
+            .iter()
+            .zip(&self.projections_t)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same_projection {
+            return Err(Error::InvalidConfig {
+                field: "projection",
+                reason: "must be the one the index was built with (same seed or matrix)",
+            });
+        }
+        if c.n_blocks > 0 && index.blocks == 0 {
+            return Err(Error::OptionNeeds {
+                option: "n_blocks",
+                needs: "an index built for a plan with key blocks",
+            });
+        }
         if index.head_dim != self.head_dim {
             return Err(Error::HeadDimMismatch {
                 plan: self.head_dim,
                 found: index.head_dim,
             });
         }
-        expect(
-            "index block_size (must equal the plan's block_size)",
-            c.key_block_size(),
-            index.block_size,
-        )?;
+        if c.n_blocks > 0 {
+            expect(
+                "index block_size (must equal the plan's block_size)",
+                c.key_block_size(),
+                index.block_size,
+            )?;
+        }
         let shape = sizes.shape;
         index.check_cache(Shape {
             batch: shape.batch,
@@ -463,8 +732,9 @@ impl Plan {
         }
     }
 
-    /// The queries of (b, h) as one causal tile (design §8, causal form) into `out`, their
-    /// (max, sum) pairs into `s.run_max`, `s.run_sum`, then the head sink.
+    /// The queries of (b, h) as one causal tile (design §8, causal form), then each hash
+    /// round (§10), into `out`, their (max, sum) pairs into `s.run_max`, `s.run_sum`, then
+    /// the head sink.
     fn decode_rows(
         &self,
         call: &DecodeCall<'_>,
@@ -489,6 +759,7 @@ impl Plan {
         s.keys.clear();
         s.keys.extend(0..sinks as u32);
         let p = c.key_block_size();
+        s.chosen.clear();
         if c.n_blocks > 0 && sinks < middle_end {
             let (lo, hi) = (sinks / p, (middle_end - 1) / p);
             self.choose_decode_blocks(call, b, h, hk, lo, hi, s);
@@ -499,16 +770,199 @@ impl Plan {
             }
         }
         s.keys.extend(middle_end as u32..last_seen as u32);
+        let by_position = s.keys.len();
+        // Samples: one draw from the middle outside the chosen blocks, seeded by the tile
+        // the prefill would number these queries with.
+        let mut log_weight = 0.0f32;
+        s.samples.clear();
+        if c.n_samples > 0 && sinks < middle_end {
+            s.eligible.clear();
+            let mut a = 0;
+            for j in sinks as u32..middle_end as u32 {
+                let block = j / p as u32;
+                while a < s.chosen.len() && s.chosen[a] < block {
+                    a += 1;
+                }
+                if a == s.chosen.len() || s.chosen[a] != block {
+                    s.eligible.push(j);
+                }
+            }
+            let n = c.n_samples.min(s.eligible.len());
+            if n > 0 {
+                log_weight = (s.eligible.len() as f64 / n as f64).ln() as f32;
+                let tile = offset / c.causal_tile();
+                draw_samples_into(
+                    sample_seed(c.seed, b, h, tile),
+                    &mut s.eligible,
+                    n,
+                    &mut s.swaps,
+                    &mut s.keys,
+                );
+                s.samples.extend_from_slice(&s.keys[by_position..]);
+                s.samples.sort_unstable();
+            }
+        }
         s.members.clear();
         s.members.extend(0..nq as u32);
-        let hook = |q_ids: &[u32], _: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
-            mask_future(offset, q_ids, k_ids, t, ldk);
+        let hook = |q_ids: &[u32], from: usize, k_ids: &[u32], t: &mut [f32], ldk: usize| {
+            // `from`: where this key tile starts in the key list; its columns split into the
+            // by-position part [0, cut) and the samples [cut, n).
+            let n = k_ids.len();
+            let cut = by_position.saturating_sub(from).min(n);
+            mask_future(offset, q_ids, &k_ids[..cut], t, ldk);
+            if log_weight != 0.0 {
+                for row in t.chunks_exact_mut(ldk) {
+                    for x in &mut row[cut..n] {
+                        *x += log_weight;
+                    }
+                }
+            }
         };
+        let kern = self.attention;
+        {
+            let DecodeScratch {
+                tiles,
+                keys,
+                members,
+                run_max,
+                run_sum,
+                ..
+            } = s;
+            attention::attend(
+                kern,
+                &self.loads,
+                tiles,
+                q,
+                members,
+                k,
+                v,
+                keys,
+                self.scale(),
+                Some(&hook),
+                |i, result| {
+                    // SAFETY: this task alone owns the rows of (b, h).
+                    let row = unsafe { out.row(b, h, i) };
+                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
+                    (run_max[i], run_sum[i]) = (result.max, result.sum);
+                },
+            );
+        }
+        if index.rounds > 0 && sinks < middle_end {
+            self.decode_rounds(call, out, b, h, hk, sinks..middle_end, s);
+        }
+        for i in 0..nq {
+            if s.run_sum[i] == 0.0 {
+                // No block reached the query: its last visible key (design §1).
+                s.keys.clear();
+                s.keys.push((offset + i) as u32);
+                self.merge_keys(call, out, b, h, i, s);
+            }
+        }
+        if let Some(&sink) = call.head_sinks.map(|sinks| &sinks[h]) {
+            // One logit seen in every round, as in the prefill (design §1).
+            let sink = sink + (c.n_hashes.max(1) as f32).ln();
+            for i in 0..nq {
+                // SAFETY: this task alone owns the rows of (b, h).
+                let row = unsafe { out.row(b, h, i) };
+                merge_sink(row, &mut s.run_max[i], &mut s.run_sum[i], sink);
+            }
+        }
+    }
+
+    /// Every hash round of the queries of (b, h): per query, the `ck` keys of the middle
+    /// nearest its hash in the round's order (half below, half above, more from one side
+    /// where the other runs out), less the chosen blocks and samples, merged by lse.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_rounds(
+        &self,
+        call: &DecodeCall<'_>,
+        out: &RowWriter<'_>,
+        b: usize,
+        h: usize,
+        hk: usize,
+        middle: std::ops::Range<usize>,
+        s: &mut DecodeScratch,
+    ) {
+        let (index, nq) = (call.index, call.nq);
+        let rounds = index.rounds;
+        let q = call.q.head_rows(b, h);
+        s.q_norms.clear();
+        s.q_norms.resize(nq, 0.0);
+        s.q_hashes.clear();
+        s.q_hashes.resize(rounds * nq, 0.0);
+        alsh::project_rows(
+            self.alsh.project,
+            self.loads.convert,
+            q,
+            None,
+            &self.projections_t,
+            &mut s.q_norms,
+            &mut s.q_hashes,
+            &mut s.proj_stage,
+        );
+        // The query side of the lift with its own bound, the largest of these queries'
+        // norms: ‖F(q) − G(k)‖² = M_q + M_k − 2·q·k still orders keys by inner product.
+        let m_q = s.q_norms.iter().copied().fold(0.0f32, f32::max);
+        let width = self.head_dim + 2;
+        let lift = alsh::lift_column(alsh::Side::Query, self.head_dim);
+        alsh::apply_lift(
+            &mut s.q_hashes,
+            &s.q_norms,
+            m_q,
+            &self.projections_t,
+            width,
+            lift,
+        );
+        let ck = self.decode_cluster_size();
+        let p = self.config.key_block_size() as u32;
+        for r in 0..rounds {
+            let at = index.list(b, hk, r);
+            let (sorted, recent) = index.orders[at].split_at(index.merged[at]);
+            for i in 0..nq {
+                let probe = (u64::from(ordered_key(s.q_hashes[r * nq + i])) << 32) | 0xFFFF_FFFF;
+                nearest(sorted, recent, probe, &middle, ck, s);
+                let mut kept = 0;
+                for t in 0..s.keys.len() {
+                    let j = s.keys[t];
+                    if s.chosen.binary_search(&(j / p)).is_err()
+                        && s.samples.binary_search(&j).is_err()
+                    {
+                        s.keys[kept] = j;
+                        kept += 1;
+                    }
+                }
+                s.keys.resize(kept, 0);
+                s.keys.sort_unstable();
+                self.merge_keys(call, out, b, h, i, s);
+            }
+        }
+    }
+
+    /// Keys per hash-round cluster of a decode: `k_cluster_size`, else `q_cluster_size`
+    /// (what a self-attention prefill of the sequence derives).
+    fn decode_cluster_size(&self) -> usize {
+        self.config
+            .k_cluster_size
+            .unwrap_or(self.config.q_cluster_size)
+            .max(1)
+    }
+
+    /// Query i of (b, h) attends to `s.keys`, merged by lse into its row and pair.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_keys(
+        &self,
+        call: &DecodeCall<'_>,
+        out: &RowWriter<'_>,
+        b: usize,
+        h: usize,
+        i: usize,
+        s: &mut DecodeScratch,
+    ) {
+        let hk = h / call.group;
         let kern = self.attention;
         let DecodeScratch {
             tiles,
             keys,
-            members,
             run_max,
             run_sum,
             ..
@@ -517,27 +971,35 @@ impl Plan {
             kern,
             &self.loads,
             tiles,
-            q,
-            members,
-            k,
-            v,
+            call.q.head_rows(b, h),
+            &[i as u32],
+            call.k.head_rows(b, hk),
+            call.v.head_rows(b, hk),
             keys,
             self.scale(),
-            Some(&hook),
-            |i, result| {
+            None,
+            |_, result| {
+                if result.sum == 0.0 {
+                    return;
+                }
                 // SAFETY: this task alone owns the rows of (b, h).
                 let row = unsafe { out.row(b, h, i) };
-                (kern.scale_store)(row, result.acc, result.inv_sum(), false);
-                (run_max[i], run_sum[i]) = (result.max, result.sum);
+                if run_max[i] == f32::NEG_INFINITY {
+                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
+                    (run_max[i], run_sum[i]) = (result.max, result.sum);
+                } else {
+                    merge_row(
+                        kern,
+                        row,
+                        &mut run_max[i],
+                        &mut run_sum[i],
+                        result.acc,
+                        result.max,
+                        result.sum,
+                    );
+                }
             },
         );
-        if let Some(&sink) = call.head_sinks.map(|sinks| &sinks[h]) {
-            for i in 0..nq {
-                // SAFETY: this task alone owns the rows of (b, h).
-                let row = unsafe { out.row(b, h, i) };
-                merge_sink(row, &mut run_max[i], &mut run_sum[i], sink);
-            }
-        }
     }
 
     /// The key blocks `lo..=hi` of (b, kv head hk) that the queries of head h take into

@@ -12,7 +12,7 @@
 //! With every block off the pipeline never enters this module, so results are exactly §1.
 
 mod causal;
-mod samples;
+pub(crate) mod samples;
 mod select;
 mod sinks;
 mod window;
