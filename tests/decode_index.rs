@@ -132,6 +132,14 @@ fn decode_equals_the_prefill_of_the_same_queries() {
     check_against_prefill(blocks(1).n_samples(5), &d, 1, false);
     check_against_prefill(blocks(4).n_samples(11), &d, 4, true);
     check_against_prefill(blocks(2).n_blocks(0).n_samples(300), &d, 2, false);
+    // One query head of one sequence over 600 candidate blocks: with 3 threads its scores
+    // are computed in pieces of key blocks (split-KV), with the same bits.
+    check_against_prefill(
+        blocks(1).block_size(2).n_samples(3),
+        &data(9, 1, 1, 1, 1200, 16),
+        1,
+        true,
+    );
     // Partial last block, head dim not a multiple of any vector.
     check_against_prefill(
         blocks(3).block_size(7),

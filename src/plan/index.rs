@@ -518,6 +518,24 @@ struct DecodeCall<'a> {
     nq: usize,
     q_heads: usize,
     group: usize,
+    /// Task t's candidate-block scores at `scores[starts[t]..]`, computed ahead in key
+    /// ranges when the call has too few tasks to keep every thread busy (split-KV); empty
+    /// otherwise.
+    starts: &'a [usize],
+    scores: Option<&'a SharedSlice<'a>>,
+}
+
+/// Candidate blocks scored per split-KV piece: at d = 64, 64 KiB of bounds read per piece.
+const SPLIT_BLOCKS: usize = 256;
+
+/// One piece of split-KV scoring: task `task`'s candidate blocks `lo..hi`, whose scores go
+/// to `scores[row..]`.
+#[derive(Clone, Copy)]
+struct ScorePiece {
+    task: usize,
+    lo: usize,
+    hi: usize,
+    row: usize,
 }
 
 impl Plan {
@@ -667,6 +685,37 @@ impl Plan {
             ..
         } = options;
         let lse = lse.map(SharedSlice::new);
+        let tasks = shape.batch * shape.q_heads;
+        // Split-KV: with fewer tasks than twice the threads, the candidate-block scores (the
+        // work that grows with the context) are computed ahead in pieces of key blocks. Each
+        // block's score is its own sum, so the pieces give the bits one pass gives.
+        let mut starts = Vec::new();
+        let mut pieces = Vec::new();
+        let mut total = 0;
+        let workers = sizes.workers;
+        if self.config.n_blocks > 0 && workers > 1 && tasks < 2 * workers {
+            starts.reserve(tasks);
+            for task in 0..tasks {
+                starts.push(total);
+                let b = task / shape.q_heads;
+                if let Some((lo, hi)) = self.scored_blocks(index, b, shape.nq) {
+                    let per = (hi - lo + 1)
+                        .div_ceil((2 * workers).div_ceil(tasks))
+                        .max(SPLIT_BLOCKS);
+                    for at in (lo..=hi).step_by(per) {
+                        pieces.push(ScorePiece {
+                            task,
+                            lo: at,
+                            hi: (at + per).min(hi + 1),
+                            row: total + at - lo,
+                        });
+                    }
+                    total += hi - lo + 1;
+                }
+            }
+        }
+        let mut scores = vec![0.0f32; total];
+        let scores = SharedSlice::new(&mut scores);
         let call = DecodeCall {
             index,
             q: &q,
@@ -678,11 +727,17 @@ impl Plan {
             nq: shape.nq,
             q_heads: shape.q_heads,
             group: shape.group(),
+            starts: &starts,
+            scores: (!pieces.is_empty()).then_some(&scores),
         };
-        let tasks = shape.batch * shape.q_heads;
         // One task per (b, query head), query heads of one key/value head adjacent; each
         // task's choices and sums run on its thread, so the bits do not depend on the count.
         let job = |par: Par<'_>| {
+            if !pieces.is_empty() {
+                for_each_index_with(par, pieces.len(), PoolRef::Heap(&self.decode), |s, at| {
+                    self.score_piece(&call, pieces[at], &scores, s);
+                });
+            }
             for_each_index_with(par, tasks, PoolRef::Heap(&self.decode), |s, task| {
                 let (b, h) = (task / shape.q_heads, task % shape.q_heads);
                 self.decode_head(&call, b, h, s);
@@ -693,6 +748,70 @@ impl Plan {
             None => self.threads.run(job),
         }
         Ok(())
+    }
+
+    /// The candidate blocks `lo..=hi` that the queries of sequence b score, when there are
+    /// more than `n_blocks` of them (else they are all taken, unscored).
+    fn scored_blocks(&self, index: &KvIndex, b: usize, nq: usize) -> Option<(usize, usize)> {
+        let c = &self.config;
+        let len = index.lengths[b] as usize;
+        let sinks = c.n_sinks.min(len);
+        let middle_end = sinks.max((len - nq + 1).saturating_sub(c.window));
+        let p = c.key_block_size();
+        if c.n_blocks == 0 || sinks >= middle_end {
+            return None;
+        }
+        let (lo, hi) = (sinks / p, (middle_end - 1) / p);
+        (hi - lo + 1 > c.n_blocks).then_some((lo, hi))
+    }
+
+    /// The scores of one split-KV piece into its task's row of `scores`.
+    fn score_piece(
+        &self,
+        call: &DecodeCall<'_>,
+        piece: ScorePiece,
+        scores: &SharedSlice<'_>,
+        s: &mut DecodeScratch,
+    ) {
+        let (index, d) = (call.index, self.head_dim);
+        let (b, h) = (piece.task / call.q_heads, piece.task % call.q_heads);
+        let hk = h / call.group;
+        self.query_sum(call, b, h, s);
+        let base = (b * index.kv_heads + hk) * d * index.blocks + piece.lo;
+        // SAFETY: the pieces of a task cover disjoint block ranges of its row, and tasks'
+        // rows are disjoint: no two pieces write one entry.
+        let out = unsafe { scores.range(piece.row, piece.hi - piece.lo) };
+        bound_scores(
+            self.attention,
+            &s.query_sum,
+            &index.lower[base..],
+            &index.upper[base..],
+            index.blocks,
+            out,
+        );
+    }
+
+    /// The queries of (b, h) summed in order, in f32, as the prefill sums its tile's, into
+    /// `s.query_sum`.
+    fn query_sum(&self, call: &DecodeCall<'_>, b: usize, h: usize, s: &mut DecodeScratch) {
+        let d = self.head_dim;
+        let q = call.q.head_rows(b, h);
+        s.query_sum.clear();
+        s.query_sum.resize(d, 0.0);
+        s.wide.clear();
+        s.wide.resize(d, 0.0);
+        for i in 0..call.nq {
+            let query = match q.row_f32(i) {
+                Some(query) => query,
+                None => {
+                    self.loads.convert.load(q.row(i), &mut s.wide[..d]);
+                    &s.wide[..d]
+                }
+            };
+            for (sum, &x) in s.query_sum.iter_mut().zip(query) {
+                *sum += x;
+            }
+        }
     }
 
     /// One (batch element, query head) of a decode call.
@@ -1024,35 +1143,28 @@ impl Plan {
             return;
         }
         let d = self.head_dim;
-        let q = call.q.head_rows(b, h);
-        // The queries summed in order, in f32, as the prefill sums its tile's.
-        s.query_sum.clear();
-        s.query_sum.resize(d, 0.0);
-        s.wide.clear();
-        s.wide.resize(d, 0.0);
-        for i in 0..call.nq {
-            let query = match q.row_f32(i) {
-                Some(query) => query,
-                None => {
-                    self.loads.convert.load(q.row(i), &mut s.wide[..d]);
-                    &s.wide[..d]
-                }
-            };
-            for (sum, &x) in s.query_sum.iter_mut().zip(query) {
-                *sum += x;
-            }
-        }
-        let base = (b * index.kv_heads + hk) * d * index.blocks + lo;
         s.scores.clear();
         s.scores.resize(count, 0.0);
-        bound_scores(
-            self.attention,
-            &s.query_sum,
-            &index.lower[base..],
-            &index.upper[base..],
-            index.blocks,
-            &mut s.scores,
-        );
+        match call.scores {
+            Some(scores) => {
+                let at = call.starts[b * call.q_heads + h];
+                // SAFETY: the scoring pieces ended before the decode tasks began, and no
+                // task writes this row again.
+                s.scores.copy_from_slice(unsafe { scores.range(at, count) });
+            }
+            None => {
+                self.query_sum(call, b, h, s);
+                let base = (b * index.kv_heads + hk) * d * index.blocks + lo;
+                bound_scores(
+                    self.attention,
+                    &s.query_sum,
+                    &index.lower[base..],
+                    &index.upper[base..],
+                    index.blocks,
+                    &mut s.scores,
+                );
+            }
+        }
         s.pool.clear();
         let scores = &s.scores;
         s.pool.extend(
