@@ -19,7 +19,10 @@
 //!   hash rounds; −∞ without one);
 //! - a call with 16-bit tensors, an engine's parallel-for or another version's struct sizes
 //!   gives the bits of the plain f32 call on the values converted beforehand (its output
-//!   rounded to nearest even for a 16-bit `out`).
+//!   rounded to nearest even for a 16-bit `out`);
+//! - a KV-cache index session (create, appends in and out of order, resets, lengths, decode
+//!   calls, destroy) refuses exactly the invalid steps, leaves the index's lengths and the
+//!   outputs untouched when it does, and decodes to finite outputs within the values' range.
 #![no_main]
 
 use half::{bf16, f16};
@@ -1442,6 +1445,192 @@ fn attention_call(input: &mut Input, plan: Option<PlanInfo>, head_dim: usize) {
     }
 }
 
+/// The lengths an index reports (and checks that the call succeeds).
+fn index_lengths(index: *const smyrf_kv_index, batch: usize) -> Vec<u32> {
+    let mut lengths = vec![u32::MAX; batch];
+    let mut bytes = 0usize;
+    // SAFETY: a live index; `lengths` holds `batch` values; `bytes` is writable.
+    let status = unsafe { smyrf_kv_index_lengths(index, lengths.as_mut_ptr(), batch, &mut bytes) };
+    check_status("smyrf_kv_index_lengths", status);
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    assert!(bytes > 0);
+    lengths
+}
+
+/// One KV-cache index of `plan` through a few appends, resets and decode calls over f32
+/// caches of exactly the elements their shapes name.
+fn index_session(input: &mut Input, plan: PlanInfo, head_dim: usize) {
+    if plan.rounds > 8 {
+        return;
+    }
+    // Huge sizes overflow the index's extent, so they are refused before any allocation.
+    let batch = match input.rare(16) {
+        false => input.range(1, 3),
+        true => input.pick(&[0, HUGE[0], HUGE[2]]),
+    };
+    let kv_heads = match input.rare(16) {
+        false => input.range(1, 3),
+        true => input.pick(&[0, HUGE[1], HUGE[2]]),
+    };
+    let capacity = match input.rare(16) {
+        false => input.range(1, 48),
+        true => input.pick(&[0, 1 << 32, usize::MAX]),
+    };
+    let dangling = NonNull::<smyrf_kv_index>::dangling().as_ptr();
+    let mut index = dangling;
+    // SAFETY: a plan from `make_plan` (or NULL) and a writable pointer.
+    let status = unsafe { smyrf_kv_index_create(plan.plan, batch, kv_heads, capacity, &mut index) };
+    check_status("smyrf_kv_index_create", status);
+    let valid = !plan.plan.is_null()
+        && (1..=3).contains(&batch)
+        && (1..=3).contains(&kv_heads)
+        && (1..=u32::MAX as usize).contains(&capacity);
+    if !valid {
+        assert_ne!(status, smyrf_status::SMYRF_OK);
+        assert_eq!(index, dangling, "create wrote its output on error");
+        return;
+    }
+    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+    let group = input.range(1, 3);
+    let (d, dv) = (head_dim, input.range(1, 9));
+    // The caches hold a few keys past the capacity, so appends past it reach real memory.
+    let nk = capacity + input.range(0, 3);
+    let salt = input.u32();
+    let k: Vec<f32> = (0..batch * kv_heads * nk * d)
+        .map(|i| filler(i, salt))
+        .collect();
+    let v: Vec<f32> = (0..batch * kv_heads * nk * dv)
+        .map(|i| filler(i, salt ^ 1))
+        .collect();
+    let (v_lo, v_hi) = v
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    let k_view = smyrf_tensor_bhnd(
+        k.as_ptr().cast(),
+        smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+        batch,
+        kv_heads,
+        nk,
+        d,
+    );
+    let v_view = smyrf_tensor_bhnd(
+        v.as_ptr().cast(),
+        smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+        batch,
+        kv_heads,
+        nk,
+        dv,
+    );
+    for _ in 0..input.range(1, 6) {
+        let before = index_lengths(index, batch);
+        match input.range(0, 5) {
+            0..=2 => {
+                let lengths: Vec<u32> = before
+                    .iter()
+                    .map(|&old| match input.range(0, 7) {
+                        0 => old.saturating_sub(1),
+                        1 => input.range(0, nk + 2) as u32,
+                        _ => (old as usize + input.range(0, capacity)) as u32,
+                    })
+                    .collect();
+                let n = match input.rare(16) {
+                    false => batch,
+                    true => batch + 1,
+                };
+                let padded: Vec<u32> = lengths.iter().copied().chain([0]).collect();
+                // SAFETY: a live index, a cache view over `k`, `n` ≤ batch + 1 readable values.
+                let status = unsafe { smyrf_kv_index_append(index, &k_view, padded.as_ptr(), n) };
+                check_status("smyrf_kv_index_append", status);
+                let valid = n == batch
+                    && lengths.iter().zip(&before).all(|(&new, &old)| {
+                        new >= old && new as usize <= capacity && new as usize <= nk
+                    });
+                let after = index_lengths(index, batch);
+                if valid {
+                    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+                    assert_eq!(after, lengths);
+                } else {
+                    assert_ne!(status, smyrf_status::SMYRF_OK);
+                    assert_eq!(after, before, "append changed the index on error");
+                }
+            }
+            3 => {
+                let b = input.range(0, batch);
+                // SAFETY: a live index.
+                let status = unsafe { smyrf_kv_index_reset(index, b) };
+                check_status("smyrf_kv_index_reset", status);
+                let after = index_lengths(index, batch);
+                if b < batch {
+                    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+                    assert_eq!(after[b], 0);
+                } else {
+                    assert_ne!(status, smyrf_status::SMYRF_OK);
+                    assert_eq!(after, before);
+                }
+            }
+            _ => {
+                let nq = input.range(1, 3);
+                let hq = kv_heads * group;
+                let q: Vec<f32> = (0..batch * hq * nq * d)
+                    .map(|i| filler(i, salt ^ 2))
+                    .collect();
+                let mut out = vec![f32::from_bits(SENTINEL); batch * hq * nq * dv];
+                let mut lse = vec![f32::from_bits(SENTINEL); batch * hq * nq];
+                let q_view = smyrf_tensor_bhnd(
+                    q.as_ptr().cast(),
+                    smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+                    batch,
+                    hq,
+                    nq,
+                    d,
+                );
+                let out_view = smyrf_tensor_mut_bhnd(
+                    out.as_mut_ptr().cast(),
+                    smyrf_dtype::SMYRF_DTYPE_F32 as u32,
+                    batch,
+                    hq,
+                    nq,
+                    dv,
+                );
+                let mut args = smyrf_call_args_default();
+                args.lse_out = lse.as_mut_ptr();
+                let causal_field = input.rare(8);
+                if causal_field {
+                    args.causal = 1;
+                }
+                // SAFETY: a live plan and index, views over buffers of exactly their shapes,
+                // `lse` of B·Hq·Nq values.
+                let status = unsafe {
+                    smyrf_decode(
+                        plan.plan, index, &q_view, &k_view, &v_view, &out_view, &args,
+                    )
+                };
+                check_status("smyrf_decode", status);
+                let valid = !plan.no_causal
+                    && !causal_field
+                    && before.iter().all(|&len| len as usize >= nq);
+                if valid {
+                    assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
+                    let slack = 1e-4 * (1.0 + v_lo.abs().max(v_hi.abs()));
+                    assert!(
+                        out.iter()
+                            .all(|&x| x.is_finite() && x >= v_lo - slack && x <= v_hi + slack),
+                        "decode output outside the values' range"
+                    );
+                    assert!(lse.iter().all(|x| x.is_finite()));
+                } else {
+                    assert_ne!(status, smyrf_status::SMYRF_OK);
+                    assert!(untouched(&out) && untouched(&lse), "decode wrote on error");
+                }
+            }
+        }
+    }
+    // SAFETY: the index created above, destroyed once.
+    unsafe { smyrf_kv_index_destroy(index) };
+}
+
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
@@ -1473,6 +1662,7 @@ fuzz_target!(|data: &[u8]| {
             false => attention_call(&mut input, None, head_dim),
         }
     }
+    index_session(&mut input, plan, head_dim);
     // SAFETY: a plan from `make_plan` (or NULL), destroyed once.
     unsafe { smyrf_plan_destroy(plan.plan.cast_mut()) };
 });

@@ -431,8 +431,9 @@ def capture_layers(model, ids):
 
 
 def decode_errors(captured, plan_for_layer, last):
-    """Per layer: the mean relative L2 error of the last ``last`` positions attended one at a
-    time over the keys at or before them, against exact causal attention."""
+    """Per layer: the mean relative L2 error of the last ``last`` positions decoded one at a
+    time through a KV-cache index (appended token by token, as an engine grows it), against
+    exact causal attention over the keys at or before them."""
     import numpy as np
     import smyrf
 
@@ -440,16 +441,20 @@ def decode_errors(captured, plan_for_layer, last):
     for layer, (q, k, v, scaling) in sorted(captured.items()):
         n = q.shape[2]
         plan = plan_for_layer(layer, q.shape[3])
-        positions = range(max(0, n - last), n)
+        if plan is None:
+            errors[layer] = 0.0
+            continue
+        keys, values = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        first = max(0, n - last)
+        index = smyrf.KvIndex(plan, keys.shape[0], keys.shape[1], n)
+        index.append(keys, [first])
         total, count = 0.0, 0
-        for t in positions:
+        for t in range(first, n):
             query = np.ascontiguousarray(q[:, :, t : t + 1])
-            keys = np.ascontiguousarray(k[:, :, : t + 1])
-            values = np.ascontiguousarray(v[:, :, : t + 1])
-            exact = smyrf.dense_attention(query, keys, values, scale=scaling, causal=True)
-            if plan is None:
-                continue
-            approx = plan.attention(query, keys, values, causal=True)
+            exact = smyrf.dense_attention(
+                query, keys[:, :, : t + 1], values[:, :, : t + 1], scale=scaling, causal=True)
+            index.append(keys, [t + 1])
+            approx = plan.decode(index, query, keys, values)
             diff = np.linalg.norm((approx - exact).astype(np.float64), axis=-1)
             norm = np.linalg.norm(exact.astype(np.float64), axis=-1)
             total += float((diff / np.maximum(norm, 1e-30)).sum())
@@ -727,7 +732,7 @@ def report_decode(args, model, tokenizer, texts, length):
     captures = [capture_layers(model, torch.tensor([ids])) for ids in chosen]
     print(f"  decode error (relative L2 of each output against exact attention; last "
           f"{args.decode} positions of {len(chosen)} texts of {min(map(len, chosen))}.."
-          f"{max(map(len, chosen))} tokens, one query per call):")
+          f"{max(map(len, chosen))} tokens, one query per call through the KV-cache index):")
     for spec in args.decoder_specs:
         make, _ = spec.resolve(length, args.threads)
         scale_free = {}

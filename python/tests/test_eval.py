@@ -118,7 +118,8 @@ def test_module_entry_point_on_a_decoder_prints_perplexity_ratios():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [sys.executable, "-m", "smyrf.eval", "--model", SMOLLM_PACKAGE, "--lengths", "48",
-         "--max-texts", "3", "--batch", "3", "--config", "n_hashes=1,q_cluster_size=L/8"],
+         "--max-texts", "3", "--batch", "3", "--config", "n_hashes=1,q_cluster_size=L/8",
+         "--decode", "4", "--decode-texts", "1"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr
@@ -133,3 +134,7 @@ def test_module_entry_point_on_a_decoder_prints_perplexity_ratios():
     unmodified = float(re.search(r"unmodified model: perplexity (\S+)", out).group(1))
     assert float(row.group(2)) > 1.05
     assert abs(float(row.group(1)) / unmodified - float(row.group(2))) < 1e-3 * float(row.group(2))
+    # Decode through the index: one round's clusters of 6 keys miss mass at every layer.
+    assert "through the KV-cache index" in out, out
+    decode = re.search(r"n_hashes=1,q_cluster_size=L/8: mean (\S+), worst (\S+)", out)
+    assert decode and 0.0 < float(decode.group(1)) <= float(decode.group(2)) < 100.0, out

@@ -77,8 +77,8 @@ impl std::fmt::Debug for KvIndex {
     }
 }
 
-/// A zeroed-then-filled vector, or `OutOfMemory`.
-fn filled(len: usize, value: u16) -> Result<Vec<u16>> {
+/// A vector of `len` copies of `value`, or `OutOfMemory`.
+fn filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         what: "KV-cache index",
@@ -138,17 +138,31 @@ impl KvIndex {
         } else {
             0
         };
-        let len = batch
+        let rounds = plan.config.n_hashes;
+        let overflow = Error::SizeOverflow {
+            what: "KV-cache index",
+        };
+        let fits = |n: usize, bytes: usize| n <= isize::MAX as usize / bytes;
+        let heads = batch
             .checked_mul(kv_heads)
-            .and_then(|n| n.checked_mul(head_dim))
+            .filter(|&n| fits(n, 64))
+            .ok_or(overflow.clone())?;
+        let len = heads
+            .checked_mul(head_dim)
             .and_then(|n| n.checked_mul(blocks))
-            .filter(|&n| n <= isize::MAX as usize / 2)
-            .ok_or(Error::SizeOverflow {
+            .filter(|&n| fits(n, 2))
+            .ok_or(overflow.clone())?;
+        let lists = heads.checked_mul(rounds).ok_or(overflow.clone())?;
+        lists
+            .checked_mul(capacity)
+            .filter(|&n| fits(n, 8))
+            .ok_or(overflow)?;
+        let mut orders = Vec::new();
+        orders
+            .try_reserve_exact(lists)
+            .map_err(|_| Error::OutOfMemory {
                 what: "KV-cache index",
             })?;
-        let rounds = plan.config.n_hashes;
-        let lists = batch * kv_heads * rounds;
-        let mut orders = Vec::with_capacity(lists);
         for _ in 0..lists {
             let mut order = Vec::new();
             order
@@ -165,14 +179,14 @@ impl KvIndex {
             block_size,
             capacity,
             blocks,
-            lengths: vec![0; batch],
+            lengths: filled(batch, 0)?,
             lower: filled(len, BF16_INF)?,
             upper: filled(len, BF16_NEG_INF)?,
             projections_t: plan.projections_t.clone(),
             rounds,
-            key_bound: vec![0.0; batch * kv_heads],
+            key_bound: filled(heads, 0.0)?,
             orders,
-            merged: vec![0; lists],
+            merged: filled(lists, 0)?,
             convert: plan.loads.convert,
             project: plan.alsh.project,
         })
