@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from smyrf import Plan
+from smyrf import KvIndex, Plan
 from smyrf import torch as smyrf_torch
 
 _PATCH_ATTRIBUTE = "_smyrf_patch"
@@ -35,12 +35,15 @@ class PatchState:
     attention runs (the eval tool captures decode inputs this way).
     """
 
-    def __init__(self, name, previous, plan_for_layer, layer_of_module):
+    def __init__(self, name, previous, plan_for_layer, layer_of_module, decode_index=True):
         self.name = name
         self.previous = previous
         self.plan_for_layer = plan_for_layer
         self.layer_of_module = layer_of_module
         self.plans = {}
+        self.decode_index = decode_index
+        # Per layer: the KV-cache index of the generation in progress (see _decode_step).
+        self.indexes = {}
         self.seconds = 0.0
         self.calls = 0
         self.observer = None
@@ -252,7 +255,13 @@ def _make_attention_function(state):
             head_sinks=kwargs.get("s_aux"),
             causal=bool(causal),
         )
-        if plan is None:
+        out = None
+        if causal and plan is not None and state.decode_index:
+            out = _decode_step(state, layer, plan, query, key, value, mask, scaling,
+                               kwargs.get("s_aux"))
+        if out is not None:
+            pass
+        elif plan is None:
             out = smyrf_torch.dense_attention(query, key, value, **options)
         else:
             out = smyrf_torch.attention(query, key, value, plan=plan, **options)
@@ -265,7 +274,60 @@ def _make_attention_function(state):
     return smyrf_attention
 
 
-def patch(model, plan_or_config):
+# Queries per call that go through the KV-cache index: generation steps (one token, or a
+# few speculative ones). Longer calls are prefills and run as causal calls.
+_DECODE_MAX_QUERIES = 16
+
+
+def _decode_step(state, layer, plan, query, key, value, mask, scaling, head_sinks):
+    """A generation step through the layer's KV-cache index, or None for a call that is not
+    one (a prefill, a padded batch, a plan that cannot decode): that call runs as a causal
+    call and drops the layer's index.
+
+    The index grows while each call's keys continue the previous call's (its length plus
+    this call's queries); any other call rebuilds it from this call's cache. Keys are read
+    in place; capacity doubles as the cache grows.
+    """
+    batch, _, n_queries, head_dim = query.shape
+    kv_heads, n_keys = key.shape[1], key.shape[2]
+    config = plan.config
+    decodes = (
+        mask is None
+        and n_queries <= _DECODE_MAX_QUERIES
+        and n_queries < n_keys
+        and config["n_selected"] == 0
+        and not (config["sink_selection"] == "mean_query" and config["n_sinks"] > 1)
+    )
+    if not decodes:
+        state.indexes.pop(layer, None)
+        return None
+    entry = state.indexes.get(layer)
+    fresh = (
+        entry is None
+        or entry["shape"] != (batch, kv_heads, head_dim)
+        or entry["plan"] is not plan
+        or entry["index"].lengths != [n_keys - n_queries] * batch
+    )
+    if fresh or entry["index"].capacity < n_keys:
+        if fresh:
+            # The plan of the index, with the call's logit scale.
+            decode_plan = plan
+            own = config["scale"] if config["scale"] is not None else head_dim ** -0.5
+            if scaling is not None and float(torch.tensor(scaling, dtype=torch.float32)) != \
+                    float(torch.tensor(own, dtype=torch.float32)):
+                decode_plan = Plan(head_dim, **dict(config, scale=float(scaling)))
+        else:
+            decode_plan = entry["decode_plan"]
+        index = KvIndex(decode_plan, batch, kv_heads, max(2 * n_keys, 1024))
+        entry = {"plan": plan, "decode_plan": decode_plan, "index": index,
+                 "shape": (batch, kv_heads, head_dim)}
+        state.indexes[layer] = entry
+    smyrf_torch.index_append(entry["index"], key, [n_keys] * batch)
+    return smyrf_torch.decode(query, key, value, entry["index"], entry["decode_plan"],
+                              head_sinks=head_sinks)
+
+
+def patch(model, plan_or_config, *, decode_index=True):
     """Makes every attention layer of ``model`` run through smyrf; returns a ``PatchState``.
 
     ``plan_or_config`` is a ``smyrf.Plan`` (used by every layer), a dict of Plan config
@@ -275,6 +337,10 @@ def patch(model, plan_or_config):
 
     Causal layers (``module.is_causal``) run causal attention, so decoders work for the
     prompt and for generation with a K/V cache (each step's queries are the last positions).
+    With ``decode_index`` (the default), generation steps without padding (at most 16 new
+    queries over a longer cache) go through a per-layer ``smyrf.KvIndex`` grown by each
+    step's keys (``smyrf.Plan.decode``: hash rounds as their decode form, blocks as the
+    prefill's tile); prefills and padded batches run as causal calls.
     Causal calls take plain SMYRF, the causal §8 blocks (``smyrf.Plan.causal``) or exact
     attention; a plan with selected keys (``smyrf.Plan.hybrid``) is refused at the first
     causal call (ValueError). Raises ValueError if the model
@@ -290,7 +356,8 @@ def patch(model, plan_or_config):
     # The stored value, not the property: the property's setter also rewrites subconfigs.
     previous = [(config, _stored_implementation(config)) for config in configs]
     name = f"smyrf_{next(_names)}"
-    state = PatchState(name, previous, plan_for_layer, {id(m): i for i, m in enumerate(modules)})
+    state = PatchState(name, previous, plan_for_layer, {id(m): i for i, m in enumerate(modules)},
+                       decode_index=bool(decode_index))
 
     attention_interface, _ = _registry()
     attention_interface.register(name, _make_attention_function(state))

@@ -21,7 +21,7 @@ import torch
 
 from . import Plan, _cached_plan, _smyrf
 
-__all__ = ["attention", "dense_attention"]
+__all__ = ["attention", "dense_attention", "decode", "index_append"]
 
 _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 # The Rust defaults, read once, so that a call with plan=None touches no compiled code
@@ -355,3 +355,37 @@ def dense_attention(
         _query_offset(query_offset),
         None if scale is None else float(scale),
     )
+
+
+def index_append(index, key, lengths):
+    """Indexes each sequence's keys up to ``lengths[b]`` into the ``smyrf.KvIndex`` ``index``,
+    read in place from the K cache tensor ``key`` ``[B, Hkv, >= lengths[b], D]``."""
+    _check_tensor("key", key)
+    index._index.append(_desc(key.detach()), [int(n) for n in lengths])
+
+
+def decode(query, key, value, index, plan, head_sinks=None):
+    """Decode through a ``smyrf.KvIndex`` (``smyrf.Plan.decode``) on CPU tensors: the Nq
+    queries of each sequence (``query`` ``[B, Hq, Nq, D]``) sit at its last Nq indexed
+    positions and attend to the K/V cache tensors ``key``, ``value``
+    ``[B, Hkv, >= length, D]``, read in place. ``plan`` is the plan the index was built for.
+    Returns ``[B, Hq, Nq, Dv]`` of query's dtype. Not a custom op: it reads the index, which
+    appends change between calls, so it runs eagerly (inference, no autograd).
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, t)
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan: expected a smyrf.Plan, got {type(plan).__name__}")
+    query, key, value = query.detach(), key.detach(), value.detach()
+    out = query.new_empty(query.shape[:3] + value.shape[3:])
+    sinks = _head_sinks(head_sinks)
+    plan._plan.decode(
+        index._index,
+        _desc(query),
+        _desc(key),
+        _desc(value),
+        _desc(out),
+        None if sinks is None else sinks.numpy(),
+        False,
+    )
+    return out

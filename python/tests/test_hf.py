@@ -280,3 +280,54 @@ def test_bert_configured_as_decoder_runs_causal():
     finally:
         hf.unpatch(model)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_llama_generation_goes_through_the_kv_cache_index():
+    model = _tiny_llama()
+    ids = torch.randint(1, 64, (2, 40), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        want_tokens = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False,
+                                     pad_token_id=0)
+    # One round of one cluster holding every key is exact attention in decode too.
+    state = hf.patch(model, EXACT)
+    try:
+        with torch.inference_mode():
+            got_tokens = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False,
+                                        pad_token_id=0)
+        # Every layer's index holds the cache of the last step: prompt plus 5 new keys.
+        assert sorted(state.indexes) == [0, 1]
+        assert all(e["index"].lengths == [45, 45] for e in state.indexes.values())
+    finally:
+        hf.unpatch(model)
+    assert torch.equal(got_tokens, want_tokens)
+
+    # Key blocks without samples or rounds: each step through the index gives the bits of
+    # the causal call of its one query, so the scores match the patch without the index.
+    blocks = lambda _layer, head_dim: smyrf.Plan.causal(head_dim, 16, block_tile=1,
+                                                        block_size=4)
+
+    def scores(decode_index):
+        hf.patch(model, blocks, decode_index=decode_index)
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False,
+                                     pad_token_id=0, output_scores=True,
+                                     return_dict_in_generate=True)
+        finally:
+            hf.unpatch(model)
+        return torch.stack(out.scores)
+
+    with_index, without = scores(True), scores(False)
+    assert torch.equal(with_index, without)
+    # A round over clusters of 4 keys changes decode: the index's hash orders are used.
+    rounds = lambda _layer, head_dim: smyrf.Plan.causal(head_dim, 16, block_tile=1,
+                                                        n_hashes=1, k_cluster_size=4)
+    hf.patch(model, rounds)
+    try:
+        with torch.inference_mode():
+            hashed = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False,
+                                    pad_token_id=0, output_scores=True,
+                                    return_dict_in_generate=True)
+    finally:
+        hf.unpatch(model)
+    assert not torch.equal(torch.stack(hashed.scores), with_index)
