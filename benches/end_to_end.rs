@@ -629,8 +629,8 @@ fn decode() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("| shape | context N | threads | exact decode ms | K/V read GB/s | of streaming read | index decode K=N/64 ms | speed-up | index bytes per key (of the f16 K/V cache) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| shape | context N | threads | exact decode ms | K/V read GB/s | of streaming read | index decode K=N/64 ms | speed-up | index bytes per key (of the f16 K/V cache) | with one hash round ms | speed-up |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let contexts: Vec<usize> = std::env::var("SMYRF_BENCH_DECODE_N")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -654,12 +654,25 @@ fn decode() {
             for threads in 1..=cores {
                 let dense = Plan::new(Config::default().num_threads(threads), d).unwrap();
                 let preset = Plan::new(Config::causal(n / 64).num_threads(threads), d).unwrap();
-                let mut index = KvIndex::new(&preset, 1, hkv, n).unwrap();
-                index
-                    .append(&TensorView::bhnd(&k, 1, hkv, n, d).unwrap(), &[n as u32])
-                    .unwrap();
+                // The preset plus one hash round of clusters of K/4 keys.
+                let hashed = Plan::new(
+                    Config::causal(n / 64)
+                        .n_hashes(1)
+                        .k_cluster_size(n / 256)
+                        .num_threads(threads),
+                    d,
+                )
+                .unwrap();
+                let indexed = |plan: &Plan| {
+                    let mut index = KvIndex::new(plan, 1, hkv, n).unwrap();
+                    index
+                        .append(&TensorView::bhnd(&k, 1, hkv, n, d).unwrap(), &[n as u32])
+                        .unwrap();
+                    index
+                };
+                let (index, hashed_index) = (indexed(&preset), indexed(&hashed));
                 // The index decode takes under a millisecond: more runs find its best.
-                let mut time = |plan: &Plan, exact: bool| {
+                let mut time = |plan: &Plan, index: &KvIndex, exact: bool| {
                     best_time(if exact { 5 } else { 50 }, || {
                         let qv = TensorView::bhnd(&q, 1, hq, 1, d).unwrap();
                         let kv = TensorView::bhnd(&k, 1, hkv, n, d).unwrap();
@@ -669,22 +682,25 @@ fn decode() {
                             let options = CallOptions::new().causal();
                             plan.dense_attention_with(&qv, &kv, &vv, &mut ov, options)
                         } else {
-                            plan.decode(&index, &qv, &kv, &vv, &mut ov, CallOptions::new())
+                            plan.decode(index, &qv, &kv, &vv, &mut ov, CallOptions::new())
                         }
                         .unwrap();
                     })
                 };
-                let exact = time(&dense, true);
-                let approx = time(&preset, false);
+                let exact = time(&dense, &index, true);
+                let approx = time(&preset, &index, false);
+                let with_round = time(&hashed, &hashed_index, false);
                 let rate = bytes / exact / 1e9;
                 let per_key = index.memory_bytes() as f64 / (hkv * n) as f64;
                 println!(
-                    "| {name} | {n} | {threads} | {:.3} | {rate:.1} | {:.0} % | {:.3} | {:.1}x | {per_key:.1} (1/{:.0}) |",
+                    "| {name} | {n} | {threads} | {:.3} | {rate:.1} | {:.0} % | {:.3} | {:.1}x | {per_key:.1} (1/{:.0}) | {:.3} | {:.1}x |",
                     exact * 1e3,
                     100.0 * rate / bandwidth[threads - 1],
                     approx * 1e3,
                     exact / approx,
-                    (4 * d) as f64 / per_key
+                    (4 * d) as f64 / per_key,
+                    with_round * 1e3,
+                    exact / with_round,
                 );
             }
         }
