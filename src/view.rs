@@ -536,6 +536,21 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Rows `i..i + count` as one run of values, when rows follow each other in memory.
+    #[inline(always)]
+    pub(crate) fn run(&self, i: usize, count: usize) -> Option<RowRef<'a>> {
+        if self.stride != self.dim || count == 0 {
+            return None;
+        }
+        let start = self.base + i * self.stride;
+        let end = start + count * self.dim;
+        Some(match self.data {
+            Data::F32(d) => RowRef::F32(&d[start..end]),
+            Data::F16(d) => RowRef::F16(&d[start..end]),
+            Data::Bf16(d) => RowRef::Bf16(&d[start..end]),
+        })
+    }
+
     /// Row i as f32 values, when the rows are f32.
     #[inline(always)]
     pub(crate) fn row_f32(&self, i: usize) -> Option<&'a [f32]> {

@@ -508,20 +508,36 @@ fn gather_keys(
     let wide = kern.transpose16.filter(|_| d >= 16);
     // One pass over blocks of keys: each block's K rows are transposed and its V rows copied
     // while the rows are in cache, and the rows a block ahead are prefetched.
+    // Keys at consecutive positions are read in order, which the hardware prefetcher
+    // follows; prefetch instructions for them only fill the line-fill buffers.
+    let in_order = k_idx.windows(2).all(|pair| pair[1] == pair[0] + 1);
     let mut j0 = 0;
     while j0 < n {
         let block = match wide {
             Some(_) if n - j0 >= 16 => 16,
             _ => TRANSPOSE_BLOCK.min(n - j0),
         };
-        for j in (j0 + PREFETCH_AHEAD..n).take(block) {
-            prefetch_row(&k, k_idx[j] as usize);
-            prefetch_row(&v, k_idx[j] as usize);
+        if !in_order {
+            for j in (j0 + PREFETCH_AHEAD..n).take(block) {
+                prefetch_row(&k, k_idx[j] as usize);
+                prefetch_row(&v, k_idx[j] as usize);
+            }
         }
+        // Consecutive positions (a decode chunk, a key block) in rows that follow each
+        // other are widened and copied as one run: one conversion call per block.
+        let first = k_idx[j0] as usize;
+        let consecutive = k_idx[j0..j0 + block]
+            .windows(2)
+            .all(|pair| pair[1] == pair[0] + 1);
         // The block's key rows as f32: the caller's rows, or widened into `stage`.
         if !wide_rows {
-            for (b, chunk) in stage.chunks_exact_mut(d).take(block).enumerate() {
-                cvt.load(k.row(k_idx[j0 + b] as usize), chunk);
+            match consecutive.then(|| k.run(first, block)).flatten() {
+                Some(run) => cvt.load(run, &mut stage[..block * d]),
+                None => {
+                    for (b, chunk) in stage.chunks_exact_mut(d).take(block).enumerate() {
+                        cvt.load(k.row(k_idx[j0 + b] as usize), chunk);
+                    }
+                }
             }
         }
         let row = |b: usize| -> &[f32] {
@@ -547,10 +563,18 @@ fn gather_keys(
                 }
             }
         }
-        for j in j0..j0 + block {
-            let row = &mut vt[j * ldv..(j + 1) * ldv];
-            cvt.load(v.row(k_idx[j] as usize), &mut row[..dv]);
-            row[dv..].fill(0.0);
+        match (consecutive && ldv == dv)
+            .then(|| v.run(first, block))
+            .flatten()
+        {
+            Some(run) => cvt.load(run, &mut vt[j0 * ldv..(j0 + block) * ldv]),
+            None => {
+                for j in j0..j0 + block {
+                    let row = &mut vt[j * ldv..(j + 1) * ldv];
+                    cvt.load(v.row(k_idx[j] as usize), &mut row[..dv]);
+                    row[dv..].fill(0.0);
+                }
+            }
         }
         j0 += block;
     }
