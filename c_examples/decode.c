@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
     float q[HQ * D], out[HQ * D], exact[HQ * D];
     smyrf_plan *plan = NULL;
     smyrf_kv_index *index = NULL;
+    void *workspace = NULL;
     FILE *file = NULL;
     int status = 1;
     if (!k || !v) {
@@ -109,6 +110,25 @@ int main(int argc, char **argv) {
     if (!ok(smyrf_kv_index_append(index, &k_cache, &length, 1), "indexing the prompt")) {
         goto done;
     }
+    /* One workspace for every step: its size depends on the views (the cache's capacity
+     * bounds every length), so the decode calls below allocate nothing. */
+    smyrf_call_args decode_args = smyrf_call_args_default();
+    {
+        smyrf_tensor qt = smyrf_tensor_bhnd(q, SMYRF_DTYPE_F32, 1, HQ, 1, D);
+        smyrf_tensor vt = smyrf_tensor_bhnd(v, SMYRF_DTYPE_F16, 1, HKV, CAPACITY, D);
+        smyrf_tensor_mut ot = smyrf_tensor_mut_bhnd(out, SMYRF_DTYPE_F32, 1, HQ, 1, D);
+        size_t bytes = 0;
+        if (!ok(smyrf_decode_workspace_size(plan, index, &qt, &k_cache, &vt, &ot, NULL, &bytes),
+                "smyrf_decode_workspace_size")) {
+            goto done;
+        }
+        if (!(workspace = malloc(bytes))) {
+            fprintf(stderr, "out of memory\n");
+            goto done;
+        }
+        decode_args.workspace = workspace;
+        decode_args.workspace_size = bytes;
+    }
     double worst = 0.0;
     for (size_t step = 0; step < STEPS; step++) {
         /* The new token: its key and value into the cache, its key into the index. */
@@ -131,7 +151,7 @@ int main(int argc, char **argv) {
         smyrf_tensor kt = smyrf_tensor_bhnd(k, SMYRF_DTYPE_F16, 1, HKV, CAPACITY, D);
         smyrf_tensor vt = smyrf_tensor_bhnd(v, SMYRF_DTYPE_F16, 1, HKV, CAPACITY, D);
         smyrf_tensor_mut ot = smyrf_tensor_mut_bhnd(out, SMYRF_DTYPE_F32, 1, HQ, 1, D);
-        if (!ok(smyrf_decode(plan, index, &qt, &kt, &vt, &ot, NULL), "smyrf_decode")) {
+        if (!ok(smyrf_decode(plan, index, &qt, &kt, &vt, &ot, &decode_args), "smyrf_decode")) {
             goto done;
         }
         /* Exact decode of the same cache: its first `length` keys. */
@@ -178,6 +198,7 @@ done:
     }
     smyrf_kv_index_destroy(index);
     smyrf_plan_destroy(plan);
+    free(workspace);
     free(k);
     free(v);
     return status;

@@ -792,9 +792,9 @@ smyrf_status smyrf_kv_index_lengths(const struct smyrf_kv_index *index,
  * was appended from) by the plan's sinks, window, key blocks and samples, exactly as the
  * causal prefill's tile of those queries does, then by each hash round's keys nearest
  * each query's hash. The plan must be the index's (head dim, hash rounds, projection, and
- * block size when it has key blocks). `args` may carry head sinks, `lse_out` and
- * `parallel_for`; a mask, key lengths, causal fields or a workspace are refused. On error
- * nothing is written.
+ * block size when it has key blocks). `args` may carry head sinks, `lse_out`,
+ * `parallel_for` and a workspace (sized by `smyrf_decode_workspace_size`); a mask, key
+ * lengths or causal fields are refused. On error nothing is written.
  *
  * # Safety
  * As for `smyrf_attention`; `index` must be NULL or a live index no thread appends to
@@ -807,6 +807,27 @@ smyrf_status smyrf_decode(const struct smyrf_plan *plan,
                           const struct smyrf_tensor *v,
                           const struct smyrf_tensor_mut *out,
                           const struct smyrf_call_args *args);
+
+/**
+ * Bytes of the workspace (`smyrf_call_args.workspace`) with which `smyrf_decode` on these
+ * tensors, this index and these arguments allocates nothing, at any alignment; stored in
+ * `*out_bytes`. Only the descriptors' sizes and element types (the cache views' `seq_len`
+ * bounds every sequence, so one size serves every step over the same views), the plan, the
+ * index's shape and `args->parallel_for` / `parallel_workers` matter: the data pointers
+ * may be NULL and the index's lengths play no part. The descriptors are checked as the
+ * call checks them.
+ *
+ * # Safety
+ * As for `smyrf_plan_workspace_size`; `index` must be NULL or a live index.
+ */
+smyrf_status smyrf_decode_workspace_size(const struct smyrf_plan *plan,
+                                         const struct smyrf_kv_index *index,
+                                         const struct smyrf_tensor *q,
+                                         const struct smyrf_tensor *k,
+                                         const struct smyrf_tensor *v,
+                                         const struct smyrf_tensor_mut *out,
+                                         const struct smyrf_call_args *args,
+                                         size_t *out_bytes);
 
 /**
  * A static, NUL-terminated description of a status code; unknown codes get a text too.

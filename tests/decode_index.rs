@@ -333,13 +333,21 @@ fn bad_input_is_refused_and_nothing_changes() {
         r
     };
     let mask = vec![1u8; 64];
-    let mut workspace = vec![0u8; 1 << 16];
+    let mut workspace = vec![0u8; 16];
+    assert!(matches!(
+        decode(
+            &plan,
+            &index,
+            &q,
+            CallOptions::new().workspace(&mut workspace)
+        ),
+        Err(Error::WorkspaceTooSmall { .. })
+    ));
     for options in [
         CallOptions::new().key_mask(&mask),
         CallOptions::new().key_lengths(&[32]),
         CallOptions::new().causal(),
         CallOptions::new().query_offset(3),
-        CallOptions::new().workspace(&mut workspace),
     ] {
         assert!(matches!(
             decode(&plan, &index, &q, options),
@@ -654,4 +662,137 @@ fn appends_with_rounds_equal_rebuild_bitwise() {
         )
         .unwrap();
     assert!(!same_bits(&out.data, &want));
+}
+
+/// A decode call in a workspace of `decode_workspace_size` bytes (at any offset) gives the
+/// bits of the call without one; one byte less is refused and writes nothing. The size
+/// depends on the views, not on the index's lengths.
+#[test]
+fn decode_in_a_caller_workspace_gives_the_same_bits() {
+    let data = data(31, 1, 4, 2, 900, 16);
+    let configs = [
+        blocks(1),
+        blocks(2).n_samples(5),
+        hashed(2, 16, 1).n_blocks(3).block_size(4),
+        // One sequence of one head on 3 threads: split-KV scoring.
+        blocks(1).block_size(2),
+    ];
+    let k16: Vec<f16> = data.k.data.iter().map(|&x| f16::from_f32(x)).collect();
+    let kv16 = TensorView::bhnd(&k16, 1, 2, 900, 16).unwrap();
+    for (c, config) in configs.into_iter().enumerate() {
+        let heads = if c == 3 { 1 } else { 4 };
+        let kv_heads = heads.min(2);
+        let plan = Plan::new(config.num_threads(3), 16).unwrap();
+        let mut index = KvIndex::new(&plan, 1, kv_heads, 900).unwrap();
+        let k =
+            TensorView::bhnd(&data.k.data[..kv_heads * 900 * 16], 1, kv_heads, 900, 16).unwrap();
+        let v_len = kv_heads * 900 * data.v.d;
+        let v = TensorView::bhnd(&data.v.data[..v_len], 1, kv_heads, 900, data.v.d).unwrap();
+        let q_data = Tensor::random(&mut Rng(32), 1, heads, 1, 16, false);
+        let mut want = vec![0.0f32; heads * data.v.d];
+        let mut got = vec![0.0f32; heads * data.v.d];
+        let dv = data.v.d;
+        let mut sizes = Vec::new();
+        for len in [300u32, 899] {
+            index.append(&k, &[len]).unwrap();
+            let bytes = plan
+                .decode_workspace_size(
+                    &index,
+                    &q_data.view(),
+                    &k,
+                    &v,
+                    &one_query_view(&mut got, heads, dv),
+                    &CallOptions::new(),
+                )
+                .unwrap();
+            sizes.push(bytes);
+            plan.decode(
+                &index,
+                &q_data.view(),
+                &k,
+                &v,
+                &mut one_query_view(&mut want, heads, dv),
+                CallOptions::new(),
+            )
+            .unwrap();
+            for offset in [0, 3] {
+                let mut workspace = vec![0u8; bytes + offset];
+                got.fill(SENTINEL);
+                plan.decode(
+                    &index,
+                    &q_data.view(),
+                    &k,
+                    &v,
+                    &mut one_query_view(&mut got, heads, dv),
+                    CallOptions::new().workspace(&mut workspace[offset..]),
+                )
+                .unwrap();
+                assert!(same_bits(&got, &want), "config {c}, length {len}");
+            }
+            let mut short = vec![0u8; bytes - 1];
+            got.fill(SENTINEL);
+            assert!(matches!(
+                plan.decode(
+                    &index,
+                    &q_data.view(),
+                    &k,
+                    &v,
+                    &mut one_query_view(&mut got, heads, dv),
+                    CallOptions::new().workspace(&mut short),
+                ),
+                Err(Error::WorkspaceTooSmall { .. })
+            ));
+            assert!(got.iter().all(|&x| x == SENTINEL), "written on error");
+        }
+        assert_eq!(sizes[0], sizes[1], "the size depends on the views only");
+        // A 16-bit cache and output need their staging too.
+        if c == 0 {
+            let mut out16 = vec![f16::ZERO; heads * data.v.d];
+            let mut out16_ws = vec![f16::ZERO; heads * data.v.d];
+            let mut idx16 = KvIndex::new(&plan, 1, kv_heads, 900).unwrap();
+            idx16.append(&kv16, &[899]).unwrap();
+            let bytes = plan
+                .decode_workspace_size(
+                    &idx16,
+                    &q_data.view(),
+                    &kv16,
+                    &v,
+                    &one_query_view(&mut out16, heads, dv),
+                    &CallOptions::new(),
+                )
+                .unwrap();
+            plan.decode(
+                &idx16,
+                &q_data.view(),
+                &kv16,
+                &v,
+                &mut one_query_view(&mut out16, heads, dv),
+                CallOptions::new(),
+            )
+            .unwrap();
+            let mut workspace = vec![0u8; bytes];
+            plan.decode(
+                &idx16,
+                &q_data.view(),
+                &kv16,
+                &v,
+                &mut one_query_view(&mut out16_ws, heads, dv),
+                CallOptions::new().workspace(&mut workspace),
+            )
+            .unwrap();
+            assert!(out16
+                .iter()
+                .zip(&out16_ws)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+}
+
+/// An output view of one query per head.
+fn one_query_view<T: smyrf::Element>(
+    buf: &mut [T],
+    heads: usize,
+    dv: usize,
+) -> TensorViewMut<'_, T> {
+    TensorViewMut::bhnd(buf, 1, heads, 1, dv).unwrap()
 }

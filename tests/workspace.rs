@@ -15,7 +15,8 @@ use common::types::Elem;
 use common::{bits, Rng, SENTINEL};
 use half::{bf16, f16};
 use smyrf::{
-    CallOptions, Config, Error, ParallelFor, Plan, Shape, SinkSelection, TensorView, TensorViewMut,
+    CallOptions, Config, Error, KvIndex, ParallelFor, Plan, Shape, SinkSelection, TensorView,
+    TensorViewMut,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -745,4 +746,78 @@ fn a_plan_s_own_threads_and_concurrent_callers_work_from_workspaces() {
             });
         }
     });
+}
+
+#[test]
+fn decode_calls_with_a_workspace_allocate_nothing_and_keep_their_bits() {
+    let _turn = take_turn();
+    let (hq, hkv, n, d) = (4, 2, 700, 16);
+    let mut rng = Rng(41);
+    let k: Vec<f16> = (0..hkv * n * d)
+        .map(|_| f16::from_f32(rng.symmetric(1.0)))
+        .collect();
+    let v: Vec<f16> = (0..hkv * n * d)
+        .map(|_| f16::from_f32(rng.symmetric(1.0)))
+        .collect();
+    let q: Vec<f32> = (0..hq * d).map(|_| rng.symmetric(1.0)).collect();
+    let kv = TensorView::bhnd(&k, 1, hkv, n, d).unwrap();
+    let vv = TensorView::bhnd(&v, 1, hkv, n, d).unwrap();
+    let qv = TensorView::bhnd(&q, 1, hq, 1, d).unwrap();
+    let configs = [
+        Config::causal(64),
+        Config::causal(64)
+            .n_samples(6)
+            .n_hashes(2)
+            .k_cluster_size(12),
+        // Split-KV scoring: 4 tasks on 3 workers.
+        Config::causal(64).block_size(2),
+    ];
+    for (c, config) in configs.into_iter().enumerate() {
+        let plan = Plan::new(config, d).unwrap();
+        let mut index = KvIndex::new(&plan, 1, hkv, n).unwrap();
+        index.append(&kv, &[650]).unwrap();
+        for engine in [
+            &Serial { workers: 3 } as &dyn ParallelFor,
+            &Persistent::new(3) as &dyn ParallelFor,
+        ] {
+            let mut want = vec![0.0f32; hq * d];
+            let mut got = vec![SENTINEL; hq * d];
+            plan.decode(
+                &index,
+                &qv,
+                &kv,
+                &vv,
+                &mut TensorViewMut::bhnd(&mut want, 1, hq, 1, d).unwrap(),
+                CallOptions::new().parallel_for(engine),
+            )
+            .unwrap();
+            let bytes = plan
+                .decode_workspace_size(
+                    &index,
+                    &qv,
+                    &kv,
+                    &vv,
+                    &TensorViewMut::bhnd(&mut got, 1, hq, 1, d).unwrap(),
+                    &CallOptions::new().parallel_for(engine),
+                )
+                .unwrap();
+            let mut workspace = vec![0u8; bytes];
+            let mut view = TensorViewMut::bhnd(&mut got, 1, hq, 1, d).unwrap();
+            let (allocations, result) = allocations_during(|| {
+                plan.decode(
+                    &index,
+                    &qv,
+                    &kv,
+                    &vv,
+                    &mut view,
+                    CallOptions::new()
+                        .parallel_for(engine)
+                        .workspace(&mut workspace),
+                )
+            });
+            result.unwrap();
+            assert_eq!(allocations, 0, "config {c}: allocations");
+            assert_eq!(bits(&got), bits(&want), "config {c}");
+        }
+    }
 }

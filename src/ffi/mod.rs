@@ -1004,9 +1004,9 @@ pub unsafe extern "C" fn smyrf_kv_index_lengths(
 /// was appended from) by the plan's sinks, window, key blocks and samples, exactly as the
 /// causal prefill's tile of those queries does, then by each hash round's keys nearest
 /// each query's hash. The plan must be the index's (head dim, hash rounds, projection, and
-/// block size when it has key blocks). `args` may carry head sinks, `lse_out` and
-/// `parallel_for`; a mask, key lengths, causal fields or a workspace are refused. On error
-/// nothing is written.
+/// block size when it has key blocks). `args` may carry head sinks, `lse_out`,
+/// `parallel_for` and a workspace (sized by `smyrf_decode_workspace_size`); a mask, key
+/// lengths or causal fields are refused. On error nothing is written.
 ///
 /// # Safety
 /// As for `smyrf_attention`; `index` must be NULL or a live index no thread appends to
@@ -1044,6 +1044,44 @@ pub unsafe extern "C" fn smyrf_decode(
         let (shape, rows) = out.writer();
         plan.run_decode(index, q, k, v, shape, rows, options)?;
         engine.as_ref().map_or(Ok(()), CEngine::check)
+    })
+}
+
+/// Bytes of the workspace (`smyrf_call_args.workspace`) with which `smyrf_decode` on these
+/// tensors, this index and these arguments allocates nothing, at any alignment; stored in
+/// `*out_bytes`. Only the descriptors' sizes and element types (the cache views' `seq_len`
+/// bounds every sequence, so one size serves every step over the same views), the plan, the
+/// index's shape and `args->parallel_for` / `parallel_workers` matter: the data pointers
+/// may be NULL and the index's lengths play no part. The descriptors are checked as the
+/// call checks them.
+///
+/// # Safety
+/// As for `smyrf_plan_workspace_size`; `index` must be NULL or a live index.
+#[no_mangle]
+pub unsafe extern "C" fn smyrf_decode_workspace_size(
+    plan: *const smyrf_plan,
+    index: *const smyrf_kv_index,
+    q: *const smyrf_tensor,
+    k: *const smyrf_tensor,
+    v: *const smyrf_tensor,
+    out: *const smyrf_tensor_mut,
+    args: *const smyrf_call_args,
+    out_bytes: *mut usize,
+) -> smyrf_status {
+    entry("smyrf_decode_workspace_size", || {
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live plan.
+        let plan = &unsafe { plan.as_ref() }
+            .ok_or_else(|| Failure::null("plan"))?
+            .plan;
+        // SAFETY: NULL is refused; otherwise the caller guarantees a live index.
+        let index = &unsafe { index.as_ref() }
+            .ok_or_else(|| Failure::null("index"))?
+            .index;
+        // SAFETY: forwarded caller contract for every pointer.
+        let query = unsafe { SizeQuery::from_c(q, k, v, out, args) }?;
+        let bytes =
+            plan.decode_workspace_size_of(index, query.shapes, query.types, &query.options())?;
+        query.store(out_bytes, bytes)
     })
 }
 

@@ -14,16 +14,18 @@ use super::combine::{log_sum_exp, merge_row, merge_sink};
 use super::hybrid::samples::{draw_samples_into, sample_seed};
 use super::Plan;
 use crate::alsh::{self, ProjectFn};
-use crate::attention::{self, TileScratch};
+use crate::attention::{self, TileScratch, TileShape};
 use crate::call::{expect, mask_future, CallOptions, CallSizes, SharedSlice};
 use crate::config::MAX_BLOCK_SIZE;
 use crate::convert::ConvertKernels;
 use crate::error::{Error, Result};
+use crate::runtime::arena::Arena;
 use crate::runtime::buffer::Buf;
-use crate::runtime::pool::PoolRef;
+use crate::runtime::pool::{FixedPool, PoolRef};
 use crate::runtime::threads::{for_each_index_with, Par};
 use crate::sort::ordered_key;
-use crate::view::{AnyView, Element, OutRows, RowWriter, Shape, TensorView, TensorViewMut};
+use crate::view::{AnyView, DType, Element, OutRows, RowWriter, Shape, TensorView, TensorViewMut};
+use std::mem::MaybeUninit;
 
 /// The key-block bounds and hash orders of an engine's K cache, `[batch][kv_heads][capacity]`
 /// keys of the plan's head dim, for decode calls of that plan (design §10).
@@ -539,6 +541,59 @@ struct DecodeCall<'a> {
     scores: Option<&'a SharedSlice<'a>>,
 }
 
+impl DecodeScratch {
+    /// One task's buffers carved from a workspace, each at the largest length a decode call
+    /// of these sizes grows it to: every key list holds distinct positions below the cache
+    /// view's length Nk.
+    fn carve(arena: &mut Arena<'_>, plan: &Plan, sizes: &CallSizes) -> DecodeScratch {
+        let c = &plan.config;
+        let (nq, nk, d, dv) = (sizes.shape.nq, sizes.shape.nk, sizes.shape.d, sizes.dv);
+        let blocks = nk.div_ceil(c.key_block_size());
+        let cluster = plan.decode_cluster_size().min(nk);
+        let samples = c.n_samples.min(nk);
+        let sixteen = |dtype: DType, n: usize| if dtype == DType::F32 { 0 } else { n };
+        DecodeScratch {
+            tiles: TileScratch::carve(
+                arena,
+                &TileShape {
+                    queries: nq,
+                    keys: nk,
+                    d,
+                    dv,
+                    widen_keys: sizes.k != DType::F32,
+                    prefetch: false,
+                },
+            ),
+            query_sum: arena.buf(d),
+            wide: arena.buf(d),
+            scores: arena.buf(blocks),
+            pool: arena.buf(blocks),
+            chosen: arena.buf(c.n_blocks.min(blocks)),
+            keys: arena.buf(nk.max(1)),
+            members: arena.buf(nq),
+            run_max: arena.buf(nq),
+            run_sum: arena.buf(nq),
+            stage: arena.buf(sixteen(sizes.out, nq.saturating_mul(dv))),
+            proj_stage: arena.buf(sixteen(sizes.q, alsh::STAGE_ROWS.saturating_mul(d))),
+            eligible: arena.buf(if samples > 0 { nk } else { 0 }),
+            swaps: arena.buf(samples),
+            samples: arena.buf(samples),
+            q_norms: arena.buf(nq),
+            q_hashes: arena.buf(c.n_hashes.saturating_mul(nq)),
+            below: arena.buf(cluster),
+            above: arena.buf(cluster),
+        }
+    }
+}
+
+/// The scratch of one decode call: a task set per running task, and the split-KV scores.
+struct DecodePools<'a> {
+    tasks: Option<FixedPool<'a, DecodeScratch>>,
+    starts: Buf<usize>,
+    pieces: Buf<ScorePiece>,
+    scores: Buf<f32>,
+}
+
 /// Candidate blocks scored per split-KV piece: at d = 64, 64 KiB of bounds read per piece.
 const SPLIT_BLOCKS: usize = 256;
 
@@ -558,8 +613,9 @@ impl Plan {
     /// `index.lengths()[b]` indexed positions and attend causally to those keys of the
     /// cache (`k`, `v`: `[B, Hkv, ≥ length, d]`) by the plan's sinks, window and key blocks,
     /// as the causal prefill's tile of those queries does. The options may carry head
-    /// sinks, an lse output and a parallel-for; masks, key lengths, offsets and workspaces
-    /// belong to calls without an index. On error nothing is written.
+    /// sinks, an lse output, a parallel-for and a workspace (sized by
+    /// [`Plan::decode_workspace_size`]); masks, key lengths and offsets belong to calls
+    /// without an index. On error nothing is written.
     pub fn decode<TQ: Element, TK: Element, TV: Element, TO: Element>(
         &self,
         index: &KvIndex,
@@ -588,11 +644,39 @@ impl Plan {
         sizes: &CallSizes,
         options: &CallOptions<'_>,
     ) -> Result<()> {
+        self.check_decode_plan(index, sizes, options)?;
+        let shape = sizes.shape;
+        for (b, &len) in index.lengths.iter().enumerate() {
+            let len = len as usize;
+            if len > shape.nk {
+                return Err(Error::KeyLength {
+                    batch: b,
+                    length: len as i64,
+                    nk: shape.nk,
+                });
+            }
+            if shape.nq > len {
+                return Err(Error::CausalOffset {
+                    nq: shape.nq,
+                    nk: len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of a decode call that do not read the index's lengths: the options, the
+    /// plan against the index, the views against both.
+    fn check_decode_plan(
+        &self,
+        index: &KvIndex,
+        sizes: &CallSizes,
+        options: &CallOptions<'_>,
+    ) -> Result<()> {
         let refused = [
             ("key_mask", options.key_mask.is_some()),
             ("key_lengths", options.key_lengths.is_some()),
             ("causal", options.causal || options.query_offset.is_some()),
-            ("workspace", options.workspace.is_some()),
         ];
         if let Some(&(option, _)) = refused.iter().find(|(_, set)| *set) {
             return Err(Error::OptionNeeds {
@@ -647,24 +731,7 @@ impl Plan {
             heads: shape.kv_heads,
             dim: shape.d,
             ..Shape::bhnd(1, 1, 1, 1)
-        })?;
-        for (b, &len) in index.lengths.iter().enumerate() {
-            let len = len as usize;
-            if len > shape.nk {
-                return Err(Error::KeyLength {
-                    batch: b,
-                    length: len as i64,
-                    nk: shape.nk,
-                });
-            }
-            if shape.nq > len {
-                return Err(Error::CausalOffset {
-                    nq: shape.nq,
-                    nk: len,
-                });
-            }
-        }
-        Ok(())
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -700,24 +767,30 @@ impl Plan {
         } = options;
         let lse = lse.map(SharedSlice::new);
         let tasks = shape.batch * shape.q_heads;
+        let mut pools = match options.workspace {
+            Some(workspace) => self.carve_decode(workspace, &sizes)?,
+            None => DecodePools {
+                tasks: None,
+                starts: Buf::default(),
+                pieces: Buf::default(),
+                scores: Buf::default(),
+            },
+        };
         // Split-KV: with fewer tasks than twice the threads, the candidate-block scores (the
         // work that grows with the context) are computed ahead in pieces of key blocks. Each
         // block's score is its own sum, so the pieces give the bits one pass gives.
-        let mut starts = Vec::new();
-        let mut pieces = Vec::new();
         let mut total = 0;
         let workers = sizes.workers;
-        if self.config.n_blocks > 0 && workers > 1 && tasks < 2 * workers {
-            starts.reserve(tasks);
+        if self.splits_scores(tasks, workers) {
             for task in 0..tasks {
-                starts.push(total);
+                pools.starts.push(total);
                 let b = task / shape.q_heads;
                 if let Some((lo, hi)) = self.scored_blocks(index, b, shape.nq) {
                     let per = (hi - lo + 1)
                         .div_ceil((2 * workers).div_ceil(tasks))
                         .max(SPLIT_BLOCKS);
                     for at in (lo..=hi).step_by(per) {
-                        pieces.push(ScorePiece {
+                        pools.pieces.push(ScorePiece {
                             task,
                             lo: at,
                             hi: (at + per).min(hi + 1),
@@ -728,7 +801,17 @@ impl Plan {
                 }
             }
         }
-        let mut scores = vec![0.0f32; total];
+        pools.scores.resize(total, 0.0);
+        let DecodePools {
+            tasks: fixed,
+            starts,
+            pieces,
+            mut scores,
+        } = pools;
+        let pool = match &fixed {
+            Some(fixed) => PoolRef::Fixed(fixed),
+            None => PoolRef::Heap(&self.decode),
+        };
         let scores = SharedSlice::new(&mut scores);
         let call = DecodeCall {
             index,
@@ -748,11 +831,11 @@ impl Plan {
         // task's choices and sums run on its thread, so the bits do not depend on the count.
         let job = |par: Par<'_>| {
             if !pieces.is_empty() {
-                for_each_index_with(par, pieces.len(), PoolRef::Heap(&self.decode), |s, at| {
+                for_each_index_with(par, pieces.len(), pool, |s, at| {
                     self.score_piece(&call, pieces[at], &scores, s);
                 });
             }
-            for_each_index_with(par, tasks, PoolRef::Heap(&self.decode), |s, task| {
+            for_each_index_with(par, tasks, pool, |s, task| {
                 let (b, h) = (task / shape.q_heads, task % shape.q_heads);
                 self.decode_head(&call, b, h, s);
             })
@@ -762,6 +845,99 @@ impl Plan {
             None => self.threads.run(job),
         }
         Ok(())
+    }
+
+    /// Whether a call of `tasks` (sequence, query head) tasks on `workers` threads scores
+    /// its candidate blocks ahead, in split-KV pieces.
+    fn splits_scores(&self, tasks: usize, workers: usize) -> bool {
+        self.config.n_blocks > 0 && workers > 1 && tasks < 2 * workers
+    }
+
+    /// The workspace layout of a decode call: a task set per task that runs at once, and
+    /// the split-KV lists at their largest (every task scoring every block of a cache view
+    /// of Nk keys). Measuring, it counts the bytes; carving, it builds them.
+    fn decode_layout<'a>(&self, arena: &mut Arena<'a>, sizes: &CallSizes) -> DecodePools<'a> {
+        let shape = sizes.shape;
+        let tasks = shape.batch * shape.q_heads;
+        let fixed = FixedPool::carve(arena, sizes.workers.min(tasks), |arena| {
+            DecodeScratch::carve(arena, self, sizes)
+        });
+        let split = self.splits_scores(tasks, sizes.workers);
+        let blocks = shape.nk.div_ceil(self.config.key_block_size());
+        let per_task = |n: usize| if split { tasks.saturating_mul(n) } else { 0 };
+        DecodePools {
+            tasks: Some(fixed),
+            starts: arena.buf(per_task(1)),
+            pieces: arena.buf(per_task(blocks.div_ceil(SPLIT_BLOCKS))),
+            scores: arena.buf(per_task(blocks)),
+        }
+    }
+
+    /// The decode call's scratch carved from `workspace`, or `WorkspaceTooSmall` (then
+    /// nothing is written).
+    fn carve_decode<'a>(
+        &self,
+        workspace: &'a mut [MaybeUninit<u8>],
+        sizes: &CallSizes,
+    ) -> Result<DecodePools<'a>> {
+        let needed = self.decode_bytes(sizes);
+        if workspace.len() < needed {
+            return Err(Error::WorkspaceTooSmall {
+                needed,
+                given: workspace.len(),
+            });
+        }
+        // SAFETY: every buffer carved goes into the returned pools, which borrow the
+        // workspace for 'a and drop their items with them.
+        let mut arena = unsafe { Arena::over(workspace) };
+        Ok(self.decode_layout(&mut arena, sizes))
+    }
+
+    fn decode_bytes(&self, sizes: &CallSizes) -> usize {
+        let mut arena = Arena::measuring();
+        self.decode_layout(&mut arena, sizes);
+        arena.needed()
+    }
+
+    /// Bytes of the workspace (see [`CallOptions::workspace`]) with which
+    /// [`Plan::decode`] on these views and options allocates nothing, at any alignment. It
+    /// depends on the shapes (the cache views' length Nk bounds every sequence), the element
+    /// types, the plan and the options' `parallel_for`, not on the data or the index's
+    /// lengths, so one workspace serves every step of a generation over the same views.
+    pub fn decode_workspace_size<TQ: Element, TK: Element, TV: Element, TO: Element>(
+        &self,
+        index: &KvIndex,
+        q: &TensorView<'_, TQ>,
+        k: &TensorView<'_, TK>,
+        v: &TensorView<'_, TV>,
+        out: &TensorViewMut<'_, TO>,
+        options: &CallOptions<'_>,
+    ) -> Result<usize> {
+        self.decode_workspace_size_of(
+            index,
+            [q.shape(), k.shape(), v.shape(), out.shape()],
+            [TQ::DTYPE, TK::DTYPE, TV::DTYPE, TO::DTYPE],
+            options,
+        )
+    }
+
+    /// [`Plan::decode_workspace_size`] from the tensors' shapes and element types alone.
+    pub(crate) fn decode_workspace_size_of(
+        &self,
+        index: &KvIndex,
+        shapes: [Shape; 4],
+        types: [DType; 4],
+        options: &CallOptions<'_>,
+    ) -> Result<usize> {
+        let sizes = CallSizes::check(shapes, types, options, self.workers(options))?;
+        if sizes.shape.d != self.head_dim {
+            return Err(Error::HeadDimMismatch {
+                plan: self.head_dim,
+                found: sizes.shape.d,
+            });
+        }
+        self.check_decode_plan(index, &sizes, options)?;
+        Ok(self.decode_bytes(&sizes))
     }
 
     /// The candidate blocks `lo..=hi` that the queries of sequence b score, when there are
