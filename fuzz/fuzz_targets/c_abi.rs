@@ -1596,6 +1596,34 @@ fn index_session(input: &mut Input, plan: PlanInfo, head_dim: usize) {
                 );
                 let mut args = smyrf_call_args_default();
                 args.lse_out = lse.as_mut_ptr();
+                // A workspace of the size the library asks for, or one byte short.
+                let mut workspace = Vec::new();
+                let mut short_workspace = false;
+                if input.flag() && !plan.plan.is_null() {
+                    let mut bytes = 0usize;
+                    // SAFETY: a live plan and index, views over live buffers, a writable size.
+                    let status = unsafe {
+                        smyrf_decode_workspace_size(
+                            plan.plan,
+                            index,
+                            &q_view,
+                            &k_view,
+                            &v_view,
+                            &out_view,
+                            null(),
+                            &mut bytes,
+                        )
+                    };
+                    check_status("smyrf_decode_workspace_size", status);
+                    if status == smyrf_status::SMYRF_OK {
+                        short_workspace = bytes > 0 && input.rare(4);
+                        workspace = vec![0u8; bytes - usize::from(short_workspace)];
+                        args.workspace = workspace.as_mut_ptr().cast();
+                        args.workspace_size = workspace.len();
+                    } else {
+                        assert!(plan.no_causal, "size refused: {}", last_error());
+                    }
+                }
                 let causal_field = input.rare(8);
                 if causal_field {
                     args.causal = 1;
@@ -1608,8 +1636,11 @@ fn index_session(input: &mut Input, plan: PlanInfo, head_dim: usize) {
                     )
                 };
                 check_status("smyrf_decode", status);
+                // The workspace lives until the call is done.
+                drop(workspace);
                 let valid = !plan.no_causal
                     && !causal_field
+                    && !short_workspace
                     && before.iter().all(|&len| len as usize >= nq);
                 if valid {
                     assert_eq!(status, smyrf_status::SMYRF_OK, "{}", last_error());
