@@ -466,6 +466,29 @@ pub(crate) struct DecodeScratch {
     above: Buf<u64>,
 }
 
+/// Merges one attention result into a query's row and (max, sum) pair: the first result
+/// that saw a key is stored, later ones blended by lse, ones that saw none skipped (a row
+/// nothing reaches gets its last key, so every row is written).
+fn fold(
+    kern: &attention::AttentionKernels,
+    row: &mut [f32],
+    run_max: &mut f32,
+    run_sum: &mut f32,
+    result: attention::RowResult<'_>,
+) {
+    if result.sum == 0.0 {
+        return;
+    }
+    if *run_max == f32::NEG_INFINITY {
+        (kern.scale_store)(row, result.acc, result.inv_sum(), false);
+        (*run_max, *run_sum) = (result.max, result.sum);
+    } else {
+        merge_row(
+            kern, row, run_max, run_sum, result.acc, result.max, result.sum,
+        );
+    }
+}
+
 /// The `ck` keys of `middle` nearest `probe` in the union of two ascending orders, into
 /// `s.keys` as positions: up to ⌊ck/2⌋ below the probe and the rest above, more below where
 /// too few lie above and the other way round.
@@ -1151,8 +1174,7 @@ impl Plan {
                 |i, result| {
                     // SAFETY: this task alone owns the rows of (b, h).
                     let row = unsafe { out.row(b, h, i) };
-                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
-                    (run_max[i], run_sum[i]) = (result.max, result.sum);
+                    fold(kern, row, &mut run_max[i], &mut run_sum[i], result);
                 },
             );
         }
@@ -1288,25 +1310,9 @@ impl Plan {
             self.scale(),
             None,
             |_, result| {
-                if result.sum == 0.0 {
-                    return;
-                }
                 // SAFETY: this task alone owns the rows of (b, h).
                 let row = unsafe { out.row(b, h, i) };
-                if run_max[i] == f32::NEG_INFINITY {
-                    (kern.scale_store)(row, result.acc, result.inv_sum(), false);
-                    (run_max[i], run_sum[i]) = (result.max, result.sum);
-                } else {
-                    merge_row(
-                        kern,
-                        row,
-                        &mut run_max[i],
-                        &mut run_sum[i],
-                        result.acc,
-                        result.max,
-                        result.sum,
-                    );
-                }
+                fold(kern, row, &mut run_max[i], &mut run_sum[i], result);
             },
         );
     }
