@@ -259,11 +259,9 @@ def _make_attention_function(state):
         if causal and plan is not None and state.decode_index:
             out = _decode_step(state, layer, plan, query, key, value, mask, scaling,
                                kwargs.get("s_aux"))
-        if out is not None:
-            pass
-        elif plan is None:
+        if out is None and plan is None:
             out = smyrf_torch.dense_attention(query, key, value, **options)
-        else:
+        elif out is None:
             out = smyrf_torch.attention(query, key, value, plan=plan, **options)
         # The registry's contract: [B, Nq, H, Dv] output and no attention weights.
         out = out.transpose(1, 2).contiguous()
