@@ -132,7 +132,14 @@ fn partials_len(sizes: &CallSizes) -> usize {
 /// The workspace layout of a dense call: a task set for each task that can run at once,
 /// and a decode call's partial results.
 fn layout<'a>(arena: &mut Arena<'a>, sizes: &CallSizes) -> (FixedPool<'a, DenseScratch>, Buf<f32>) {
-    let sets = sizes.workers.min(tasks(sizes.shape));
+    // A split decode merges its chunks in a second loop, over (b, query head) tasks, which
+    // may outnumber the chunk tasks.
+    let merges = if partials_len(sizes) > 0 {
+        sizes.shape.batch * sizes.shape.q_heads
+    } else {
+        0
+    };
+    let sets = sizes.workers.min(tasks(sizes.shape).max(merges));
     let partials = arena.buf(partials_len(sizes));
     (
         FixedPool::carve(arena, sets, |arena| DenseScratch::carve(arena, sizes)),

@@ -821,3 +821,79 @@ fn decode_calls_with_a_workspace_allocate_nothing_and_keep_their_bits() {
         }
     }
 }
+
+/// An engine that starts its tasks in waves of `workers`, one thread each, released
+/// together by a barrier: every task of a wave holds its task set at the same time, as the
+/// most crowded schedule the `workers` contract allows.
+struct Lockstep {
+    workers: usize,
+}
+
+impl ParallelFor for Lockstep {
+    fn workers(&self) -> usize {
+        self.workers
+    }
+    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync)) {
+        for wave in (0..n).step_by(self.workers) {
+            let end = (wave + self.workers).min(n);
+            let barrier = std::sync::Barrier::new(end - wave);
+            std::thread::scope(|scope| {
+                for i in wave..end {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        task(i);
+                    });
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn every_loop_of_a_decode_finds_a_task_set_in_the_workspace() {
+    // Dense: 3 key chunks of one key/value head, merged over its 8 query heads (more merges
+    // than chunk tasks). Index: one query head whose candidate blocks are scored in 8
+    // split-KV pieces (more pieces than heads).
+    let (d, n) = (16, 2 * 4096 + 8);
+    let mut rng = Rng(43);
+    let mut gen = |len: usize| (0..len).map(|_| rng.symmetric(1.0)).collect::<Vec<f32>>();
+    let (k, v, q) = (gen(n * d), gen(n * d), gen(8 * d));
+    let kv = TensorView::bhnd(&k, 1, 1, n, d).unwrap();
+    let vv = TensorView::bhnd(&v, 1, 1, n, d).unwrap();
+    let engine = Lockstep { workers: 8 };
+    for (label, heads, config) in [
+        ("dense", 8, Config::causal(64)),
+        ("index", 1, Config::causal(64).block_size(2)),
+    ] {
+        let qv = TensorView::bhnd(&q[..heads * d], 1, heads, 1, d).unwrap();
+        let plan = Plan::new(config, d).unwrap();
+        let mut index = KvIndex::new(&plan, 1, 1, n).unwrap();
+        index.append(&kv, &[n as u32]).unwrap();
+        let mut want = vec![0.0f32; heads * d];
+        let mut got = vec![SENTINEL; heads * d];
+        let options = || CallOptions::new().parallel_for(&engine);
+        let bytes = if label == "dense" {
+            let out = TensorViewMut::bhnd(&mut got, 1, heads, 1, d).unwrap();
+            plan.dense_workspace_size(&qv, &kv, &vv, &out, &options())
+        } else {
+            let out = TensorViewMut::bhnd(&mut got, 1, heads, 1, d).unwrap();
+            plan.decode_workspace_size(&index, &qv, &kv, &vv, &out, &options())
+        }
+        .unwrap();
+        let mut workspace = vec![0u8; bytes];
+        for (buf, options) in [
+            (&mut want, options()),
+            (&mut got, options().workspace(&mut workspace)),
+        ] {
+            let mut out = TensorViewMut::bhnd(buf, 1, heads, 1, d).unwrap();
+            if label == "dense" {
+                plan.dense_attention_with(&qv, &kv, &vv, &mut out, options)
+            } else {
+                plan.decode(&index, &qv, &kv, &vv, &mut out, options)
+            }
+            .unwrap();
+        }
+        assert_eq!(bits(&got), bits(&want), "{label}");
+    }
+}

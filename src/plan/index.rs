@@ -882,16 +882,18 @@ impl Plan {
     fn decode_layout<'a>(&self, arena: &mut Arena<'a>, sizes: &CallSizes) -> DecodePools<'a> {
         let shape = sizes.shape;
         let tasks = shape.batch * shape.q_heads;
-        let fixed = FixedPool::carve(arena, sizes.workers.min(tasks), |arena| {
-            DecodeScratch::carve(arena, self, sizes)
-        });
         let split = self.splits_scores(tasks, sizes.workers);
         let blocks = shape.nk.div_ceil(self.config.key_block_size());
         let per_task = |n: usize| if split { tasks.saturating_mul(n) } else { 0 };
+        // The split-KV pieces run as a loop of their own, which may have more tasks.
+        let pieces = per_task(blocks.div_ceil(SPLIT_BLOCKS));
+        let fixed = FixedPool::carve(arena, sizes.workers.min(tasks.max(pieces)), |arena| {
+            DecodeScratch::carve(arena, self, sizes)
+        });
         DecodePools {
             tasks: Some(fixed),
             starts: arena.buf(per_task(1)),
-            pieces: arena.buf(per_task(blocks.div_ceil(SPLIT_BLOCKS))),
+            pieces: arena.buf(pieces),
             scores: arena.buf(per_task(blocks)),
         }
     }

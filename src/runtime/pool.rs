@@ -212,6 +212,14 @@ impl<T> Clone for PoolRef<'_, T> {
 impl<T> Copy for PoolRef<'_, T> {}
 
 impl<'p, T: Default> PoolRef<'p, T> {
+    /// How many items may be held at once: a workspace pool's count, or no bound.
+    pub(crate) fn room(self) -> usize {
+        match self {
+            PoolRef::Heap(_) => usize::MAX,
+            PoolRef::Fixed(pool) => pool.len,
+        }
+    }
+
     /// An item for one task, given back when the guard drops.
     pub(crate) fn take(self) -> Taken<'p, T> {
         match self {

@@ -96,6 +96,14 @@ pub(crate) fn for_each_index_with<T: Default + Send>(
     pool: PoolRef<'_, T>,
     task: impl Fn(&mut T, usize) + Sync + Send,
 ) {
+    // Checked up front: a pool short of the loop's workers is a layout bug, which a claim
+    // would otherwise meet only on a crowded schedule.
+    assert!(
+        pool.room() >= count.min(par.workers()),
+        "workspace pool of {} items for a loop of {count} tasks on {} workers",
+        pool.room(),
+        par.workers()
+    );
     match par {
         Par::Rayon if count > 1 => (0..count)
             .into_par_iter()
